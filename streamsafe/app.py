@@ -1,0 +1,148 @@
+"""``create_app(settings)``: the only place the Faust app is built and agents are wired.
+
+One agent per input topic; all input topics and the state table share one
+partition count, so the records and state of a stream live on one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from streamsafe.agents.processor import StreamProcessor
+from streamsafe.enforcement.kafka import KafkaPublisher
+from streamsafe.errors import BankError
+from streamsafe.events.contract import (
+    ACTIONS,
+    DEAD_LETTER,
+    ESCALATIONS,
+    FRAME_HASHES,
+    INPUT_TOPICS,
+    TopicSpec,
+    load_contract,
+)
+from streamsafe.events.dead_letter import SourceRecord
+from streamsafe.events.decode import InputDecoder
+from streamsafe.matching.banks import HashBanks, read_hash_list
+from streamsafe.policy.foundation import FoundationPolicy
+from streamsafe.settings import KafkaSecurity, Settings
+
+__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "stream-state"
+
+
+def faust_credentials(security: KafkaSecurity) -> Any:
+    """Faust credentials for the configured TLS/SASL options (None for PLAINTEXT)."""
+    ssl_context = security.aiokafka_kwargs().get("ssl_context")
+    if security.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password,
+            mechanism=security.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    if security.protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def load_banks(settings: Settings) -> HashBanks:
+    """The banks a worker matches against (the configured hash list, if any)."""
+    banks = HashBanks()
+    if settings.hash_list is None:
+        return banks
+    entries, problems = read_hash_list(settings.hash_list)
+    for problem in problems:
+        log.warning("hash list line %d skipped: %s", problem.line, problem.reason)
+    if not entries:
+        raise BankError(f"hash list {settings.hash_list} has no valid entries")
+    banks.add_all(entries)
+    log.info("loaded %d bank entries (%d lines skipped)", len(banks), len(problems))
+    return banks
+
+
+def create_app(
+    settings: Settings,
+    *,
+    banks: HashBanks | None = None,
+    contract: dict[str, TopicSpec] | None = None,
+) -> faust.App:
+    contract = contract or load_contract()
+    partitions = contract[FRAME_HASHES].partitions
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings.security),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=partitions,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+    )
+    states = app.Table(
+        STATE_TABLE, partitions=partitions, key_serializer="json", value_serializer="json"
+    )
+
+    def output(name: str) -> Any:
+        return app.topic(
+            settings.topic_name(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=contract[name].partitions,
+            internal=False,
+        )
+
+    processor = StreamProcessor(
+        decoder=InputDecoder(contract, settings.max_message_bytes),
+        banks=banks if banks is not None else load_banks(settings),
+        policy=FoundationPolicy(
+            version=settings.policy_version,
+            thresholds=dict(settings.classifier_thresholds),
+            default_threshold=settings.default_classifier_threshold,
+            escalation_priority=settings.escalation_priority,
+        ),
+        states=states,
+        publisher=KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(DEAD_LETTER)),
+    )
+    for name in INPUT_TOPICS:
+        topic = app.topic(
+            settings.topic_name(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+            internal=False,
+        )
+        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor))
+    app.streamsafe_processor = processor  # type: ignore[attr-defined]
+    return app
+
+
+def _agent_for(name: str, processor: StreamProcessor) -> Callable[[Any], Any]:
+    async def consume(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourceRecord(message.topic, message.partition, message.offset,
+                                  _timestamp_ms(message.timestamp))
+            await processor.handle(name, message.key, message.value, source)
+
+    consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_').replace('-', '_')}"
+    return consume
+
+
+def _timestamp_ms(timestamp: float | None) -> int | None:
+    return None if timestamp is None else round(timestamp * 1000)

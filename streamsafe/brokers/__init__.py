@@ -1,0 +1,1 @@
+"""Broker lifecycle (Apache Kafka from Maven Central, embedded Tansu) and topic administration."""

@@ -1,0 +1,115 @@
+"""Load the event contract: one file per Kafka topic under ``topics/``.
+
+``topics/`` is the single source of truth for topic names, partition counts,
+configs, keys, schemas and examples. In a source checkout it sits next to the
+package; an installed wheel carries a copy under ``streamsafe/_contract/topics``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from streamsafe.errors import ContractError
+
+__all__ = [
+    "ACTIONS",
+    "CLASSIFIER_SIGNALS",
+    "DEAD_LETTER",
+    "ESCALATIONS",
+    "FRAME_HASHES",
+    "INPUT_TOPICS",
+    "METADATA",
+    "USER_REPORTS",
+    "TopicSpec",
+    "contract_dir",
+    "load_contract",
+]
+
+METADATA = "livestream.metadata"
+FRAME_HASHES = "livestream.frame-hashes"
+CLASSIFIER_SIGNALS = "livestream.classifier-signals"
+USER_REPORTS = "livestream.user-reports"
+ACTIONS = "enforcement.actions"
+ESCALATIONS = "enforcement.escalations"
+DEAD_LETTER = "streamsafe.dead-letter"
+
+INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
+REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, DEAD_LETTER)
+_FIELDS = ("name", "direction", "description", "partitions", "key", "config",
+           "schema_versions", "schema", "example")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as the contract defines it (names here are without prefix)."""
+
+    name: str
+    direction: str
+    description: str
+    partitions: int
+    key: str
+    config: Mapping[str, str]
+    schema_versions: tuple[int, ...]
+    schema: Mapping[str, Any]
+    example: Mapping[str, Any]
+
+
+def contract_dir() -> Path:
+    """Where the topic files live: the checkout's ``topics/`` or the wheel's copy."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "topics", package / "_contract" / "topics"):
+        if candidate.is_dir():
+            return candidate
+    raise ContractError(f"no topics/ directory found next to {package}")
+
+
+def _load_spec(path: Path) -> TopicSpec:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ContractError(f"{path.name}: cannot read topic definition: {exc}") from exc
+    missing = [f for f in _FIELDS if f not in raw]
+    if missing:
+        raise ContractError(f"{path.name}: missing fields {missing}")
+    if raw["name"] + ".json" != path.name:
+        raise ContractError(f"{path.name}: file name does not match topic name {raw['name']!r}")
+    if raw["direction"] not in ("in", "out"):
+        raise ContractError(f"{path.name}: direction must be 'in' or 'out'")
+    if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
+        raise ContractError(f"{path.name}: partitions must be a positive integer")
+    return TopicSpec(
+        name=raw["name"],
+        direction=raw["direction"],
+        description=raw["description"],
+        partitions=raw["partitions"],
+        key=raw["key"],
+        config={str(k): str(v) for k, v in raw["config"].items()},
+        schema_versions=tuple(raw["schema_versions"]),
+        schema=raw["schema"],
+        example=raw["example"],
+    )
+
+
+def load_contract(directory: Path | None = None) -> dict[str, TopicSpec]:
+    """Every topic in the contract, by name; checks the contract is complete and
+    that the topics keyed by stream id are co-partitioned."""
+    return dict(_load_contract(directory or contract_dir()))
+
+
+@cache
+def _load_contract(directory: Path) -> tuple[tuple[str, TopicSpec], ...]:
+    specs = {spec.name: spec for spec in map(_load_spec, sorted(directory.glob("*.json")))}
+    absent = [t for t in REQUIRED_TOPICS if t not in specs]
+    if absent:
+        raise ContractError(f"topics/ lacks definitions for {absent}")
+    by_stream = {s.name: s.partitions for s in specs.values() if s.key == "stream_id"}
+    if len(set(by_stream.values())) != 1:
+        raise ContractError(
+            f"topics keyed by stream_id must share one partition count, got {by_stream}"
+        )
+    return tuple(specs.items())

@@ -1,0 +1,1 @@
+"""Hash banks and indexes; pure code, no Faust imports."""

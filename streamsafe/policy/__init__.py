@@ -1,0 +1,1 @@
+"""Policies turn evidence and stream state into decisions; pure code, no Faust imports."""

@@ -1,0 +1,1 @@
+"""Per-stream evidence and risk state; pure code, no Faust imports."""

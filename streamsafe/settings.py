@@ -1,0 +1,204 @@
+"""One frozen settings object, built from the environment (prefix ``STREAMSAFE_``)
+and command-line overrides, validated when built and never read at import time.
+
+Each field: default, environment variable, meaning.
+
+=============================  =====================================  ==================
+field                          env                                    default
+=============================  =====================================  ==================
+broker_url                     STREAMSAFE_BROKER                      kafka://127.0.0.1:9092
+topic_prefix                   STREAMSAFE_TOPIC_PREFIX                "" (none)
+app_id                         STREAMSAFE_APP_ID                      streamsafe
+store                          STREAMSAFE_STORE                       memory://
+data_dir                       STREAMSAFE_DATA_DIR                    .streamsafe-data
+hash_list                      STREAMSAFE_HASH_LIST                   none (no bank)
+classifier_thresholds          STREAMSAFE_CLASSIFIER_THRESHOLDS       csam=0.7,grooming_text=0.85
+default_classifier_threshold   STREAMSAFE_DEFAULT_CLASSIFIER_THRESHOLD  0.9
+escalation_priority            STREAMSAFE_ESCALATION_PRIORITY         P1
+policy_version                 STREAMSAFE_POLICY_VERSION              foundation-2026.11
+max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
+session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
+rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
+log_level                      STREAMSAFE_LOG_LEVEL                   info
+security_protocol              STREAMSAFE_SECURITY_PROTOCOL           PLAINTEXT
+ssl_cafile / certfile / keyfile  STREAMSAFE_SSL_CAFILE / _CERTFILE / _KEYFILE  none
+sasl_mechanism                 STREAMSAFE_SASL_MECHANISM              PLAIN
+sasl_username                  STREAMSAFE_SASL_USERNAME               none
+sasl_password                  STREAMSAFE_SASL_PASSWORD, or a file named by
+                               STREAMSAFE_SASL_PASSWORD_FILE          none
+=============================  =====================================  ==================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamsafe.errors import ConfigError
+
+__all__ = ["KafkaSecurity", "Settings"]
+
+ENV_PREFIX = "STREAMSAFE_"
+PRIORITIES = ("P0", "P1", "P2", "P3")
+STORES = ("memory://", "rocksdb://")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """TLS and SASL options passed through to every Kafka client StreamSafe opens."""
+
+    protocol: str = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (producer, consumer, admin)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+
+def _parse_thresholds(text: str) -> dict[str, float]:
+    thresholds: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"classifier threshold {part!r} is not NAME=SCORE")
+        try:
+            thresholds[name.strip()] = float(value)
+        except ValueError as exc:
+            raise ConfigError(f"classifier threshold {part!r}: {value!r} is not a number") from exc
+    return thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a StreamSafe process needs to know; see the module docstring."""
+
+    broker_url: str = "kafka://127.0.0.1:9092"
+    topic_prefix: str = ""
+    app_id: str = "streamsafe"
+    store: str = "memory://"
+    data_dir: Path = Path(".streamsafe-data")
+    hash_list: Path | None = None
+    classifier_thresholds: Mapping[str, float] = field(
+        default_factory=lambda: {"csam": 0.7, "grooming_text": 0.85}
+    )
+    default_classifier_threshold: float = 0.9
+    escalation_priority: str = "P1"
+    policy_version: str = "foundation-2026.11"
+    max_message_bytes: int = 65536
+    session_timeout_s: float = 10.0
+    rebalance_timeout_s: float = 10.0
+    log_level: str = "info"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        if not self.broker_url.startswith("kafka://"):
+            raise ConfigError(f"broker_url must look like kafka://host:port, got {self.broker_url!r}")
+        if self.store not in STORES:
+            raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
+        if self.escalation_priority not in PRIORITIES:
+            raise ConfigError(f"escalation_priority must be one of {PRIORITIES}")
+        for name, value in {**self.classifier_thresholds, "default": self.default_classifier_threshold}.items():
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"classifier threshold {name}={value} is outside [0, 1]")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("max_message_bytes must be at least 1024")
+        if self.security.protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"security_protocol must be one of {SECURITY_PROTOCOLS}")
+        if self.security.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"sasl_mechanism must be one of {SASL_MECHANISMS}")
+        if self.security.protocol.startswith("SASL") and not (
+            self.security.sasl_username and self.security.sasl_password
+        ):
+            raise ConfigError("SASL needs sasl_username and a sasl_password (or password file)")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for aiokafka clients."""
+        urls = re.split(r"[;,]", self.broker_url)
+        return ",".join(u.strip().split("://", 1)[-1] for u in urls if u.strip())
+
+    def topic_name(self, base: str) -> str:
+        """The broker-side name of a contract topic (with the configured prefix)."""
+        return f"{self.topic_prefix}{base}"
+
+    def threshold_for(self, classifier: str) -> float:
+        return self.classifier_thresholds.get(classifier, self.default_classifier_threshold)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``STREAMSAFE_*`` variables, then apply non-None overrides."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return value if value not in (None, "") else None
+
+        values: dict[str, Any] = {}
+        simple = {
+            "BROKER": ("broker_url", str),
+            "TOPIC_PREFIX": ("topic_prefix", str),
+            "APP_ID": ("app_id", str),
+            "STORE": ("store", str),
+            "DATA_DIR": ("data_dir", Path),
+            "HASH_LIST": ("hash_list", Path),
+            "CLASSIFIER_THRESHOLDS": ("classifier_thresholds", _parse_thresholds),
+            "DEFAULT_CLASSIFIER_THRESHOLD": ("default_classifier_threshold", float),
+            "ESCALATION_PRIORITY": ("escalation_priority", str),
+            "POLICY_VERSION": ("policy_version", str),
+            "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+            "SESSION_TIMEOUT_S": ("session_timeout_s", float),
+            "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
+            "LOG_LEVEL": ("log_level", str),
+        }
+        for env_name, (attr, convert) in simple.items():
+            raw = get(env_name)
+            if raw is not None:
+                try:
+                    values[attr] = convert(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{ENV_PREFIX}{env_name}={raw!r}: {exc}") from exc
+
+        password = get("SASL_PASSWORD")
+        password_file = get("SASL_PASSWORD_FILE")
+        if password is None and password_file is not None:
+            try:
+                password = Path(password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read SASL password file: {exc}") from exc
+        values["security"] = KafkaSecurity(
+            protocol=get("SECURITY_PROTOCOL") or "PLAINTEXT",
+            ssl_cafile=get("SSL_CAFILE"),
+            ssl_certfile=get("SSL_CERTFILE"),
+            ssl_keyfile=get("SSL_KEYFILE"),
+            sasl_mechanism=get("SASL_MECHANISM") or "PLAIN",
+            sasl_username=get("SASL_USERNAME"),
+            sasl_password=password,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

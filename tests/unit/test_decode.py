@@ -1,0 +1,122 @@
+"""Decoding and validation: every kind of bad input is rejected with its own reason."""
+
+import orjson
+import pytest
+
+from streamsafe.errors import RejectedInput
+from streamsafe.events.contract import (
+    CLASSIFIER_SIGNALS,
+    FRAME_HASHES,
+    INPUT_TOPICS,
+    METADATA,
+    USER_REPORTS,
+)
+from streamsafe.events.decode import DEAD_LETTER_REASONS, InputDecoder
+from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
+
+
+@pytest.fixture(scope="module")
+def decoder(contract):
+    return InputDecoder(contract, max_message_bytes=4096)
+
+
+def reject(decoder, topic, key, value):
+    with pytest.raises(RejectedInput) as info:
+        decoder.decode(topic, key, value)
+    assert info.value.reason in DEAD_LETTER_REASONS
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("topic", "kind"),
+    [
+        (FRAME_HASHES, FrameBatch),
+        (CLASSIFIER_SIGNALS, ClassifierSignal),
+        (USER_REPORTS, UserReport),
+        (METADATA, StreamMetadata),
+    ],
+)
+def test_contract_examples_decode_to_typed_events(decoder, example, topic, kind):
+    value = example(topic)
+    event = decoder.decode(topic, value["stream_id"].encode(), orjson.dumps(value))
+    assert isinstance(event, kind)
+    assert event.stream_id == value["stream_id"]
+
+
+def test_frame_batch_keeps_every_frame_and_hash(decoder, example):
+    value = example(FRAME_HASHES)
+    value["frames"].append({"seq": 121, "ts_ms": 1764324062000, "md5": "0" * 32})
+    batch = decoder.decode(FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
+    assert [f.seq for f in batch.frames] == [120, 121]
+    assert batch.frames[1].md5 == "0" * 32 and batch.frames[1].pdq is None
+    assert batch.frames[0].pdq_quality == 100
+
+
+@pytest.mark.parametrize("topic", INPUT_TOPICS)
+def test_malformed_json(decoder, topic):
+    assert reject(decoder, topic, b"k", b'{"stream_id": ').reason == "malformed_json"
+
+
+def test_missing_value_is_malformed(decoder):
+    assert reject(decoder, FRAME_HASHES, b"k", None).reason == "malformed_json"
+
+
+def test_not_an_object(decoder):
+    assert reject(decoder, FRAME_HASHES, b"k", b"[1, 2]").reason == "not_an_object"
+
+
+def test_oversized_is_rejected_before_parsing(decoder, example):
+    value = example(CLASSIFIER_SIGNALS, model_version="x" * 5000)
+    err = reject(decoder, CLASSIFIER_SIGNALS, b"st-7f3a91", orjson.dumps(value))
+    assert err.reason == "oversized" and "4096" in err.detail
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None, 1.0])
+def test_unknown_version(decoder, example, version):
+    value = example(USER_REPORTS, schema_version=version)
+    assert reject(decoder, USER_REPORTS, b"st-7f3a91", orjson.dumps(value)).reason == "unknown_version"
+
+
+def test_missing_version_is_unknown_version(decoder, example):
+    value = example(USER_REPORTS)
+    del value["schema_version"]
+    assert reject(decoder, USER_REPORTS, b"st-7f3a91", orjson.dumps(value)).reason == "unknown_version"
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [{"seq": 1, "ts_ms": 5}],  # no hash at all
+        [{"seq": 1, "ts_ms": 5, "pdq": "a" * 64}],  # pdq without quality
+        [{"seq": 1, "ts_ms": 5, "pdq": "a" * 63, "pdq_quality": 90}],
+        [{"seq": 1, "ts_ms": 5, "md5": "G" * 32}],
+        [{"seq": 1, "ts_ms": 5, "sha256": "a" * 64, "pdq_quality": 101, "pdq": "a" * 64}],
+        [{"seq": -1, "ts_ms": 5, "md5": "a" * 32}],
+        [{"seq": 1, "ts_ms": "2026-11-28T10:00:00Z", "md5": "a" * 32}],
+        [{"seq": 1, "ts_ms": 5, "md5": "a" * 32, "pixels": "..."}],
+    ],
+)
+def test_frame_schema_violations(decoder, example, frames):
+    value = example(FRAME_HASHES, frames=frames)
+    assert reject(decoder, FRAME_HASHES, b"st-7f3a91", orjson.dumps(value)).reason == "schema_violation"
+
+
+@pytest.mark.parametrize("score", [-0.1, 1.5, "high"])
+def test_classifier_score_out_of_range(decoder, example, score):
+    value = example(CLASSIFIER_SIGNALS, score=score)
+    err = reject(decoder, CLASSIFIER_SIGNALS, b"st-7f3a91", orjson.dumps(value))
+    assert err.reason == "schema_violation"
+
+
+@pytest.mark.parametrize("key", [None, b"another-stream", b""])
+def test_key_must_equal_stream_id(decoder, example, key):
+    value = example(METADATA)
+    assert reject(decoder, METADATA, key, orjson.dumps(value)).reason == "key_mismatch"
+
+
+def test_violation_detail_does_not_echo_hash_values(decoder, example):
+    secret = "c0ffee" * 10 + "zzzz"
+    value = example(FRAME_HASHES, frames=[{"seq": 1, "ts_ms": 5, "sha256": secret}])
+    err = reject(decoder, FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
+    assert secret not in err.detail
