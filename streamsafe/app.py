@@ -91,7 +91,9 @@ def create_app(
         autodiscover=False,
     )
     states = app.Table(
-        STATE_TABLE, partitions=partitions, key_serializer="json", value_serializer="json"
+        STATE_TABLE,
+        partitions=partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
 
     def output(name: str) -> Any:

@@ -120,7 +120,8 @@ class Settings:
             raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
         if self.escalation_priority not in PRIORITIES:
             raise ConfigError(f"escalation_priority must be one of {PRIORITIES}")
-        for name, value in {**self.classifier_thresholds, "default": self.default_classifier_threshold}.items():
+        thresholds = {**self.classifier_thresholds, "default": self.default_classifier_threshold}
+        for name, value in thresholds.items():
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"classifier threshold {name}={value} is outside [0, 1]")
         if self.max_message_bytes < 1024:

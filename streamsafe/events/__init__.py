@@ -1,1 +1,4 @@
-"""The wire contract: topic definitions, decoding and validation of inputs, encoding of outputs; pure code, no Faust imports."""
+"""The wire contract: topic definitions, decoding and validation of inputs, encoding of outputs.
+
+Pure code, no Faust imports.
+"""

@@ -1,0 +1,3 @@
+from streamsafe.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""Apache Kafka in KRaft mode (one combined broker + controller) from Maven Central jars.
+
+The jars are fetched once with Maven (``kafka_2.13`` and its runtime dependencies,
+plus a log4j2 binding) into ``~/.cache/streamsafe/kafka/<version>/libs``; each
+start formats fresh storage with a random cluster id and listens on free
+loopback ports.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from streamsafe.brokers.base import BrokerProcess, free_port, wait_until_ready
+from streamsafe.errors import BrokerError
+
+__all__ = ["KAFKA_VERSION", "fetch_kafka", "java_available", "start_kafka"]
+
+KAFKA_VERSION = "4.1.2"
+_HERE = Path(__file__).resolve().parent
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STREAMSAFE_CACHE", Path.home() / ".cache" / "streamsafe"))
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
+    """The directory of broker jars for ``version``, downloading them if absent."""
+    libs = cache_root() / "kafka" / version / "libs"
+    if (libs / f"kafka_2.13-{version}.jar").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is needed to fetch the Kafka broker jars")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(_HERE / "kafka-runtime.pom.xml"), f"-Dkafka.version={version}",
+         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BrokerError(f"fetching Kafka {version} jars failed:\n{result.stdout}\n{result.stderr}")
+    partial.rename(libs)  # atomic: a half-finished download is never mistaken for a cache
+    return libs
+
+
+def _java_opts(heap: str) -> list[str]:
+    return [
+        "-Xms128m", f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={_HERE / 'kafka-log4j2.properties'}",
+        "-Dlog4j2.disable.jmx=true",
+    ]
+
+
+def _server_properties(data: Path, port: int, controller_port: int) -> str:
+    return f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data / "logs"}
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+log.segment.bytes=16777216
+message.max.bytes=1048588
+"""
+
+
+def start_kafka(
+    data_dir: Path | None = None,
+    *,
+    version: str = KAFKA_VERSION,
+    port: int | None = None,
+    heap: str = "512m",
+    ready_timeout_s: float = 90.0,
+) -> BrokerProcess:
+    """Start a fresh single-node KRaft broker and wait until clients can use it."""
+    if not java_available():
+        raise BrokerError("Java is needed to run Apache Kafka (java not on PATH)")
+    libs = fetch_kafka(version)
+    data = Path(data_dir or tempfile.mkdtemp(prefix="streamsafe-kafka-"))
+    data.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    properties = data / "server.properties"
+    properties.write_text(_server_properties(data, port, controller_port))
+    classpath = f"{libs}/*"
+    java = shutil.which("java") or "java"
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    formatted = subprocess.run(
+        [java, *_java_opts(heap), "-cp", classpath, "kafka.tools.StorageTool", "format",
+         "-t", cluster_id, "-c", str(properties), "--ignore-formatted"],
+        capture_output=True, text=True, check=False,
+    )
+    if formatted.returncode != 0:
+        raise BrokerError(f"formatting Kafka storage failed:\n{formatted.stdout}{formatted.stderr}")
+    log_path = data / "kafka.out"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [java, *_java_opts(heap), "-cp", classpath, "kafka.Kafka", str(properties)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    broker = BrokerProcess(f"Apache Kafka {version}", f"127.0.0.1:{port}", process, log_path)
+    wait_until_ready(broker, ready_timeout_s)
+    return broker

@@ -1,0 +1,141 @@
+"""The ``streamsafe`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamsafe.errors import StreamSafeError
+from streamsafe.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that talks to a broker; unset ones fall back
+    to STREAMSAFE_* environment variables, then to defaults."""
+
+    @click.option("--broker", help="kafka://host:port (env STREAMSAFE_BROKER)")
+    @click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
+    @functools.wraps(func)
+    def wrapper(broker: str | None, topic_prefix: str | None, **kwargs: Any) -> Any:
+        try:
+            settings = Settings.from_env(broker_url=broker, topic_prefix=topic_prefix)
+        except StreamSafeError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return func(settings, **kwargs)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="streamsafe")
+def cli() -> None:
+    """StreamSafe: stop child sexual abuse and grooming while a stream is live."""
+
+
+@cli.command()
+@_settings_options
+@click.option("--store", type=click.Choice(["memory://", "rocksdb://"]), help="table store")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="where rocksdb tables live")
+@click.option("--hash-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="file of known MD5/SHA-256 hashes (a bank named after the file)")
+@click.option("--app-id", help="consumer group and table namespace")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(settings: Settings, **options: Any) -> None:
+    """Run a StreamSafe worker against a broker."""
+    from streamsafe.runner import run_worker
+
+    try:
+        settings = settings.replace(**_present(options))
+        run_worker(settings)
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.group()
+def topics() -> None:
+    """Topics from the contract in topics/."""
+
+
+@topics.command("apply")
+@_settings_options
+@click.option("--replication-factor", default=1, show_default=True)
+def topics_apply(settings: Settings, replication_factor: int) -> None:
+    """Create missing topics and check existing ones against the contract."""
+    from streamsafe.brokers.topics import apply_topics
+    from streamsafe.events.contract import load_contract
+
+    try:
+        statuses = asyncio.run(
+            apply_topics(settings, load_contract(), replication_factor=replication_factor)
+        )
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for status in statuses:
+        click.echo(f"{status.status:8} {status.name} ({status.partitions} partitions)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary line at the end")
+@click.option("--broker-kind", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
+              help="embedded broker to run the demo on")
+@click.option("--streams", default=40, show_default=True, help="live streams in the scenario")
+def demo(as_json: bool, broker_kind: str, streams: int) -> None:
+    """Run the built-in scenario end to end on an embedded broker."""
+    from streamsafe.demo.run import run_demo
+
+    try:
+        ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams)
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@_settings_options
+@click.option("--streams", default=100, show_default=True, help="concurrent live streams")
+@click.option("--rate", default=500.0, show_default=True, help="messages per second (0: as fast as possible)")
+@click.option("--count", default=10_000, show_default=True, help="messages to send")
+@click.option("--seed", default=7, show_default=True)
+def simulate(settings: Settings, streams: int, rate: float, count: int, seed: int) -> None:
+    """Produce synthetic live-stream traffic to a broker."""
+    from streamsafe.demo.simulate import run_simulation
+
+    sent, seconds = asyncio.run(run_simulation(settings, streams, rate, count, seed))
+    click.echo(f"sent {sent} messages in {seconds:.1f}s ({sent / max(seconds, 1e-9):.0f}/s)")
+
+
+@cli.group()
+def broker() -> None:
+    """Local brokers for development."""
+
+
+@broker.command("start")
+@click.option("--kind", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True)
+def broker_start(kind: str) -> None:
+    """Start a local broker, create the contract's topics, and run until interrupted."""
+    from streamsafe.brokers.local import start_broker
+    from streamsafe.brokers.topics import apply_topics
+    from streamsafe.events.contract import load_contract
+
+    with start_broker(kind) as running:
+        asyncio.run(apply_topics(Settings(broker_url=running.url), load_contract()))
+        click.echo(f"{running.kind} ready: --broker {running.url}  (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            running.process.wait()
+
+
+def _present(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def main() -> None:
+    cli(prog_name="streamsafe")

@@ -1,0 +1,1 @@
+"""Synthetic traffic: the demo scenario and the `streamsafe simulate` generator."""
