@@ -1,0 +1,173 @@
+"""The worker end to end through a real broker: decisions, dead letters, idempotence."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import jsonschema
+import orjson
+import pytest
+
+from streamsafe.events.contract import (
+    ACTIONS,
+    CLASSIFIER_SIGNALS,
+    DEAD_LETTER,
+    ESCALATIONS,
+    FRAME_HASHES,
+    METADATA,
+    USER_REPORTS,
+)
+
+pytestmark = pytest.mark.integration
+
+KNOWN_MD5 = "5d41402abc4b2a76b9719d911017c592"
+KNOWN_SHA256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+
+@pytest.fixture
+def hash_list(tmp_path):
+    path = tmp_path / "known-csam.txt"
+    path.write_text(f"md5:{KNOWN_MD5} case-1\nsha256:{KNOWN_SHA256} case-2\n")
+    return path
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def frames(stream: str, *hashes: dict, start: int = 0) -> dict:
+    return {
+        "schema_version": 1, "stream_id": stream,
+        "frames": [{"seq": start + i, "ts_ms": now_ms(), **h} for i, h in enumerate(hashes)],
+    }
+
+
+def benign(i: int) -> dict:
+    return {"md5": f"{i:032x}", "pdq": f"{i:064x}", "pdq_quality": 90}
+
+
+def signal(stream: str, score: float, classifier: str = "csam") -> dict:
+    return {"schema_version": 1, "stream_id": stream, "classifier": classifier,
+            "model_version": "m-1", "score": score, "ts_ms": now_ms(), "evidence": {"frame_seq": 3}}
+
+
+def blocks_for(records, stream: str) -> list[dict]:
+    return [r for r in records.on(ACTIONS) if r["stream_id"] == stream and r["action"] == "block"]
+
+
+async def test_known_hash_blocks_once_and_rising_scores_escalate(pipeline, hash_list):
+    worker = pipeline.start_worker(hash_list)
+    await pipeline.send(METADATA, b"s-known", {
+        "schema_version": 1, "event": "stream.started", "stream_id": "s-known", "ts_ms": now_ms(),
+        "broadcaster_id": "acct-1", "visibility": "public"})
+    for i in range(20):
+        await pipeline.send(FRAME_HASHES, b"s-benign", frames("s-benign", benign(i), start=i))
+    # the known frame repeats across three messages, alongside benign frames
+    for i in range(3):
+        await pipeline.send(FRAME_HASHES, b"s-known",
+                            frames("s-known", benign(100 + i), {"md5": KNOWN_MD5}, start=2 * i))
+    await pipeline.send(FRAME_HASHES, b"s-sha", frames("s-sha", {"sha256": KNOWN_SHA256}))
+    for score in (0.1, 0.4, 0.69, 0.72, 0.95):
+        await pipeline.send(CLASSIFIER_SIGNALS, b"s-rising", signal("s-rising", score))
+    await pipeline.send(CLASSIFIER_SIGNALS, b"s-low", signal("s-low", 0.5))
+    worker.wait_ready()
+
+    records = await pipeline.read(
+        until=lambda r: len(r.on(ACTIONS)) >= 2 and len(r.on(ESCALATIONS)) >= 1, settle_s=2.0)
+
+    assert len(blocks_for(records, "s-known")) == 1
+    assert len(blocks_for(records, "s-sha")) == 1
+    assert {r["stream_id"] for r in records.on(ACTIONS)} == {"s-known", "s-sha"}
+    (escalation,) = records.on(ESCALATIONS)
+    assert escalation["stream_id"] == "s-rising" and escalation["priority"] == "P1"
+    assert escalation["evidence"][0]["score"] == 0.72  # the first score at or above 0.7
+    block = blocks_for(records, "s-known")[0]
+    assert block["evidence"][0] | {"ts_ms": 0} == {
+        "kind": "hash_match", "ts_ms": 0, "signal_type": "md5", "bank": "known-csam",
+        "entry_id": "known-csam:1", "distance": 0, "frame_seq": 1}
+    assert block["policy_version"] and block["reasons"]
+    for name, record in [(ACTIONS, block), (ESCALATIONS, escalation)]:
+        jsonschema.validate(record, pipeline.contract[name].schema)
+    assert records.on(DEAD_LETTER) == []
+    assert worker.alive
+
+
+async def test_bad_input_is_dead_lettered_with_distinct_reasons_and_worker_keeps_running(
+    pipeline, hash_list,
+):
+    worker = pipeline.start_worker(hash_list)
+    oversized = orjson.dumps(signal("s-x", 0.1) | {"model_version": "m" * 70_000})
+    bad = {
+        "malformed_json": (FRAME_HASHES, b"s-a", b'{"stream_id": "s-a", "frames": ['),
+        "schema_violation": (CLASSIFIER_SIGNALS, b"s-b", orjson.dumps(signal("s-b", 4.2))),
+        "oversized": (CLASSIFIER_SIGNALS, b"s-x", oversized),
+        "unknown_version": (USER_REPORTS, b"s-c", orjson.dumps({
+            "schema_version": 2, "stream_id": "s-c", "category": "other", "ts_ms": 1,
+            "reporter_id": "r"})),
+        "not_an_object": (METADATA, b"s-d", b'"stream.started"'),
+        "key_mismatch": (FRAME_HASHES, b"s-other", orjson.dumps(frames("s-e", benign(1)))),
+    }
+    sent = {}
+    for reason, (topic, key, value) in bad.items():
+        metadata = await pipeline.send(topic, key, value)
+        sent[reason] = (pipeline.topic(topic), metadata.partition, metadata.offset, key, value)
+    # the same worker still decides on good input that follows the bad
+    await pipeline.send(FRAME_HASHES, b"s-after", frames("s-after", {"md5": KNOWN_MD5}))
+    worker.wait_ready()
+
+    records = await pipeline.read(
+        until=lambda r: len(r.on(DEAD_LETTER)) >= len(bad) and blocks_for(r, "s-after"))
+
+    by_reason = {r["reason"]: r for r in records.on(DEAD_LETTER)}
+    assert set(by_reason) == set(bad)
+    for reason, (topic, partition, offset, key, value) in sent.items():
+        record = by_reason[reason]
+        assert record["source"]["topic"] == topic
+        assert (record["source"]["partition"], record["source"]["offset"]) == (partition, offset)
+        assert base64.b64decode(record["original_value_b64"]) == value
+        assert base64.b64decode(record["original_key_b64"]) == key
+        assert record["detail"]
+        jsonschema.validate(record, pipeline.contract[DEAD_LETTER].schema)
+    assert len(blocks_for(records, "s-after")) == 1
+    assert worker.alive
+
+
+async def test_restarted_worker_does_not_block_the_same_stream_again(
+    pipeline, hash_list, requires_table_recovery,
+):
+    first = pipeline.start_worker(hash_list)
+    await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"md5": KNOWN_MD5}))
+    first.wait_ready()
+    await pipeline.read(until=lambda r: blocks_for(r, "s-1"))
+    assert first.stop() == 0
+
+    second = pipeline.start_worker(hash_list)
+    await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"md5": KNOWN_MD5}, start=10))
+    await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"sha256": KNOWN_SHA256}, start=11))
+    # a stream the second worker has never seen proves it is processing
+    await pipeline.send(FRAME_HASHES, b"s-2", frames("s-2", {"md5": KNOWN_MD5}))
+    second.wait_ready()
+    records = await pipeline.read(until=lambda r: blocks_for(r, "s-2"), settle_s=2.0)
+
+    assert len(blocks_for(records, "s-1")) == 1
+    assert len(blocks_for(records, "s-2")) == 1
+
+
+async def test_reprocessing_the_same_input_yields_byte_identical_decisions(pipeline, hash_list):
+    """A re-delivery (here: a second consumer group replaying the topics from the
+    start, with empty state) produces the same decision ids and records."""
+    await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", benign(1), {"md5": KNOWN_MD5}))
+    await pipeline.send(CLASSIFIER_SIGNALS, b"s-2", signal("s-2", 0.9))
+    first = pipeline.start_worker(hash_list, app_id=pipeline.settings.app_id + "-a")
+    first.wait_ready()
+    await pipeline.read(until=lambda r: r.on(ACTIONS) and r.on(ESCALATIONS))
+    first.stop()
+
+    second = pipeline.start_worker(hash_list, app_id=pipeline.settings.app_id + "-b")
+    second.wait_ready()
+    records = await pipeline.read(until=lambda r: len(r.on(ACTIONS)) >= 2 and len(r.on(ESCALATIONS)) >= 2)
+
+    actions, escalations = records.on(ACTIONS), records.on(ESCALATIONS)
+    assert actions[0] == actions[1] and escalations[0] == escalations[1]
+    assert actions[0]["decision_id"] != escalations[0]["decision_id"]
