@@ -19,6 +19,7 @@ policy_version                 STREAMSAFE_POLICY_VERSION              foundation
 max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
 session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
+commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 log_level                      STREAMSAFE_LOG_LEVEL                   info
 security_protocol              STREAMSAFE_SECURITY_PROTOCOL           PLAINTEXT
 ssl_cafile / certfile / keyfile  STREAMSAFE_SSL_CAFILE / _CERTFILE / _KEYFILE  none
@@ -110,6 +111,7 @@ class Settings:
     max_message_bytes: int = 65536
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
+    commit_interval_s: float = 2.8
     log_level: str = "info"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -175,6 +177,7 @@ class Settings:
             "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
             "SESSION_TIMEOUT_S": ("session_timeout_s", float),
             "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
+            "COMMIT_INTERVAL_S": ("commit_interval_s", float),
             "LOG_LEVEL": ("log_level", str),
         }
         for env_name, (attr, convert) in simple.items():

@@ -54,6 +54,8 @@ async def apply_topics(
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing, timeout_ms=int(timeout_s * 1000))
+        if missing:
+            await _wait_for_leaders(admin, [t.name for t in missing], timeout_s)
         statuses = []
         for name, spec in wanted.items():
             have = existing.get(name)
@@ -67,8 +69,29 @@ async def apply_topics(
         await admin.close()
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """New topics take a moment to elect partition leaders; producing before that
+    only earns NotLeaderForPartition retries."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            t.get("error_code", 0) == 0 and t.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise BrokerError(f"topics {names} have no partition leaders after {timeout_s:.0f}s")
+
+
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    described = await admin.describe_topics(names)
+    # Describe only topics that exist: some brokers auto-create a topic named in a
+    # metadata request, with their default partition count.
+    present = set(await admin.list_topics()) & set(names)
+    if not present:
+        return {}
+    described = await admin.describe_topics(sorted(present))
     counts = {}
     for topic in described:
         if topic.get("error_code", 0) == 0 and topic.get("partitions"):
