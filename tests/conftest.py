@@ -36,6 +36,11 @@ def _choose() -> str:
     return choice
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    setting = os.environ.get("STREAMSAFE_TEST_BROKER", "auto")
+    return f"integration broker: {_choose()} (STREAMSAFE_TEST_BROKER={setting})"
+
+
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> BrokerProcess | ExternalBroker:
     choice = _choose()
