@@ -175,8 +175,8 @@ def main() -> None:
     with start_broker(args.broker_kind, workdir / "broker") as broker:
         tansu = args.broker_kind == "tansu"
         settings = Settings(broker_url=broker.url, topic_prefix="bench.", app_id="bench-worker",
-                            session_timeout_s=6.0 if tansu else 10.0,
-                            rebalance_timeout_s=3.0 if tansu else 10.0)
+                            session_timeout_s=2.0 if tansu else 10.0,
+                            rebalance_timeout_s=2.0 if tansu else 10.0)
         asyncio.run(apply_topics(settings, load_contract()))
         asyncio.run(produce(settings, messages))
         raw = asyncio.run(raw_consumer_rate(settings, args.messages))

@@ -6,6 +6,7 @@ partition count, so the records and state of a stream live on one worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 import faust
 
 from streamsafe.agents.processor import StreamProcessor
+from streamsafe.control.broadcast import BroadcastReader
+from streamsafe.control.policies import PolicyControl
+from streamsafe.control.service import ControlService
 from streamsafe.enforcement.kafka import KafkaPublisher
 from streamsafe.errors import BankError
 from streamsafe.events.contract import (
@@ -21,13 +25,16 @@ from streamsafe.events.contract import (
     ESCALATIONS,
     FRAME_HASHES,
     INPUT_TOPICS,
+    POLICY,
+    SHADOW_DECISIONS,
     TopicSpec,
     load_contract,
 )
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
-from streamsafe.policy.foundation import FoundationPolicy
+from streamsafe.policy.loader import load_policy
+from streamsafe.policy.policyset import PolicySet
 from streamsafe.settings import KafkaSecurity, Settings
 
 __all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
@@ -108,18 +115,19 @@ def create_app(
             internal=False,
         )
 
+    publisher = KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(SHADOW_DECISIONS),
+                               output(DEAD_LETTER))
     processor = StreamProcessor(
         decoder=InputDecoder(contract, settings.max_message_bytes),
         banks=banks if banks is not None else load_banks(settings),
-        policy=FoundationPolicy(
-            version=settings.policy_version,
-            thresholds=dict(settings.classifier_thresholds),
-            default_threshold=settings.default_classifier_threshold,
-            escalation_priority=settings.escalation_priority,
-        ),
+        policies=PolicySet(load_policy(settings.policy_file)),
         states=states,
-        publisher=KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(DEAD_LETTER)),
+        publisher=publisher,
     )
+    control = PolicyControl(contract[POLICY], lambda: processor.policies,
+                            lambda policies: setattr(processor, "policies", policies), publisher)
+    service = ControlService([BroadcastReader(settings, settings.topic_name(POLICY), control.apply)])
+    app.service(service)
     for name in INPUT_TOPICS:
         topic = app.topic(
             settings.topic_name(name),
@@ -130,14 +138,17 @@ def create_app(
             partitions=partitions,
             internal=False,
         )
-        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor))
+        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready))
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
+    app.streamsafe_control = service  # type: ignore[attr-defined]
     return app
 
 
-def _agent_for(name: str, processor: StreamProcessor) -> Callable[[Any], Any]:
+def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event) -> Callable[[Any], Any]:
     async def consume(stream: Any) -> None:
         async for event in stream.events():
+            if not ready.is_set():
+                await ready.wait()  # decide only with the policies (and banks) in force
             message = event.message
             source = SourceRecord(message.topic, message.partition, message.offset,
                                   _timestamp_ms(message.timestamp))

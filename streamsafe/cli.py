@@ -114,6 +114,54 @@ def simulate(settings: Settings, streams: int, rate: float, count: int, seed: in
 
 
 @cli.group()
+def policy() -> None:
+    """Policies: check a file, publish it to every worker as live or shadow."""
+
+
+@policy.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def policy_check(path: Path) -> None:
+    """Validate a policy file and summarise it."""
+    from streamsafe.policy.loader import load_policy
+
+    try:
+        loaded = load_policy(path)
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"policy {loaded.version}: {len(loaded.rules)} rules")
+    for rule in loaded.rules:
+        conditions = " and ".join(p.describe() for p in rule.predicates)
+        click.echo(f"  {rule.name}: {conditions} -> {', '.join(a.describe() for a in rule.actions)}")
+
+
+@policy.command("publish")
+@_settings_options
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--shadow", metavar="NAME", help="publish as shadow policy NAME instead of live")
+def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
+    """Publish a policy; every worker switches to it without a restart."""
+    from streamsafe.control.publish import publish_policy
+
+    try:
+        published = asyncio.run(publish_policy(settings, path, shadow))
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    role = f"shadow {shadow!r}" if shadow else "live"
+    click.echo(f"published policy {published.version if published else '?'} as {role}")
+
+
+@policy.command("retire-shadow")
+@_settings_options
+@click.argument("name")
+def policy_retire_shadow(settings: Settings, name: str) -> None:
+    """Stop evaluating shadow policy NAME."""
+    from streamsafe.control.publish import retire_shadow
+
+    asyncio.run(retire_shadow(settings, name))
+    click.echo(f"retired shadow policy {name!r}")
+
+
+@cli.group()
 def broker() -> None:
     """Local brokers for development."""
 

@@ -2,7 +2,8 @@
 
     StreamSafeError
     ├── ConfigError            settings or a contract file are invalid
-    │   └── ContractError      a topics/ file is missing, malformed or inconsistent
+    │   ├── ContractError      a topics/ file is missing, malformed or inconsistent
+    │   └── PolicyError        a policy file is invalid (the running policy stays in force)
     ├── BankError              a hash list cannot be loaded
     ├── BrokerError            a broker cannot be fetched, started or reached
     │   └── TopicMismatchError an existing topic disagrees with the contract
@@ -19,6 +20,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "ContractError",
+    "PolicyError",
     "RejectedInput",
     "StreamSafeError",
     "TopicMismatchError",
@@ -35,6 +37,14 @@ class ConfigError(StreamSafeError):
 
 class ContractError(ConfigError):
     """A topic definition in topics/ is missing, malformed or inconsistent."""
+
+
+class PolicyError(ConfigError):
+    """A policy is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid policy: " + "; ".join(problems))
+        self.problems = problems
 
 
 class BankError(StreamSafeError):

@@ -12,10 +12,7 @@ app_id                         STREAMSAFE_APP_ID                      streamsafe
 store                          STREAMSAFE_STORE                       memory://
 data_dir                       STREAMSAFE_DATA_DIR                    .streamsafe-data
 hash_list                      STREAMSAFE_HASH_LIST                   none (no bank)
-classifier_thresholds          STREAMSAFE_CLASSIFIER_THRESHOLDS       csam=0.7,grooming_text=0.85
-default_classifier_threshold   STREAMSAFE_DEFAULT_CLASSIFIER_THRESHOLD  0.9
-escalation_priority            STREAMSAFE_ESCALATION_PRIORITY         P1
-policy_version                 STREAMSAFE_POLICY_VERSION              foundation-2026.11
+policy_file                    STREAMSAFE_POLICY_FILE                 the packaged default policy
 max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
 session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
@@ -45,7 +42,6 @@ from streamsafe.errors import ConfigError
 __all__ = ["KafkaSecurity", "Settings"]
 
 ENV_PREFIX = "STREAMSAFE_"
-PRIORITIES = ("P0", "P1", "P2", "P3")
 STORES = ("memory://", "rocksdb://")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -79,19 +75,6 @@ class KafkaSecurity:
         return kwargs
 
 
-def _parse_thresholds(text: str) -> dict[str, float]:
-    thresholds: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ConfigError(f"classifier threshold {part!r} is not NAME=SCORE")
-        try:
-            thresholds[name.strip()] = float(value)
-        except ValueError as exc:
-            raise ConfigError(f"classifier threshold {part!r}: {value!r} is not a number") from exc
-    return thresholds
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a StreamSafe process needs to know; see the module docstring."""
@@ -102,12 +85,7 @@ class Settings:
     store: str = "memory://"
     data_dir: Path = Path(".streamsafe-data")
     hash_list: Path | None = None
-    classifier_thresholds: Mapping[str, float] = field(
-        default_factory=lambda: {"csam": 0.7, "grooming_text": 0.85}
-    )
-    default_classifier_threshold: float = 0.9
-    escalation_priority: str = "P1"
-    policy_version: str = "foundation-2026.11"
+    policy_file: Path | None = None
     max_message_bytes: int = 65536
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
@@ -120,12 +98,6 @@ class Settings:
             raise ConfigError(f"broker_url must look like kafka://host:port, got {self.broker_url!r}")
         if self.store not in STORES:
             raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
-        if self.escalation_priority not in PRIORITIES:
-            raise ConfigError(f"escalation_priority must be one of {PRIORITIES}")
-        thresholds = {**self.classifier_thresholds, "default": self.default_classifier_threshold}
-        for name, value in thresholds.items():
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"classifier threshold {name}={value} is outside [0, 1]")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
         if self.security.protocol not in SECURITY_PROTOCOLS:
@@ -147,9 +119,6 @@ class Settings:
         """The broker-side name of a contract topic (with the configured prefix)."""
         return f"{self.topic_prefix}{base}"
 
-    def threshold_for(self, classifier: str) -> float:
-        return self.classifier_thresholds.get(classifier, self.default_classifier_threshold)
-
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -170,10 +139,7 @@ class Settings:
             "STORE": ("store", str),
             "DATA_DIR": ("data_dir", Path),
             "HASH_LIST": ("hash_list", Path),
-            "CLASSIFIER_THRESHOLDS": ("classifier_thresholds", _parse_thresholds),
-            "DEFAULT_CLASSIFIER_THRESHOLD": ("default_classifier_threshold", float),
-            "ESCALATION_PRIORITY": ("escalation_priority", str),
-            "POLICY_VERSION": ("policy_version", str),
+            "POLICY_FILE": ("policy_file", Path),
             "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
             "SESSION_TIMEOUT_S": ("session_timeout_s", float),
             "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),

@@ -1,17 +1,20 @@
 """The per-record path shared by every agent, free of Faust so it runs in unit tests.
 
-decode (contract) -> match / decide (pure policy) -> write state only if it
-changed -> publish decisions. Bad input becomes a dead-letter record.
+decode (contract) -> observe (state) -> decide (live and shadow policies) -> write
+state only if it changed materially -> publish decisions. Bad input becomes a
+dead-letter record.
 
-State is read, decided on and written back without an ``await`` in between, so
-two agents handling the same stream cannot interleave a read-modify-write.
+State is read, updated, decided on and written back without an ``await`` in
+between, so two agents handling the same stream cannot interleave.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamsafe.enforcement.publisher import DecisionPublisher
@@ -20,13 +23,29 @@ from streamsafe.events.contract import CLASSIFIER_SIGNALS, FRAME_HASHES, METADAT
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
-from streamsafe.matching.banks import HashBanks
-from streamsafe.policy.foundation import FoundationPolicy, Outcome
-from streamsafe.scoring.state import StreamState
+from streamsafe.matching.banks import HashBanks, Match
+from streamsafe.policy.decisions import Decision
+from streamsafe.policy.engine import decide
+from streamsafe.policy.policyset import PolicySet
+from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
 
 __all__ = ["StreamProcessor"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorStats:
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    decided: Counter[str] = field(default_factory=Counter)
+    shadow_decided: Counter[str] = field(default_factory=Counter)
+    state_writes: int = 0
+
+
+def reporter_digest(reporter_id: str) -> str:
+    """State keeps a digest, not the reporter's id: enough to count distinct reporters."""
+    return hashlib.sha256(reporter_id.encode()).hexdigest()[:12]
 
 
 class StreamProcessor:
@@ -34,18 +53,16 @@ class StreamProcessor:
         self,
         decoder: InputDecoder,
         banks: HashBanks,
-        policy: FoundationPolicy,
+        policies: PolicySet,
         states: MutableMapping[str, Any],
         publisher: DecisionPublisher,
     ) -> None:
         self.decoder = decoder
         self.banks = banks
-        self.policy = policy
+        self.policies = policies
         self.states = states
         self.publisher = publisher
-        self.accepted: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.decided: Counter[str] = Counter()
+        self.stats = ProcessorStats()
 
     async def handle(
         self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord
@@ -54,43 +71,69 @@ class StreamProcessor:
         try:
             event = self.decoder.decode(topic, key, value)
         except RejectedInput as exc:
-            self.rejected[exc.reason] += 1
-            log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition,
-                     source.offset, exc.reason)
+            self.stats.rejected[exc.reason] += 1
+            log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset,
+                     exc.reason)
             await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, key, value))
             return
-        self.accepted[topic] += 1
-        outcome = self._decide(topic, event, source)
-        if outcome is None:
-            return
-        if outcome.state_changed:
-            self.states[event.stream_id] = outcome.state.to_record()
-        for decision in outcome.decisions:
-            self.decided[decision.action] += 1
+        self.stats.accepted[topic] += 1
+        decisions = self._process(topic, event, source.timestamp_ms or 0)
+        for decision in decisions:
             await self.publisher.publish(decision)
 
-    def _decide(self, topic: str, event: Any, source: SourceRecord) -> Outcome | None:
-        record_ts = source.timestamp_ms or 0
+    def _process(self, topic: str, event: Any, record_ts_ms: int) -> list[Decision]:
+        """Synchronous on purpose: read, update and write state with no await in between."""
         if topic == FRAME_HASHES:
             assert isinstance(event, FrameBatch)
             # Nearly every frame matches nothing: match before touching state.
             matches = [m for frame in event.frames for m in self.banks.match_frame(frame)]
             if not matches:
-                return None
-            state = self._state(event.stream_id)
-            return self.policy.decide_matches(state, event.stream_id, matches, record_ts)
-        if topic == CLASSIFIER_SIGNALS:
+                return []
+            stored = self._state(event.stream_id)
+            observed = self._observe_matches(stored, matches)
+            at_ms = max(m.frame_ts_ms for m in matches)
+        elif topic == CLASSIFIER_SIGNALS:
             assert isinstance(event, ClassifierSignal)
-            if not self.policy.escalates(event):
-                return None
-            return self.policy.decide_signal(self._state(event.stream_id), event, record_ts)
-        if topic == METADATA:
-            assert isinstance(event, StreamMetadata)
-            return self.policy.decide_metadata(self._state(event.stream_id), event)
-        if topic == USER_REPORTS:
+            stored = self._state(event.stream_id)
+            ref = (f"frame:{event.frame_seq}" if event.frame_seq is not None
+                   else f"msg:{event.chat_message_id}" if event.chat_message_id else None)
+            observed = stored.with_score(self.policies.live.fusion, event.classifier,
+                                         ScoreSlot(event.score, event.ts_ms, ref))
+            at_ms = event.ts_ms
+        elif topic == USER_REPORTS:
             assert isinstance(event, UserReport)
-            return self.policy.decide_report(self._state(event.stream_id), event)
-        raise ValueError(f"not an input topic: {topic}")
+            stored = self._state(event.stream_id)
+            observed = stored.with_report(reporter_digest(event.reporter_id), event.ts_ms)
+            at_ms = event.ts_ms
+        elif topic == METADATA:
+            assert isinstance(event, StreamMetadata)
+            stored = self._state(event.stream_id)
+            observed = stored.with_metadata(event)
+            at_ms = event.ts_ms
+        else:
+            raise ValueError(f"not an input topic: {topic}")
+        if observed == stored:
+            return []  # nothing new was learned: no rule can newly hold
+        at_ms = max(at_ms, observed.last_event_ms)
+        state, decisions = decide(self.policies.live, observed, event.stream_id, at_ms, record_ts_ms)
+        for shadow in self.policies.shadows.values():
+            state, shadow_decisions = decide(shadow, state, event.stream_id, at_ms, record_ts_ms,
+                                             shadow=True)
+            decisions += shadow_decisions
+        if state.differs_materially(stored, self.policies.live.fusion):
+            self.states[event.stream_id] = state.to_record()
+            self.stats.state_writes += 1
+        for d in decisions:
+            (self.stats.shadow_decided if d.shadow else self.stats.decided)[d.action] += 1
+        return list(decisions)
+
+    def _observe_matches(self, state: StreamState, matches: list[Match]) -> StreamState:
+        policy = self.policies.live
+        refs = [(MatchRef(m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.frame_ts_ms),
+                 policy.is_strong(m.distance)) for m in matches if policy.trust_of(m.bank) != "allow"]
+        strong = [ref for ref, is_strong in refs if is_strong]
+        weak = [ref for ref, is_strong in refs if not is_strong]
+        return state.with_matches(strong, weak)
 
     def _state(self, stream_id: str) -> StreamState:
         return StreamState.from_record(self.states.get(stream_id))

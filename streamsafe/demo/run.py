@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
+from rich.markup import escape
 
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.topics import apply_topics
@@ -29,7 +30,7 @@ from streamsafe.settings import Settings
 
 __all__ = ["run_demo"]
 
-_STYLE = {"block": "bold red", "restrict": "red", "escalate": "bold yellow"}
+_STYLE = {"block": "bold red", "restrict": "red", "escalate": "bold yellow", "report": "bold magenta"}
 
 
 @dataclass
@@ -78,9 +79,9 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
                     observed.latencies_ms.append(latency)
                     if console:
                         action = record["action"] + (f" {record['priority']}" if "priority" in record else "")
-                        style = _STYLE.get(record["action"], "")
+                        style = _STYLE.get(record["action"], "bold")
                         console.print(f"[{style}]{action:<11}[/] {record['stream_id']:<18} "
-                                      f"{record['reasons'][0]}  [dim]({latency:.0f} ms)[/]")
+                                      f"{escape(record['reasons'][0])}  [dim]({latency:.0f} ms)[/]")
             if observed.complete(scenario):
                 stop.set()
     finally:
@@ -145,8 +146,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
     with start_broker(broker_kind, workdir / "broker") as broker:
         tansu = broker_kind == "tansu"
         settings = Settings(broker_url=broker.url, app_id="streamsafe-demo",
-                            session_timeout_s=6.0 if tansu else 10.0,
-                            rebalance_timeout_s=3.0 if tansu else 10.0)
+                            session_timeout_s=2.0 if tansu else 10.0,
+                            rebalance_timeout_s=2.0 if tansu else 10.0)
         asyncio.run(apply_topics(settings, load_contract()))
         say(f"broker {broker.bootstrap} ready, topics created; starting a worker…")
         worker, log_path = _start_worker(settings, hash_list, workdir)

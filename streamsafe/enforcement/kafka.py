@@ -14,13 +14,17 @@ class KafkaPublisher:
     """Sends each record and waits for the broker's acknowledgement: decisions are
     rare, and a decision must not be lost between the send and the offset commit."""
 
-    def __init__(self, actions: Any, escalations: Any, dead_letters: Any) -> None:
+    def __init__(self, actions: Any, escalations: Any, shadow: Any, dead_letters: Any) -> None:
         self._actions = actions
         self._escalations = escalations
+        self._shadow = shadow
         self._dead_letters = dead_letters
 
     async def publish(self, decision: Decision) -> None:
-        topic = self._escalations if decision.is_escalation else self._actions
+        if decision.shadow:
+            topic = self._shadow
+        else:
+            topic = self._escalations if decision.is_escalation else self._actions
         delivery = await topic.send(key=decision.stream_id.encode(), value=decision.encode())
         await delivery
 

@@ -24,6 +24,8 @@ __all__ = [
     "FRAME_HASHES",
     "INPUT_TOPICS",
     "METADATA",
+    "POLICY",
+    "SHADOW_DECISIONS",
     "USER_REPORTS",
     "TopicSpec",
     "contract_dir",
@@ -37,9 +39,11 @@ USER_REPORTS = "livestream.user-reports"
 ACTIONS = "enforcement.actions"
 ESCALATIONS = "enforcement.escalations"
 DEAD_LETTER = "streamsafe.dead-letter"
+SHADOW_DECISIONS = "streamsafe.shadow-decisions"
+POLICY = "streamsafe.policy"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
-REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, DEAD_LETTER)
+REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER, POLICY)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "config",
            "schema_versions", "schema", "example")
 
@@ -78,8 +82,8 @@ def _load_spec(path: Path) -> TopicSpec:
         raise ContractError(f"{path.name}: missing fields {missing}")
     if raw["name"] + ".json" != path.name:
         raise ContractError(f"{path.name}: file name does not match topic name {raw['name']!r}")
-    if raw["direction"] not in ("in", "out"):
-        raise ContractError(f"{path.name}: direction must be 'in' or 'out'")
+    if raw["direction"] not in ("in", "out", "control"):
+        raise ContractError(f"{path.name}: direction must be 'in', 'out' or 'control'")
     if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
         raise ContractError(f"{path.name}: partitions must be a positive integer")
     return TopicSpec(

@@ -1,37 +1,26 @@
-"""Decisions: one emitted action with its reasons, evidence and policy version.
+"""Decisions: one emitted action with its reasons, evidence, explanation and policy version.
 
-A decision id is a digest of what the decision *is* (stream, action, priority,
-policy version, and the evidence that triggered it), so processing the same
-input again yields a byte-identical record that consumers de-duplicate.
+A decision id is a digest of what the decision *is* (stream, action, policy
+version, rule, evidence, explanation, event time, and the broker timestamp of the
+record that triggered it), so processing the same input again yields a
+byte-identical record that consumers de-duplicate.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from streamsafe.policy.model import Action
 from streamsafe.scoring.evidence import Evidence
 
-__all__ = ["Decision", "decision_id"]
+__all__ = ["Decision"]
 
 SCHEMA_VERSION = 1
-
-
-def decision_id(
-    stream_id: str,
-    action: str,
-    priority: str | None,
-    policy_version: str,
-    evidence: tuple[Evidence, ...],
-) -> str:
-    material = orjson.dumps(
-        [stream_id, action, priority, policy_version, [e.as_record() for e in evidence]],
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return "dec-" + hashlib.sha256(material).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,30 +33,51 @@ class Decision:
     policy_version: str
     event_ts_ms: int
     decided_at_ms: int
+    rule: str | None = None
     priority: str | None = None
+    restrictions: tuple[str, ...] = ()
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+    review_due_ms: int | None = None
+    shadow: bool = False  # a shadow policy's would-be decision: never enforced
 
     @classmethod
     def create(
         cls,
         stream_id: str,
-        action: str,
+        action: Action,
         reasons: tuple[str, ...],
         evidence: tuple[Evidence, ...],
         policy_version: str,
+        *,
         decided_at_ms: int,
-        priority: str | None = None,
+        event_ts_ms: int,
+        rule: str | None = None,
+        explanation: Mapping[str, Any] | None = None,
+        review_sla_s: float | None = None,
+        shadow: bool = False,
     ) -> Decision:
-        return cls(
-            decision_id=decision_id(stream_id, action, priority, policy_version, evidence),
+        draft = cls(
+            decision_id="",
             stream_id=stream_id,
-            action=action,
+            action=action.kind,
             reasons=reasons,
             evidence=evidence,
             policy_version=policy_version,
-            event_ts_ms=max(e.ts_ms for e in evidence),
+            event_ts_ms=event_ts_ms,
             decided_at_ms=decided_at_ms,
-            priority=priority,
+            rule=rule,
+            priority=action.priority,
+            restrictions=action.restrictions,
+            explanation=explanation or {},
+            review_due_ms=(decided_at_ms + int(review_sla_s * 1000))
+            if action.kind == "escalate" and review_sla_s else None,
+            shadow=shadow,
         )
+        # decided_at_ms (the triggering record's broker timestamp) is part of the identity:
+        # a re-delivery of that record has it too, a later record with the same evidence not
+        identity = {k: v for k, v in draft.to_record().items() if k not in ("decision_id", "review_due_ms")}
+        digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return _with_id(draft, "dec-" + digest[:32])
 
     @property
     def is_escalation(self) -> bool:
@@ -85,9 +95,25 @@ class Decision:
             "event_ts_ms": self.event_ts_ms,
             "decided_at_ms": self.decided_at_ms,
         }
+        if self.rule is not None:
+            record["rule"] = self.rule
         if self.priority is not None:
             record["priority"] = self.priority
+        if self.restrictions:
+            record["restrictions"] = list(self.restrictions)
+        if self.explanation:
+            record["explanation"] = dict(self.explanation)
+        if self.review_due_ms is not None:
+            record["review_due_ms"] = self.review_due_ms
+        if self.shadow:
+            record["shadow"] = True
         return record
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_record())
+
+
+def _with_id(decision: Decision, decision_id: str) -> Decision:
+    from dataclasses import replace
+
+    return replace(decision, decision_id=decision_id)

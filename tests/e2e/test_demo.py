@@ -18,8 +18,11 @@ def test_demo_json_summary():
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
     assert summary["streams"] == 40
-    # two streams hit a known hash (each repeatedly, blocked once), two rise past the threshold
-    assert summary["decisions"] == {"block": 2, "escalate": 2}
+    # two streams hit a known hash (each repeatedly: blocked and reported once), two streams'
+    # CSAM classifier scores rise until the policy escalates them for review at P0
+    decisions = summary["decisions"]
+    assert decisions["block"] == 2 and decisions["report"] == 2
+    assert decisions["escalate"] >= 2
     assert summary["dead_lettered"] == 4
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"]

@@ -162,8 +162,8 @@ async def pipeline(broker, tmp_path):
         broker_url=broker.url,
         topic_prefix=f"t{test_id}.",
         app_id=f"streamsafe-t{test_id}",
-        session_timeout_s=6.0 if tansu else 10.0,
-        rebalance_timeout_s=3.0 if tansu else 10.0,
+        session_timeout_s=2.0 if tansu else 10.0,
+        rebalance_timeout_s=2.0 if tansu else 10.0,
     )
     contract = load_contract()
     await apply_topics(settings, contract)

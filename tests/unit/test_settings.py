@@ -15,7 +15,7 @@ def test_environment_and_overrides(tmp_path):
     env = {
         "STREAMSAFE_BROKER": "kafka://a:1;kafka://b:2",
         "STREAMSAFE_TOPIC_PREFIX": "dev.",
-        "STREAMSAFE_CLASSIFIER_THRESHOLDS": "csam=0.6, nudity=0.95",
+        "STREAMSAFE_POLICY_FILE": "/etc/streamsafe/policy.yaml",
         "STREAMSAFE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "STREAMSAFE_SASL_USERNAME": "streamsafe",
         "STREAMSAFE_SASL_PASSWORD_FILE": str(secret),
@@ -23,7 +23,7 @@ def test_environment_and_overrides(tmp_path):
     settings = Settings.from_env(env, store="rocksdb://", hash_list=None)
     assert settings.bootstrap_servers == "a:1,b:2"
     assert settings.topic_name("enforcement.actions") == "dev.enforcement.actions"
-    assert settings.threshold_for("nudity") == 0.95 and settings.threshold_for("other") == 0.9
+    assert str(settings.policy_file) == "/etc/streamsafe/policy.yaml"
     assert settings.store == "rocksdb://"
     assert settings.security.sasl_password == "s3cret"
     assert "s3cret" not in repr(settings)
@@ -33,10 +33,8 @@ def test_environment_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("env", [
     {"STREAMSAFE_STORE": "redis://"},
-    {"STREAMSAFE_CLASSIFIER_THRESHOLDS": "csam=1.5"},
-    {"STREAMSAFE_CLASSIFIER_THRESHOLDS": "csam"},
     {"STREAMSAFE_MAX_MESSAGE_BYTES": "ten"},
-    {"STREAMSAFE_ESCALATION_PRIORITY": "P9"},
+    {"STREAMSAFE_SESSION_TIMEOUT_S": "soon"},
     {"STREAMSAFE_SECURITY_PROTOCOL": "SASL_SSL"},
     {"STREAMSAFE_BROKER": "localhost:9092"},
 ])

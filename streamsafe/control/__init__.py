@@ -1,0 +1,1 @@
+"""Control topics every worker reads whole (policies; hash banks): broadcast, not partitioned."""

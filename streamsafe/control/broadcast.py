@@ -1,0 +1,94 @@
+"""Read a control topic whole on every worker: from the beginning of every
+partition, then follow it. A raw aiokafka consumer without a group (Faust agents
+would split the partitions across workers, and pay ~160 µs a record).
+
+``caught_up`` is set once everything that was in the topic at start-up has been
+applied, so a worker can hold back processing until its policies (or banks) are
+those in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from streamsafe.settings import Settings
+
+__all__ = ["BroadcastReader"]
+
+log = logging.getLogger(__name__)
+
+OnBatch = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+
+
+class BroadcastReader:
+    def __init__(self, settings: Settings, topic: str, on_batch: OnBatch, *,
+                 max_records: int = 10_000, fetch_max_wait_ms: int = 100) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.on_batch = on_batch
+        self.max_records = max_records
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.caught_up = asyncio.Event()
+        self.records_applied = 0
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=8 * 1024 * 1024,
+            **self.settings.security.aiokafka_kwargs(),
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()  # new topic: metadata may lag
+            partitions = consumer.partitions_for_topic(self.topic)
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions or ())]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        self._consumer = consumer
+        end = await consumer.end_offsets(assigned) if assigned else {}
+        self._task = asyncio.create_task(self._run(consumer, end), name=f"broadcast:{self.topic}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self, consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> None:
+        pending = {tp: offset for tp, offset in end.items() if offset > 0}
+        if not pending:
+            self.caught_up.set()
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            for tp, records in batch.items():
+                if not records:
+                    continue
+                try:
+                    await self.on_batch(records)
+                except Exception:  # a bad batch must not stop the reader; the handler reports it
+                    log.exception("applying %d records from %s failed", len(records), tp)
+                self.records_applied += len(records)
+                if tp in pending and records[-1].offset + 1 >= pending[tp]:
+                    del pending[tp]
+            if pending:
+                # a compacted topic can end below its end offset: trust the position instead
+                for tp in list(pending):
+                    if await consumer.position(tp) >= pending[tp]:
+                        del pending[tp]
+            if not pending and not self.caught_up.is_set():
+                log.info("caught up with %s (%d records)", self.topic, self.records_applied)
+                self.caught_up.set()

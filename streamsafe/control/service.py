@@ -1,0 +1,37 @@
+"""Run broadcast readers as part of the Faust worker's service tree."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from mode import Service
+
+from streamsafe.control.broadcast import BroadcastReader
+
+__all__ = ["ControlService"]
+
+
+class ControlService(Service):
+    """Starts every reader with the worker and stops them with it; ``ready`` is set
+    once all of them have caught up with their topics."""
+
+    def __init__(self, readers: Sequence[BroadcastReader], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.readers = list(readers)
+        self.ready = asyncio.Event()
+
+    async def on_start(self) -> None:
+        for reader in self.readers:
+            await reader.start()
+        self.add_future(self._mark_ready())
+
+    async def _mark_ready(self) -> None:
+        for reader in self.readers:
+            await reader.caught_up.wait()
+        self.ready.set()
+
+    async def on_stop(self) -> None:
+        for reader in self.readers:
+            await reader.stop()

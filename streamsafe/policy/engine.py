@@ -1,0 +1,192 @@
+"""Evaluate a policy on a stream's state and turn the rules that hold into decisions.
+
+Pure: (policy, state, time) -> (new state, decisions). The state records what each
+policy emitted, which gives the promises enforcement relies on:
+
+* at most one ``block`` and one ``report`` per stream;
+* an escalation again only when its priority rises;
+* a restriction once (restrictions and blocks are never undone automatically);
+* re-processing the input that produced a decision re-emits the identical
+  decision (same id), so a crash between the state write and the send loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from streamsafe.policy.decisions import Decision
+from streamsafe.policy.model import Action, Policy, Predicate, Rule
+from streamsafe.scoring.evidence import Evidence
+from streamsafe.scoring.fusion import RiskAssessment
+from streamsafe.scoring.state import MatchRef, StreamState
+
+__all__ = ["Evaluation", "decide", "evaluate_rules"]
+
+_OPS = {
+    "gte": lambda a, b: a >= b,
+    "gt": lambda a, b: a > b,
+    "lte": lambda a, b: a <= b,
+    "lt": lambda a, b: a < b,
+    "eq": lambda a, b: a == b,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Which rules hold at ``at_ms``, with the risk they were judged on."""
+
+    assessment: RiskAssessment
+    fired: tuple[tuple[Rule, tuple[str, ...]], ...]  # (rule, the conditions as observed)
+
+
+def _feature(policy: Policy, state: StreamState, predicate: Predicate, at_ms: int,
+             assessment: RiskAssessment) -> Any:
+    name = predicate.feature
+    if name == "risk":
+        return assessment.risk
+    if name.startswith("score."):
+        return state.decayed_score(policy.fusion, name[6:], at_ms)
+    if name == "strong_matches":
+        return sum(1 for m in state.strong_matches if _trusted(policy, m, predicate))
+    if name == "weak_match_frames":
+        since = at_ms - int((predicate.window_s or policy.weak_window_s) * 1000)
+        return len({m.frame_seq for m in state.weak_matches
+                    if m.ts_ms >= since and _trusted(policy, m, predicate)})
+    if name == "reports.distinct":
+        return state.distinct_reporters(at_ms - int((predicate.window_s or 600.0) * 1000))
+    if name == "context.account_age_days":
+        return state.account_age_days
+    if name == "context.age_verified":
+        return state.age_verified
+    return state.context_flags(policy.fusion).get(name)
+
+
+def _trusted(policy: Policy, match: MatchRef, predicate: Predicate) -> bool:
+    return not predicate.trust or policy.trust_of(match.bank) in predicate.trust
+
+
+def evaluate_rules(policy: Policy, state: StreamState, at_ms: int) -> Evaluation:
+    assessment = state.assess(policy.fusion, at_ms)
+    fired = []
+    for rule in policy.rules:
+        observed = []
+        for predicate in rule.predicates:
+            value = _feature(policy, state, predicate, at_ms, assessment)
+            if value is None or not _OPS[predicate.op](value, predicate.value):
+                break
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            observed.append(f"{predicate.feature} {shown} {predicate.op} {predicate.value}")
+        else:
+            fired.append((rule, tuple(observed)))
+    return Evaluation(assessment, tuple(fired))
+
+
+def _evidence(policy: Policy, state: StreamState, rule: Rule, at_ms: int) -> tuple[Evidence, ...]:
+    items: list[Evidence] = []
+    for predicate in rule.predicates:
+        name = predicate.feature
+        if name in ("strong_matches", "weak_match_frames"):
+            refs = state.strong_matches if name == "strong_matches" else state.weak_matches
+            for m in refs:
+                if _trusted(policy, m, predicate):
+                    items.append(Evidence("hash_match", m.ts_ms, (
+                        ("signal_type", m.signal_type), ("bank", m.bank), ("entry_id", m.entry_id),
+                        ("distance", m.distance), ("frame_seq", m.frame_seq))))
+        elif name.startswith("score.") and (slot := state.scores.get(name[6:])) is not None:
+            detail: list[tuple[str, Any]] = [("classifier", name[6:]), ("score", slot.score)]
+            if slot.ref and slot.ref.startswith("frame:"):
+                detail.append(("frame_seq", int(slot.ref[6:])))
+            elif slot.ref and slot.ref.startswith("msg:"):
+                detail.append(("chat_message_id", slot.ref[4:]))
+            items.append(Evidence("classifier", slot.ts_ms, tuple(detail)))
+        elif name == "reports.distinct" and state.reporters:
+            count = state.distinct_reporters(at_ms - int((predicate.window_s or 600.0) * 1000))
+            items.append(Evidence("user_report", max(ts for _, ts in state.reporters),
+                                  (("count", count),)))
+        elif name.startswith("context."):
+            items.append(Evidence("context", state.context_ms or at_ms, (
+                ("visibility", state.visibility), ("account_age_days", state.account_age_days),
+                ("age_verified", state.age_verified))))
+    if not items:  # risk-only rules: the explanation's contributions are the evidence
+        items.append(Evidence("risk", at_ms, (("log_odds", round(state.assess(policy.fusion, at_ms)
+                                                                 .log_odds, 4)),)))
+    unique = {e: None for e in items}
+    return tuple(unique)
+
+
+def _key(action: Action) -> list[str]:
+    if action.kind == "escalate":
+        return [f"escalate:{action.priority}"]
+    if action.kind == "restrict":
+        return [f"restrict:{r}" for r in action.restrictions]
+    return [action.kind]
+
+
+def _not_higher(state: StreamState, action: Action, shadow: str | None) -> bool:
+    """An escalation is raised again only when its priority rises."""
+    return action.kind == "escalate" and state.escalated_at_or_above(action.priority or "P3", shadow)
+
+
+def decide(
+    policy: Policy,
+    state: StreamState,
+    stream_id: str,
+    at_ms: int,
+    record_ts_ms: int,
+    shadow: bool = False,
+) -> tuple[StreamState, tuple[Decision, ...]]:
+    """Decisions the policy makes now that were not made before, and the state that
+    remembers them. ``shadow`` keeps the bookkeeping apart from the live policy's."""
+    evaluation = evaluate_rules(policy, state, at_ms)
+    if not evaluation.fired:
+        return state, ()
+    shadow_name = policy.version if shadow else None
+    emitted = state.emitted_for(shadow_name)
+    explanation = evaluation.assessment.explanation()
+    decisions: list[Decision] = []
+    claimed: set[str] = set()
+    for rule, observed in evaluation.fired:
+        reasons = (f"rule {rule.name!r}: " + "; ".join(observed),)
+        evidence = _evidence(policy, state, rule, at_ms)
+
+        def make(action: Action, rule: Rule = rule, reasons: tuple[str, ...] = reasons,
+                 evidence: tuple[Evidence, ...] = evidence) -> Decision:
+            return Decision.create(
+                stream_id, action, reasons, evidence, policy.version, decided_at_ms=record_ts_ms,
+                event_ts_ms=at_ms, rule=rule.name, explanation=explanation,
+                review_sla_s=policy.review_sla_s.get(action.priority or ""), shadow=shadow,
+            )
+
+        for action in rule.actions:
+            if action.kind == "monitor":
+                continue
+            keys = _key(action)
+            if action.kind == "restrict":
+                fresh = [k for k in keys if k not in emitted and k not in claimed]
+                if not fresh:
+                    # nothing new to restrict; re-emit this rule's earlier restriction if this
+                    # is the input that produced it (its id comes out the same again)
+                    for decision_id in sorted({emitted[k] for k in keys if k in emitted}):
+                        subset = [k for k in keys if emitted.get(k) == decision_id]
+                        again = make(Action("restrict", restrictions=tuple(k[9:] for k in subset)))
+                        if again.decision_id == decision_id:
+                            decisions.append(again)
+                    claimed.update(keys)
+                    continue
+                action = Action("restrict", restrictions=tuple(k[9:] for k in fresh))
+                keys = fresh
+            if any(k in claimed for k in keys):
+                continue
+            decision = make(action)
+            previous = [emitted.get(k) for k in keys]
+            if all(p == decision.decision_id for p in previous):
+                decisions.append(decision)  # the same input again: the identical decision again
+            elif any(p is not None for p in previous) or _not_higher(state, action, shadow_name):
+                continue
+            else:
+                decisions.append(decision)
+                for k in keys:
+                    state = state.with_emitted(k, decision.decision_id, shadow_name)
+            claimed.update(keys)
+    return state, tuple(decisions)

@@ -1,0 +1,316 @@
+"""Load and validate a policy from YAML text (files) or a mapping (the control topic).
+
+The whole document is checked and every problem reported at once; an invalid
+policy raises :class:`PolicyError` and never replaces the one in force.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamsafe.errors import PolicyError
+from streamsafe.policy.model import (
+    ACTION_KINDS,
+    PRIORITIES,
+    RESTRICTIONS,
+    TRUST_LEVELS,
+    Action,
+    Policy,
+    Predicate,
+    Rule,
+)
+from streamsafe.scoring.fusion import (
+    Calibration,
+    ClassifierModel,
+    CorroborationGroup,
+    FusionModel,
+)
+
+__all__ = ["default_policy_text", "load_policy", "parse_duration", "policy_from_mapping"]
+
+OPERATORS = ("gte", "gt", "lte", "lt", "eq")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_FEATURES = re.compile(
+    r"^(risk|score\.[a-z0-9][a-z0-9_.-]*|strong_matches|weak_match_frames|reports\.distinct"
+    r"|context\.(private|new_account|unverified_age|account_age_days|age_verified))$"
+)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def default_policy_text() -> str:
+    return resources.files("streamsafe.policy").joinpath("default.yaml").read_text()
+
+
+def load_policy(source: str | Path | None = None) -> Policy:
+    """A policy from a file path, YAML text, or the packaged default (``None``)."""
+    if source is None:
+        text = default_policy_text()
+    elif isinstance(source, Path):
+        try:
+            text = source.read_text()
+        except OSError as exc:
+            raise PolicyError([f"cannot read {source}: {exc}"]) from exc
+    else:
+        text = source
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError([f"not valid YAML: {exc}"]) from exc
+    return policy_from_mapping(document)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+    def duration(self, where: str, value: Any, default: float) -> float:
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.add(where, str(exc))
+            return default
+        if seconds <= 0:
+            self.add(where, "must be positive")
+        return seconds
+
+    def number(self, where: str, value: Any, default: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(where, f"must be a number, got {value!r}")
+            return default
+        return float(value)
+
+
+def policy_from_mapping(document: Any) -> Policy:
+    p = _Problems()
+    if not isinstance(document, Mapping):
+        raise PolicyError(["a policy must be a mapping with version and rules"])
+    unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules"}
+    if unknown:
+        p.add("policy", f"unknown sections {sorted(unknown)}")
+    version = document.get("version")
+    if not isinstance(version, str) or not version.strip():
+        p.add("version", "must be a non-empty string")
+        version = "?"
+    sla_doc = document.get("review_sla") or {}
+    review_sla = {}
+    if not isinstance(sla_doc, Mapping):
+        p.add("review_sla", "must map P0..P3 to durations")
+    else:
+        for priority, value in sla_doc.items():
+            if priority not in PRIORITIES:
+                p.add(f"review_sla.{priority}", f"priority must be one of {PRIORITIES}")
+            review_sla[priority] = p.duration(f"review_sla.{priority}", value, 0)
+    matching = document.get("matching") or {}
+    strong = matching.get("strong_max_distance", 10)
+    if not isinstance(strong, int) or not 0 <= strong <= 31:
+        p.add("matching.strong_max_distance", "must be an integer in 0..31")
+        strong = 10
+    weak_window = p.duration("matching.weak_window", matching.get("weak_window"), 600.0)
+    banks = document.get("banks") or {}
+    if not isinstance(banks, Mapping):
+        p.add("banks", "must map bank names to trust levels")
+        banks = {}
+    for bank, trust in banks.items():
+        if trust not in TRUST_LEVELS:
+            p.add(f"banks.{bank}", f"trust must be one of {TRUST_LEVELS}")
+    fusion = _fusion(p, document.get("fusion") or {})
+    rules_doc = document.get("rules")
+    rules: list[Rule] = []
+    if not isinstance(rules_doc, list) or not rules_doc:
+        p.add("rules", "must be a non-empty list")
+    else:
+        names: set[str] = set()
+        for i, rule_doc in enumerate(rules_doc):
+            rule = _rule(p, f"rules[{i}]", rule_doc)
+            if rule is not None:
+                if rule.name in names:
+                    p.add(f"rules[{i}].name", f"duplicate rule name {rule.name!r}")
+                names.add(rule.name)
+                rules.append(rule)
+    if p.items:
+        raise PolicyError(p.items)
+    return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
+                  strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks))
+
+
+def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) -> ClassifierModel:
+    if not isinstance(doc, Mapping):
+        p.add(where, "must be a mapping of slope, midpoint, weight, half_life")
+        return default
+    unknown = set(doc) - {"slope", "midpoint", "weight", "half_life"}
+    if unknown:
+        p.add(where, f"unknown keys {sorted(unknown)}")
+    weight = p.number(f"{where}.weight", doc.get("weight"), default.weight)
+    if weight < 0:
+        p.add(f"{where}.weight", "must not be negative")
+    return ClassifierModel(
+        Calibration(p.number(f"{where}.slope", doc.get("slope"), default.calibration.slope),
+                    p.number(f"{where}.midpoint", doc.get("midpoint"), default.calibration.midpoint)),
+        weight,
+        p.duration(f"{where}.half_life", doc.get("half_life"), default.half_life_s),
+    )
+
+
+def _fusion(p: _Problems, doc: Any) -> FusionModel:
+    if not isinstance(doc, Mapping):
+        p.add("fusion", "must be a mapping")
+        return FusionModel()
+    base = FusionModel()
+    default = _classifier(p, "fusion.default_classifier", doc.get("default_classifier") or {},
+                          base.default_classifier)
+    classifiers = {name: _classifier(p, f"fusion.classifiers.{name}", c, default)
+                   for name, c in (doc.get("classifiers") or {}).items()}
+    strong = doc.get("strong_match") or {}
+    weak = doc.get("weak_match") or {}
+    reports = doc.get("reports") or {}
+    context = doc.get("context") or {}
+    groups = []
+    for i, g in enumerate(doc.get("corroboration") or []):
+        where = f"fusion.corroboration[{i}]"
+        if not isinstance(g, Mapping) or not g.get("name") or not isinstance(g.get("members"), list) \
+                or len(g["members"]) < 2:
+            p.add(where, "needs a name and at least two members")
+            continue
+        groups.append(CorroborationGroup(str(g["name"]), tuple(map(str, g["members"])),
+                                         p.number(f"{where}.bonus", g.get("bonus"), 1.0)))
+    return FusionModel(
+        prior_log_odds=p.number("fusion.prior_log_odds", doc.get("prior_log_odds"), base.prior_log_odds),
+        classifiers=classifiers,
+        default_classifier=default,
+        strong_match_log_odds=p.number("fusion.strong_match.log_odds", strong.get("log_odds"),
+                                       base.strong_match_log_odds),
+        strong_match_half_life_s=p.duration("fusion.strong_match.half_life", strong.get("half_life"),
+                                            base.strong_match_half_life_s),
+        weak_match_log_odds=p.number("fusion.weak_match.log_odds", weak.get("log_odds"),
+                                     base.weak_match_log_odds),
+        weak_match_max_frames=int(p.number("fusion.weak_match.max_frames", weak.get("max_frames"),
+                                           base.weak_match_max_frames)),
+        weak_match_half_life_s=p.duration("fusion.weak_match.half_life", weak.get("half_life"),
+                                          base.weak_match_half_life_s),
+        report_weight=p.number("fusion.reports.weight", reports.get("weight"), base.report_weight),
+        report_window_s=p.duration("fusion.reports.window", reports.get("window"), base.report_window_s),
+        private_log_odds=p.number("fusion.context.private", context.get("private"), base.private_log_odds),
+        new_account_days=int(p.number("fusion.context.new_account_days", context.get("new_account_days"),
+                                      base.new_account_days)),
+        new_account_log_odds=p.number("fusion.context.new_account", context.get("new_account"),
+                                      base.new_account_log_odds),
+        unverified_age_log_odds=p.number("fusion.context.unverified_age", context.get("unverified_age"),
+                                         base.unverified_age_log_odds),
+        corroboration=tuple(groups),
+    )
+
+
+def _rule(p: _Problems, where: str, doc: Any) -> Rule | None:
+    if not isinstance(doc, Mapping):
+        p.add(where, "must be a mapping with name, when and then")
+        return None
+    unknown = set(doc) - {"name", "description", "when", "then"}
+    if unknown:
+        p.add(where, f"unknown keys {sorted(unknown)}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        p.add(f"{where}.name", "must be a non-empty string")
+        name = where
+    when = doc.get("when")
+    predicates: list[Predicate] = []
+    if not isinstance(when, Mapping) or not when:
+        p.add(f"{where}.when", "must map at least one feature to a condition")
+    else:
+        for feature, condition in when.items():
+            predicates.extend(_predicates(p, f"{where}.when.{feature}", str(feature), condition))
+    then = doc.get("then")
+    actions: list[Action] = []
+    if not isinstance(then, list) or not then:
+        p.add(f"{where}.then", "must be a non-empty list of actions")
+    else:
+        for j, action in enumerate(then):
+            parsed = _action(p, f"{where}.then[{j}]", action)
+            if parsed is not None:
+                actions.append(parsed)
+    return Rule(name, tuple(predicates), tuple(actions), str(doc.get("description", "")))
+
+
+def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[Predicate]:
+    if not _FEATURES.match(feature):
+        p.add(where, "unknown feature (risk, score.<classifier>, strong_matches, weak_match_frames, "
+                     "reports.distinct, context.*)")
+        return []
+    if not isinstance(condition, Mapping):
+        p.add(where, "must map an operator (gte, gt, lte, lt, eq) to a value")
+        return []
+    trust = condition.get("trust", ())
+    if isinstance(trust, str):
+        trust = (trust,)
+    for level in trust:
+        if level not in TRUST_LEVELS:
+            p.add(f"{where}.trust", f"{level!r} is not one of {TRUST_LEVELS}")
+    window = condition.get("window")
+    window_s = p.duration(f"{where}.window", window, 0) if window is not None else None
+    out = []
+    for op, value in condition.items():
+        if op in ("trust", "window"):
+            continue
+        if op not in OPERATORS:
+            p.add(where, f"unknown operator {op!r}; use one of {OPERATORS}")
+            continue
+        if not isinstance(value, int | float | bool):
+            p.add(f"{where}.{op}", f"must be a number or boolean, got {value!r}")
+            continue
+        bounded = feature == "risk" or feature.startswith("score.")
+        if bounded and (isinstance(value, bool) or not 0 <= value <= 1):
+            p.add(f"{where}.{op}", "scores and risk are in [0, 1]")
+        out.append(Predicate(feature, op, value, tuple(trust), window_s))
+    if not out:
+        p.add(where, "has no condition")
+    return out
+
+
+def _action(p: _Problems, where: str, doc: Any) -> Action | None:
+    if isinstance(doc, str):
+        if doc in ("escalate", "restrict"):
+            p.add(where, f"{doc} needs a value: {{{doc}: ...}}")
+            return None
+        if doc not in ACTION_KINDS:
+            p.add(where, f"unknown action {doc!r}; use one of {ACTION_KINDS}")
+            return None
+        return Action(doc)
+    if isinstance(doc, Mapping) and len(doc) == 1:
+        kind, value = next(iter(doc.items()))
+        if kind == "escalate":
+            if value not in PRIORITIES:
+                p.add(where, f"escalate needs a priority in {PRIORITIES}")
+                return None
+            return Action("escalate", priority=value)
+        if kind == "restrict":
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not values or any(v not in RESTRICTIONS for v in values):
+                p.add(where, f"restrict needs a list drawn from {RESTRICTIONS}")
+                return None
+            return Action("restrict", restrictions=tuple(sorted(set(values))))
+    p.add(where, f"not an action: {doc!r}")
+    return None

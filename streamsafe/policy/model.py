@@ -1,0 +1,70 @@
+"""A policy: a version, review SLAs, the fusion model, and ordered rules that turn
+a stream's evidence into actions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from streamsafe.scoring.fusion import FusionModel
+
+__all__ = ["ACTION_KINDS", "PRIORITIES", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Policy",
+           "Predicate", "Rule"]
+
+ACTION_KINDS = ("monitor", "escalate", "restrict", "block", "report")
+PRIORITIES = ("P0", "P1", "P2", "P3")
+RESTRICTIONS = ("chat", "gifting", "discovery", "new_viewers")
+TRUST_LEVELS = ("authority", "internal", "partner", "allow")
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str
+    priority: str | None = None
+    restrictions: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "escalate":
+            return f"escalate {self.priority}"
+        if self.kind == "restrict":
+            return f"restrict {', '.join(self.restrictions)}"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    """``feature op value``; ``trust`` and ``window_s`` narrow the features that take them."""
+
+    feature: str
+    op: str
+    value: float | bool
+    trust: tuple[str, ...] = ()
+    window_s: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.feature} {self.op} {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    predicates: tuple[Predicate, ...]
+    actions: tuple[Action, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: str
+    rules: tuple[Rule, ...]
+    fusion: FusionModel = field(default_factory=FusionModel)
+    review_sla_s: Mapping[str, float] = field(default_factory=dict)
+    strong_max_distance: int = 10
+    weak_window_s: float = 600.0
+    bank_trust: Mapping[str, str] = field(default_factory=dict)
+
+    def trust_of(self, bank: str) -> str:
+        return self.bank_trust.get(bank, "partner")
+
+    def is_strong(self, distance: int) -> bool:
+        return distance <= self.strong_max_distance

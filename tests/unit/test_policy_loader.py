@@ -1,0 +1,49 @@
+"""Policy files: the default is valid; an invalid one is refused with every problem named."""
+
+import pytest
+
+from streamsafe.errors import PolicyError
+from streamsafe.policy.loader import load_policy, parse_duration
+
+
+def test_default_policy_expresses_the_required_rules():
+    policy = load_policy()
+    names = {r.name for r in policy.rules}
+    assert {"authority-hash-strong", "minor-and-nudity", "grooming-private-young-account",
+            "user-reports-burst", "weak-hash-repeated"} <= names
+    assert policy.review_sla_s == {"P0": 300, "P1": 1800, "P2": 7200, "P3": 86400}
+    assert policy.trust_of("ncmec") == "authority" and policy.trust_of("unknown") == "partner"
+
+
+def test_invalid_policy_lists_every_problem():
+    text = """
+version: ""
+review_sla: {P7: 5m, P0: soon}
+rules:
+  - name: a
+    when: {score.nudity: {gtee: 0.8}, risk: {gte: 3}}
+    then: [block, {escalate: P9}, explode]
+  - name: a
+    when: {colour: {eq: 1}}
+    then: []
+"""
+    with pytest.raises(PolicyError) as info:
+        load_policy(text)
+    text = str(info.value)
+    for fragment in ["version", "review_sla.P7", "review_sla.P0", "unknown operator 'gtee'",
+                     "scores and risk are in [0, 1]", "escalate needs a priority", "unknown action 'explode'",
+                     "unknown feature", "rules[1].then", "duplicate rule name 'a'"]:
+        assert fragment in text, fragment
+    assert len(info.value.problems) >= 9
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", "version: x\n", "version: x\nrules: 3\n", "{{{"])
+def test_degenerate_documents_are_refused(text):
+    with pytest.raises(PolicyError):
+        load_policy(text)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("5m", 300), ("2h", 7200), ("30s", 30), (90, 90),
+                                                ("1d", 86400), ("250ms", 0.25)])
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
