@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from streamsafe.agents.processor import StreamProcessor
+from streamsafe.control.banks import BankControl
 from streamsafe.control.broadcast import BroadcastReader
 from streamsafe.control.policies import PolicyControl
 from streamsafe.control.service import ControlService
@@ -24,6 +25,7 @@ from streamsafe.events.contract import (
     DEAD_LETTER,
     ESCALATIONS,
     FRAME_HASHES,
+    HASHBANK_ENTRIES,
     INPUT_TOPICS,
     POLICY,
     SHADOW_DECISIONS,
@@ -124,9 +126,13 @@ def create_app(
         states=states,
         publisher=publisher,
     )
-    control = PolicyControl(contract[POLICY], lambda: processor.policies,
-                            lambda policies: setattr(processor, "policies", policies), publisher)
-    service = ControlService([BroadcastReader(settings, settings.topic_name(POLICY), control.apply)])
+    policy_control = PolicyControl(contract[POLICY], lambda: processor.policies, processor.use_policies,
+                                   publisher)
+    bank_control = BankControl(processor.banks, publisher)
+    service = ControlService([
+        BroadcastReader(settings, settings.topic_name(POLICY), policy_control.apply),
+        BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES), bank_control.apply),
+    ])
     app.service(service)
     for name in INPUT_TOPICS:
         topic = app.topic(
@@ -141,6 +147,13 @@ def create_app(
         app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready))
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
     app.streamsafe_control = service  # type: ignore[attr-defined]
+    app.streamsafe_banks = bank_control  # type: ignore[attr-defined]
+
+    @app.timer(interval=5.0)
+    async def compact_banks() -> None:
+        # fold recent PDQ additions into the static index, off the per-frame path
+        await asyncio.get_running_loop().run_in_executor(None, processor.banks.compact_if_needed)
+
     return app
 
 

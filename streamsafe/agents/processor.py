@@ -60,9 +60,18 @@ class StreamProcessor:
         self.decoder = decoder
         self.banks = banks
         self.policies = policies
+        self.use_policies(policies)
         self.states = states
         self.publisher = publisher
         self.stats = ProcessorStats()
+
+    def use_policies(self, policies: PolicySet) -> None:
+        """Switch policies (hot reload); the live policy also sets how banks match."""
+        self.policies = policies
+        live = policies.live
+        self.banks.pdq_radius = live.pdq_radius
+        self.banks.pdq_min_quality = live.pdq_min_quality
+        self.banks.bank_radius = dict(live.bank_radius)
 
     async def handle(
         self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord
@@ -86,7 +95,7 @@ class StreamProcessor:
         if topic == FRAME_HASHES:
             assert isinstance(event, FrameBatch)
             # Nearly every frame matches nothing: match before touching state.
-            matches = [m for frame in event.frames for m in self.banks.match_frame(frame)]
+            matches = self._without_allowed(self.banks.match_frames(event.frames))
             if not matches:
                 return []
             stored = self._state(event.stream_id)
@@ -127,10 +136,18 @@ class StreamProcessor:
             (self.stats.shadow_decided if d.shadow else self.stats.decided)[d.action] += 1
         return list(decisions)
 
+    def _without_allowed(self, matches: list[Match]) -> list[Match]:
+        """A match in an allow bank (overlays, test cards, black frames) clears its frame."""
+        if not matches:
+            return matches
+        trust = self.policies.live.trust_of
+        allowed = {m.frame_seq for m in matches if trust(m.bank) == "allow"}
+        return [m for m in matches if m.frame_seq not in allowed] if allowed else matches
+
     def _observe_matches(self, state: StreamState, matches: list[Match]) -> StreamState:
         policy = self.policies.live
         refs = [(MatchRef(m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.frame_ts_ms),
-                 policy.is_strong(m.distance)) for m in matches if policy.trust_of(m.bank) != "allow"]
+                 policy.is_strong(m.distance)) for m in matches]
         strong = [ref for ref, is_strong in refs if is_strong]
         weak = [ref for ref, is_strong in refs if not is_strong]
         return state.with_matches(strong, weak)

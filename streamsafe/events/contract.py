@@ -22,6 +22,7 @@ __all__ = [
     "DEAD_LETTER",
     "ESCALATIONS",
     "FRAME_HASHES",
+    "HASHBANK_ENTRIES",
     "INPUT_TOPICS",
     "METADATA",
     "POLICY",
@@ -41,9 +42,11 @@ ESCALATIONS = "enforcement.escalations"
 DEAD_LETTER = "streamsafe.dead-letter"
 SHADOW_DECISIONS = "streamsafe.shadow-decisions"
 POLICY = "streamsafe.policy"
+HASHBANK_ENTRIES = "hashbank.entries"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
-REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER, POLICY)
+REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER, POLICY,
+                   HASHBANK_ENTRIES)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "config",
            "schema_versions", "schema", "example")
 

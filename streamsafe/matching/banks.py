@@ -1,24 +1,30 @@
 """Hash banks: named lists of known hashes, indexed for lookup by frame.
 
-This slice holds exact digests (MD5, SHA-256) in hash tables: one dict lookup
-per digest per frame. Entry ids, not hash values, identify what matched, so
-decisions and logs never carry bank contents.
+Entries arrive one by one or in bulk (from ``hashbank.entries`` or a hash list);
+each gets an integer slot. Exact digests (MD5, SHA-256) are looked up in a hash
+table; PDQ hashes in an exact Hamming-radius index that takes additions and
+removals without a rebuild. Entry ids, not hash values, identify what matched,
+so decisions and logs never carry bank contents.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamsafe.errors import BankError
 from streamsafe.events.models import Frame
+from streamsafe.matching.pdq_index import PDQIndex
 from streamsafe.matching.signal_types import SignalTypeRegistry, default_registry
 
 __all__ = ["BankEntry", "HashBanks", "HashListProblem", "Match", "read_hash_list"]
 
 _EXACT_BY_LENGTH = {32: "md5", 64: "sha256"}
+_TYPES = ("pdq", "md5", "sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,7 @@ class BankEntry:
     signal_type: str
     hash: str
     label: str | None = None
+    quality: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,42 +57,145 @@ class HashListProblem:
 
 
 class HashBanks:
-    """Every bank's exact digests, by signal type and hash."""
+    """Every bank's entries, by signal type. Not thread-safe for writers: one task
+    applies updates, any number read (PDQ lookups release the GIL)."""
 
-    def __init__(self, registry: SignalTypeRegistry | None = None) -> None:
+    def __init__(self, registry: SignalTypeRegistry | None = None, *,
+                 pdq_radius: int = 31, pdq_min_quality: int = 50,
+                 bank_radius: Mapping[str, int] | None = None) -> None:
         self.registry = registry or default_registry()
-        self._exact: dict[str, dict[str, list[BankEntry]]] = defaultdict(dict)
-        self._sizes: dict[str, int] = defaultdict(int)
+        self.pdq_radius = pdq_radius
+        self.pdq_min_quality = pdq_min_quality
+        self.bank_radius = dict(bank_radius or {})
+        self._slot_of: dict[str, int] = {}
+        self._entry_ids: list[str | None] = []
+        self._bank_code = array("H")
+        self._type_code = array("B")
+        self._banks: list[str] = []
+        self._bank_index: dict[str, int] = {}
+        self._exact: dict[str, dict[str, list[int]]] = {"md5": {}, "sha256": {}}
+        self._exact_hash: dict[int, str] = {}
+        self._pdq = PDQIndex(max_radius=max(31, pdq_radius, *self.bank_radius.values(), 0))
+        self._sizes: Counter[tuple[str, str]] = Counter()
+        self.updated_at: float | None = None
+
+    # -- updates ------------------------------------------------------------------
+
+    def _bank_code_of(self, bank: str) -> int:
+        code = self._bank_index.get(bank)
+        if code is None:
+            code = self._bank_index[bank] = len(self._banks)
+            self._banks.append(bank)
+        return code
 
     def add(self, entry: BankEntry) -> None:
-        canonical = self.registry.get(entry.signal_type).validate(entry.hash)
-        bucket = self._exact[entry.signal_type].setdefault(canonical, [])
-        if all(e.entry_id != entry.entry_id for e in bucket):
-            bucket.append(entry)
-            self._sizes[entry.bank] += 1
+        self.add_many([entry])
 
-    def add_all(self, entries: Iterable[BankEntry]) -> None:
+    def add_many(self, entries: Iterable[BankEntry]) -> int:
+        """Add (or replace, by entry id) entries; PDQ hashes go to the index in one batch."""
+        pdq_slots: list[int] = []
+        pdq_hashes: list[str] = []
+        added = 0
         for entry in entries:
-            self.add(entry)
+            canonical = self.registry.get(entry.signal_type).validate(entry.hash)
+            if entry.entry_id in self._slot_of:
+                self.remove(entry.entry_id)
+            slot = len(self._entry_ids)
+            self._slot_of[entry.entry_id] = slot
+            self._entry_ids.append(entry.entry_id)
+            self._bank_code.append(self._bank_code_of(entry.bank))
+            self._type_code.append(_TYPES.index(entry.signal_type))
+            if entry.signal_type == "pdq":
+                pdq_slots.append(slot)
+                pdq_hashes.append(canonical)
+            else:
+                self._exact[entry.signal_type].setdefault(canonical, []).append(slot)
+                self._exact_hash[slot] = canonical
+            self._sizes[(entry.bank, entry.signal_type)] += 1
+            added += 1
+        if pdq_slots:
+            self._pdq.add_many(pdq_slots, pdq_hashes)
+        if added:
+            self.updated_at = time.time()
+        return added
 
-    def sizes(self) -> dict[str, int]:
-        """Entries per bank."""
-        return dict(self._sizes)
+    def remove(self, entry_id: str) -> bool:
+        slot = self._slot_of.pop(entry_id, None)
+        if slot is None:
+            return False
+        signal_type = _TYPES[self._type_code[slot]]
+        if signal_type == "pdq":
+            self._pdq.remove(slot)
+        else:
+            digest = self._exact_hash.pop(slot)
+            bucket = self._exact[signal_type][digest]
+            bucket.remove(slot)
+            if not bucket:
+                del self._exact[signal_type][digest]
+        self._entry_ids[slot] = None
+        self._sizes[(self._banks[self._bank_code[slot]], signal_type)] -= 1
+        self.updated_at = time.time()
+        return True
+
+    def compact_if_needed(self) -> bool:
+        """Fold recent PDQ additions into the static index when the delta grows large;
+        meant to be called off the hot path."""
+        if self._pdq.needs_compaction:
+            self._pdq.compact()
+            return True
+        return False
+
+    # -- reading ------------------------------------------------------------------
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """Live entries per bank and signal type."""
+        out: dict[str, dict[str, int]] = {}
+        for (bank, signal_type), count in sorted(self._sizes.items()):
+            if count:
+                out.setdefault(bank, {})[signal_type] = count
+        return out
 
     def __len__(self) -> int:
-        return sum(self._sizes.values())
+        return len(self._slot_of)
+
+    def __contains__(self, entry_id: str) -> bool:
+        return entry_id in self._slot_of
+
+    def _match(self, slot: int, signal_type: str, distance: int, frame: Frame) -> Match | None:
+        entry_id = self._entry_ids[slot]
+        if entry_id is None:
+            return None
+        bank = self._banks[self._bank_code[slot]]
+        if signal_type == "pdq" and distance > self.bank_radius.get(bank, self.pdq_radius):
+            return None
+        return Match(bank, entry_id, signal_type, distance, frame.seq, frame.ts_ms,
+                     frame.pdq_quality if signal_type == "pdq" else None)
 
     def match_frame(self, frame: Frame) -> list[Match]:
-        """Every bank entry this frame's exact digests hit."""
+        """Every bank entry this frame hits: exact digests by equality, PDQ within the
+        radius (per-bank override), frames below the PDQ quality floor skipped."""
+        return self.match_frames([frame])
+
+    def match_frames(self, frames: Sequence[Frame]) -> list[Match]:
+        """Frames arriving together are matched as one PDQ batch."""
         matches: list[Match] = []
-        for signal_type, digest in (("md5", frame.md5), ("sha256", frame.sha256)):
-            if digest is None:
-                continue
-            for entry in self._exact[signal_type].get(digest, ()):
-                matches.append(
-                    Match(entry.bank, entry.entry_id, signal_type, 0, frame.seq, frame.ts_ms)
-                )
+        for frame in frames:
+            for signal_type, digest in (("md5", frame.md5), ("sha256", frame.sha256)):
+                if digest is not None:
+                    for slot in self._exact[signal_type].get(digest, ()):
+                        if (m := self._match(slot, signal_type, 0, frame)) is not None:
+                            matches.append(m)
+        if len(self._pdq):
+            floor = self.pdq_min_quality
+            queried = [f for f in frames if f.pdq is not None and (f.pdq_quality or 0) >= floor]
+            if queried:
+                for i, slot, distance in self._pdq.query_batch([f.pdq for f in queried], self._pdq_max()):
+                    if (m := self._match(slot, "pdq", distance, queried[i])) is not None:
+                        matches.append(m)
         return matches
+
+    def _pdq_max(self) -> int:
+        return max(self.pdq_radius, *self.bank_radius.values(), 0)
 
 
 def read_hash_list(

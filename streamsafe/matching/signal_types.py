@@ -13,6 +13,7 @@ from typing import ClassVar, Protocol
 
 __all__ = [
     "MD5",
+    "PDQ",
     "SHA256",
     "Comparison",
     "ExactDigest",
@@ -74,6 +75,27 @@ class SHA256(ExactDigest):
     hex_length = 64
 
 
+class PDQ:
+    """Meta's PDQ perceptual hash: 256 bits as 64 hex characters, most significant bit
+    first. Two hashes match when their Hamming distance is at most the threshold
+    (31 is Meta's confident-match threshold)."""
+
+    name: ClassVar[str] = "pdq"
+    threshold: ClassVar[int] = 31
+
+    def validate(self, value: str) -> str:
+        canonical = value.strip().lower()
+        if not re.fullmatch("[0-9a-f]{64}", canonical):
+            raise ValueError("pdq must be 64 hex characters")
+        return canonical
+
+    def distance(self, a: str, b: str) -> int:
+        return (int(a, 16) ^ int(b, 16)).bit_count()
+
+    def compare(self, a: str, b: str) -> Comparison:
+        return Comparison.from_distance(self.distance(a, b), self.threshold)
+
+
 class SignalTypeRegistry:
     """Signal types by name; a duplicate name is a programming error caught at start-up."""
 
@@ -98,4 +120,4 @@ class SignalTypeRegistry:
 
 
 def default_registry() -> SignalTypeRegistry:
-    return SignalTypeRegistry(MD5(), SHA256())
+    return SignalTypeRegistry(PDQ(), MD5(), SHA256())

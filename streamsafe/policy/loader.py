@@ -131,6 +131,19 @@ def policy_from_mapping(document: Any) -> Policy:
         p.add("matching.strong_max_distance", "must be an integer in 0..31")
         strong = 10
     weak_window = p.duration("matching.weak_window", matching.get("weak_window"), 600.0)
+    pdq_radius = matching.get("pdq_radius", 31)
+    if not isinstance(pdq_radius, int) or not 0 <= pdq_radius <= 31:
+        p.add("matching.pdq_radius", "must be an integer in 0..31 (31 is PDQ's confident-match threshold)")
+        pdq_radius = 31
+    min_quality = matching.get("pdq_min_quality", 50)
+    if not isinstance(min_quality, int) or not 0 <= min_quality <= 100:
+        p.add("matching.pdq_min_quality", "must be an integer in 0..100")
+        min_quality = 50
+    bank_radius = matching.get("bank_radius") or {}
+    if not isinstance(bank_radius, Mapping) or not all(
+            isinstance(r, int) and 0 <= r <= 31 for r in bank_radius.values()):
+        p.add("matching.bank_radius", "must map bank names to radii in 0..31")
+        bank_radius = {}
     banks = document.get("banks") or {}
     if not isinstance(banks, Mapping):
         p.add("banks", "must map bank names to trust levels")
@@ -155,7 +168,8 @@ def policy_from_mapping(document: Any) -> Policy:
     if p.items:
         raise PolicyError(p.items)
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
-                  strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks))
+                  strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
+                  pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius))
 
 
 def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) -> ClassifierModel:

@@ -62,6 +62,9 @@ class Policy:
     strong_max_distance: int = 10
     weak_window_s: float = 600.0
     bank_trust: Mapping[str, str] = field(default_factory=dict)
+    pdq_radius: int = 31
+    pdq_min_quality: int = 50
+    bank_radius: Mapping[str, int] = field(default_factory=dict)
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")

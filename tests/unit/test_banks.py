@@ -1,10 +1,21 @@
-"""Hash lists: exact digests load by type, bad lines are reported with their line numbers."""
+"""Hash banks: exact and PDQ matching, removals, quality floor, hash lists with bad lines."""
+
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamsafe.events.models import Frame
-from streamsafe.matching.banks import HashBanks, read_hash_list
-from streamsafe.matching.signal_types import MD5, SignalTypeRegistry
+from streamsafe.matching.banks import BankEntry, HashBanks, read_hash_list
+from streamsafe.matching.signal_types import MD5, PDQ, SignalTypeRegistry
+
+
+def flip(hex_hash: str, bits: list[int]) -> str:
+    value = int(hex_hash, 16)
+    for b in bits:
+        value ^= 1 << (255 - b)  # bit 0 is the most significant (Meta's order)
+    return f"{value:064x}"
 
 
 def test_hash_list_reads_types_labels_and_reports_bad_lines(tmp_path):
@@ -18,28 +29,79 @@ def test_hash_list_reads_types_labels_and_reports_bad_lines(tmp_path):
         "md5:" + "a" * 31 + "\n"
         "pdq:" + "a" * 64 + "\n"
         + "cd" * 32 + "  # trailing comment\n"
+        "tmk:" + "a" * 64 + "\n"
     )
     entries, problems = read_hash_list(path)
     assert [(e.signal_type, e.entry_id, e.label) for e in entries] == [
         ("md5", "known-csam:2", "first"),
         ("sha256", "known-csam:3", None),
+        ("pdq", "known-csam:7", None),
         ("sha256", "known-csam:8", None),
     ]
     assert entries[0].hash == "9e107d9d372bb6826bd81d3542a419d6"
-    assert [p.line for p in problems] == [5, 6, 7]
+    assert [p.line for p in problems] == [5, 6, 9]
 
 
-def test_banks_match_exact_digests_only():
+def test_exact_digests_match_by_equality_only():
     banks = HashBanks()
-    path_entries = [("md5", "a" * 32), ("sha256", "b" * 64)]
-    from streamsafe.matching.banks import BankEntry
-
-    for i, (kind, digest) in enumerate(path_entries):
-        banks.add(BankEntry(f"k:{i}", "k", kind, digest))
-    assert banks.sizes() == {"k": 2}
+    banks.add_many([BankEntry("k:0", "k", "md5", "a" * 32), BankEntry("k:1", "k", "sha256", "b" * 64)])
+    assert banks.sizes() == {"k": {"md5": 1, "sha256": 1}}
     hit = banks.match_frame(Frame(7, 70, md5="a" * 32, sha256="c" * 64))
     assert [(m.entry_id, m.signal_type, m.frame_seq, m.distance) for m in hit] == [("k:0", "md5", 7, 0)]
     assert banks.match_frame(Frame(8, 80, md5="a" * 31 + "b")) == []
+
+
+def test_pdq_matches_within_radius_and_skips_low_quality_frames():
+    rng = random.Random(3)
+    base = f"{rng.getrandbits(256):064x}"
+    banks = HashBanks()
+    banks.add(BankEntry("ncmec:1", "ncmec", "pdq", base))
+    near = flip(base, list(range(31)))
+    far = flip(base, list(range(32)))
+    got = banks.match_frame(Frame(1, 1, pdq=near, pdq_quality=80))
+    assert [(m.entry_id, m.distance, m.quality) for m in got] == [("ncmec:1", 31, 80)]
+    assert banks.match_frame(Frame(2, 2, pdq=far, pdq_quality=80)) == []
+    assert banks.match_frame(Frame(3, 3, pdq=base, pdq_quality=49)) == []  # below the quality floor
+    assert banks.match_frame(Frame(4, 4, pdq=base, pdq_quality=50))[0].distance == 0
+
+
+def test_per_bank_radius_override():
+    base = "f" * 64
+    banks = HashBanks(bank_radius={"strict": 8})
+    banks.add_many([BankEntry("strict:1", "strict", "pdq", base), BankEntry("loose:1", "loose", "pdq", base)])
+    got = banks.match_frame(Frame(1, 1, pdq=flip(base, list(range(12))), pdq_quality=90))
+    assert [m.entry_id for m in got] == ["loose:1"]
+
+
+def test_removal_takes_effect_at_once_and_readding_replaces():
+    banks = HashBanks()
+    banks.add_many([BankEntry("a", "b1", "pdq", "0" * 64), BankEntry("m", "b1", "md5", "1" * 32)])
+    assert banks.remove("a") and banks.remove("m") and not banks.remove("a")
+    assert banks.match_frame(Frame(1, 1, pdq="0" * 64, pdq_quality=90, md5="1" * 32)) == []
+    assert len(banks) == 0 and banks.sizes() == {}
+    banks.add(BankEntry("a", "b2", "pdq", "0" * 64))
+    banks.add(BankEntry("a", "b3", "pdq", "f" * 64))  # same id: replaced
+    assert [m.bank for m in banks.match_frame(Frame(1, 1, pdq="f" * 64, pdq_quality=90))] == ["b3"]
+    assert banks.match_frame(Frame(1, 1, pdq="0" * 64, pdq_quality=90)) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 60), st.lists(st.integers(0, 40), min_size=1, max_size=8))
+def test_pdq_lookup_equals_brute_force(seed, n, flips):
+    rng = random.Random(seed)
+    hashes = [f"{rng.getrandbits(256):064x}" for _ in range(n)]
+    banks = HashBanks()
+    banks.add_many([BankEntry(f"e{i}", "b", "pdq", h) for i, h in enumerate(hashes)])
+    removed = {f"e{i}" for i in range(0, n, 3)}
+    for entry_id in removed:
+        banks.remove(entry_id)
+    pdq = PDQ()
+    for k in flips:
+        query = flip(rng.choice(hashes), rng.sample(range(256), k))
+        expected = {(f"e{i}", pdq.distance(h, query)) for i, h in enumerate(hashes)
+                    if pdq.distance(h, query) <= 31 and f"e{i}" not in removed}
+        got = {(m.entry_id, m.distance) for m in banks.match_frame(Frame(0, 0, pdq=query, pdq_quality=99))}
+        assert got == expected
 
 
 def test_registry_refuses_duplicate_names():

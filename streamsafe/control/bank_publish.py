@@ -1,0 +1,104 @@
+"""Publish bank entries to ``hashbank.entries`` and read bank sizes back from it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamsafe.events.contract import HASHBANK_ENTRIES
+from streamsafe.matching.banks import BankEntry
+from streamsafe.settings import Settings
+
+__all__ = ["bank_sizes", "encode_entry", "publish_entries", "remove_entries"]
+
+
+def encode_entry(entry: BankEntry, source: str | None, added_ms: int) -> bytes:
+    value: dict[str, object] = {"schema_version": 1, "bank": entry.bank, "signal_type": entry.signal_type,
+                                "hash": entry.hash, "added_ms": added_ms}
+    if entry.label:
+        value["label"] = entry.label
+    if entry.quality is not None:
+        value["quality"] = entry.quality
+    if source:
+        value["source"] = source
+    return orjson.dumps(value)
+
+
+async def _producer(settings: Settings) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
+                                acks="all", linger_ms=20, max_batch_size=512 * 1024,
+                                **settings.security.aiokafka_kwargs())
+    await producer.start()
+    return producer
+
+
+async def publish_entries(settings: Settings, entries: Iterable[BankEntry], source: str | None = None,
+                          on_sent: Callable[[int], None] | None = None) -> int:
+    producer = await _producer(settings)
+    topic = settings.topic_name(HASHBANK_ENTRIES)
+    now = int(time.time() * 1000)
+    sent = 0
+    pending = []
+    try:
+        for entry in entries:
+            pending.append(await producer.send(topic, encode_entry(entry, source, now),
+                                               key=entry.entry_id.encode()))
+            sent += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                if on_sent:
+                    on_sent(sent)
+        await asyncio.gather(*pending)
+        if on_sent:
+            on_sent(sent)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def remove_entries(settings: Settings, entry_ids: Iterable[str]) -> int:
+    producer = await _producer(settings)
+    count = 0
+    try:
+        for entry_id in entry_ids:
+            await producer.send_and_wait(settings.topic_name(HASHBANK_ENTRIES), None, key=entry_id.encode())
+            count += 1
+    finally:
+        await producer.stop()
+    return count
+
+
+async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
+    """Live entries per (bank, signal type), read from the whole topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **settings.security.aiokafka_kwargs())
+    await consumer.start()
+    try:
+        topic = settings.topic_name(HASHBANK_ENTRIES)
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        latest: dict[bytes, tuple[str, str] | None] = {}
+        while any(await consumer.position(tp) < end[tp] for tp in partitions):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+            for records in batch.values():
+                for record in records:
+                    if record.value is None:
+                        latest[record.key] = None
+                        continue
+                    try:
+                        doc = orjson.loads(record.value)
+                        latest[record.key] = (str(doc["bank"]), str(doc["signal_type"]))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        latest[record.key] = None  # corrupt: workers dead-letter it
+        return dict(Counter(v for v in latest.values() if v is not None))
+    finally:
+        await consumer.stop()

@@ -1,0 +1,52 @@
+"""Apply ``hashbank.entries`` records to the worker's banks: additions in batches,
+tombstones as removals, corrupt entries to the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiokafka import ConsumerRecord
+
+from streamsafe.enforcement.publisher import DecisionPublisher
+from streamsafe.errors import RejectedInput
+from streamsafe.events.bank_entries import decode_bank_entry
+from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.matching.banks import BankEntry, HashBanks
+
+__all__ = ["BankControl"]
+
+log = logging.getLogger(__name__)
+
+
+class BankControl:
+    def __init__(self, banks: HashBanks, publisher: DecisionPublisher) -> None:
+        self.banks = banks
+        self.publisher = publisher
+        self.rejected = 0
+
+    async def apply(self, records: Sequence[ConsumerRecord]) -> None:
+        additions: list[BankEntry] = []
+        rejected: list[tuple[ConsumerRecord, RejectedInput]] = []
+        for record in records:
+            if record.value is None:
+                # keep order: additions before this removal must land first
+                if additions:
+                    self.banks.add_many(additions)
+                    additions = []
+                if record.key:
+                    self.banks.remove(record.key.decode(errors="replace"))
+                continue
+            try:
+                additions.append(decode_bank_entry(record.key, record.value))
+            except RejectedInput as exc:
+                rejected.append((record, exc))
+        if additions:
+            self.banks.add_many(additions)
+        for record, exc in rejected:
+            self.rejected += 1
+            log.warning("bank entry at %s[%d]@%d rejected: %s", record.topic, record.partition,
+                        record.offset, exc.reason)
+            source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)
+            await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, record.key,
+                                                        record.value))

@@ -1,0 +1,67 @@
+"""Decoding of ``hashbank.entries`` records, fast enough for a 10M-entry cold start.
+
+The checks are those of the topic's JSON Schema, written out by hand: a compiled
+schema costs ~5 µs a record, a budget a bulk load of ten million entries cannot
+spend. A unit test holds this decoder and the schema to the same verdicts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from streamsafe.errors import RejectedInput
+from streamsafe.matching.banks import BankEntry
+
+__all__ = ["decode_bank_entry"]
+
+_BANK = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_HEX = re.compile(r"[0-9a-f]+")
+_LENGTH = {"pdq": 64, "md5": 32, "sha256": 64}
+_ALLOWED = frozenset({"schema_version", "bank", "signal_type", "hash", "quality", "label", "source",
+                      "added_ms"})
+MAX_ENTRY_BYTES = 4096
+
+
+def decode_bank_entry(key: bytes | None, value: bytes) -> BankEntry:
+    """A bank entry from one record (tombstones are handled by the caller)."""
+    if not key:
+        raise RejectedInput("key_mismatch", "a bank entry needs its entry id as the record key")
+    if len(value) > MAX_ENTRY_BYTES:
+        raise RejectedInput("oversized", f"{len(value)} bytes exceeds {MAX_ENTRY_BYTES}")
+    try:
+        doc: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedInput("malformed_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise RejectedInput("not_an_object", "a bank entry must be a JSON object")
+    if doc.get("schema_version") != 1 or type(doc.get("schema_version")) is not int:
+        raise RejectedInput("unknown_version", f"schema_version {doc.get('schema_version')!r} is not 1")
+    extra = doc.keys() - _ALLOWED
+    if extra:
+        raise RejectedInput("schema_violation", f"unknown fields {sorted(extra)}")
+    bank, signal_type, hash_ = doc.get("bank"), doc.get("signal_type"), doc.get("hash")
+    if not isinstance(bank, str) or not _BANK.fullmatch(bank):
+        raise RejectedInput("schema_violation", "bank must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+    if signal_type not in _LENGTH:
+        raise RejectedInput("schema_violation", f"unknown signal type {signal_type!r}")
+    if not isinstance(hash_, str) or len(hash_) != _LENGTH[signal_type] or not _HEX.fullmatch(hash_):
+        raise RejectedInput("schema_violation",
+                            f"{signal_type} hash must be {_LENGTH[signal_type]} lower-case hex characters")
+    quality = doc.get("quality")
+    if quality is not None and (type(quality) is not int or not 0 <= quality <= 100):
+        raise RejectedInput("schema_violation", "quality must be an integer 0..100")
+    for name, limit in (("label", 256), ("source", 128)):
+        text = doc.get(name)
+        if text is not None and (not isinstance(text, str) or len(text) > limit):
+            raise RejectedInput("schema_violation", f"{name} must be a string of at most {limit} characters")
+    added = doc.get("added_ms")
+    if added is not None and (type(added) is not int or added < 0):
+        raise RejectedInput("schema_violation", "added_ms must be a non-negative integer")
+    try:
+        entry_id = key.decode()
+    except UnicodeDecodeError:
+        raise RejectedInput("key_mismatch", "entry id is not UTF-8") from None
+    return BankEntry(entry_id, bank, signal_type, hash_, doc.get("label"), quality)
