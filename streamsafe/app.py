@@ -71,7 +71,7 @@ def load_banks(settings: Settings) -> HashBanks:
         log.warning("hash list line %d skipped: %s", problem.line, problem.reason)
     if not entries:
         raise BankError(f"hash list {settings.hash_list} has no valid entries")
-    banks.add_all(entries)
+    banks.add_many(entries)
     log.info("loaded %d bank entries (%d lines skipped)", len(banks), len(problems))
     return banks
 

@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.matching.banks import BankEntry
 from streamsafe.settings import Settings
@@ -81,13 +82,10 @@ async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
                                 **settings.security.aiokafka_kwargs())
     await consumer.start()
     try:
-        topic = settings.topic_name(HASHBANK_ENTRIES)
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        partitions = await assign_whole_topic(consumer, settings.topic_name(HASHBANK_ENTRIES))
         end = await consumer.end_offsets(partitions)
         latest: dict[bytes, tuple[str, str] | None] = {}
-        while any(await consumer.position(tp) < end[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
             batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
             for records in batch.values():
                 for record in records:
@@ -101,4 +99,4 @@ async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
                         latest[record.key] = None  # corrupt: workers dead-letter it
         return dict(Counter(v for v in latest.values() if v is not None))
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)

@@ -16,13 +16,44 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from streamsafe.errors import BrokerError
 from streamsafe.settings import Settings
 
-__all__ = ["BroadcastReader"]
+__all__ = ["BroadcastReader", "assign_whole_topic", "stop_consumer"]
 
 log = logging.getLogger(__name__)
 
 OnBatch = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka 0.14 may raise CancelledError from stop() on a
+    consumer without a group (its committed-offset reset task is cancelled late);
+    that is not our task being cancelled, so it must not escape."""
+    task = asyncio.current_task()
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        if task is not None and task.cancelling():
+            raise
+
+
+async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str,
+                             timeout_s: float = 10.0) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` and seek to its beginning (waits for the
+    topic's metadata, which a client may not have yet for a new topic)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    partitions = consumer.partitions_for_topic(topic)
+    while not partitions and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+    if not assigned:
+        raise BrokerError(f"topic {topic} not found on the broker")
+    consumer.assign(assigned)
+    await consumer.seek_to_beginning(*assigned)
+    return assigned
 
 
 class BroadcastReader:
@@ -46,16 +77,7 @@ class BroadcastReader:
             **self.settings.security.aiokafka_kwargs(),
         )
         await consumer.start()
-        partitions = consumer.partitions_for_topic(self.topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            await consumer._client.force_metadata_update()  # new topic: metadata may lag
-            partitions = consumer.partitions_for_topic(self.topic)
-        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions or ())]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        assigned = await assign_whole_topic(consumer, self.topic)
         self._consumer = consumer
         end = await consumer.end_offsets(assigned) if assigned else {}
         self._task = asyncio.create_task(self._run(consumer, end), name=f"broadcast:{self.topic}")
@@ -66,7 +88,7 @@ class BroadcastReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
 
     async def _run(self, consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> None:
         pending = {tp: offset for tp, offset in end.items() if offset > 0}

@@ -10,7 +10,10 @@ from mode import Service
 
 from streamsafe.control.broadcast import BroadcastReader
 
-__all__ = ["ControlService"]
+__all__ = ["READY_MESSAGE", "ControlService"]
+
+#: logged once policies and banks are loaded and the worker decides with them
+READY_MESSAGE = "streamsafe ready"
 
 
 class ControlService(Service):
@@ -31,6 +34,7 @@ class ControlService(Service):
         for reader in self.readers:
             await reader.caught_up.wait()
         self.ready.set()
+        self.log.info("%s: caught up with %s", READY_MESSAGE, ", ".join(r.topic for r in self.readers))
 
     async def on_stop(self) -> None:
         for reader in self.readers:

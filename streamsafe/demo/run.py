@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.topics import apply_topics
+from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
 from streamsafe.errors import StreamSafeError
@@ -85,7 +86,7 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
             if observed.complete(scenario):
                 stop.set()
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 def _start_worker(settings: Settings, hash_list: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -110,7 +111,7 @@ def _wait_worker_ready(process: subprocess.Popen[bytes], log_path: Path, timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StreamSafeError(f"worker exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-        if "Worker ready" in log_path.read_text(errors="replace"):
+        if "streamsafe ready" in log_path.read_text(errors="replace"):
             return
         time.sleep(0.1)
     raise StreamSafeError(f"worker not ready after {timeout_s:.0f}s:\n{log_path.read_text()[-3000:]}")

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamsafe.brokers.topics import apply_topics
+from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
 from streamsafe.settings import Settings
 
@@ -37,7 +38,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            if self.log().count("Worker ready") > after:
+            if self.log().count("streamsafe ready") > after:
                 return
             time.sleep(0.1)
         raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log()[-4000:]}")
@@ -145,7 +146,7 @@ class Pipeline:
                     settle_until = time.monotonic() + settle_s
             return records
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def close(self) -> None:
         for worker in self.workers:
