@@ -105,12 +105,114 @@ def demo(as_json: bool, broker_kind: str, streams: int) -> None:
 @click.option("--rate", default=500.0, show_default=True, help="messages per second (0: as fast as possible)")
 @click.option("--count", default=10_000, show_default=True, help="messages to send")
 @click.option("--seed", default=7, show_default=True)
-def simulate(settings: Settings, streams: int, rate: float, count: int, seed: int) -> None:
-    """Produce synthetic live-stream traffic to a broker."""
+@click.option("--scenarios", is_flag=True, help="write a labelled scenario set to --out instead of sending")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="file for --scenarios")
+def simulate(settings: Settings, streams: int, rate: float, count: int, seed: int, scenarios: bool,
+             out: Path | None) -> None:
+    """Produce synthetic live-stream traffic to a broker, or write labelled scenarios."""
+    if scenarios:
+        from collections import Counter
+
+        from streamsafe.replay.recording import write_recording
+        from streamsafe.replay.scenarios import generate_scenarios
+
+        if out is None:
+            raise click.UsageError("--scenarios needs --out FILE")
+        events, labels = generate_scenarios(streams, seed)
+        lines = write_recording(out, events, labels)
+        kinds = Counter(label.kind for label in labels)
+        click.echo(f"wrote {lines} events and {len(labels)} labelled streams to {out}: "
+                   + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+        return
     from streamsafe.demo.simulate import run_simulation
 
     sent, seconds = asyncio.run(run_simulation(settings, streams, rate, count, seed))
     click.echo(f"sent {sent} messages in {seconds:.1f}s ({sent / max(seconds, 1e-9):.0f}/s)")
+
+
+def _replay_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--broker",
+                        help="run on this broker (kafka://host:port) instead of an embedded one")(func)
+    func = click.option("--broker-kind", type=click.Choice(["tansu", "kafka"]), default="tansu",
+                        show_default=True, help="embedded broker to start when --broker is not given")(func)
+    func = click.option("--policy", "policies", multiple=True,
+                        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="policy file; repeat to compare (the first is live, the rest shadow); "
+                             "default: the packaged policy")(func)
+    return click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))(func)
+
+
+@cli.command()
+@_replay_options
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="decisions JSONL (default stdout)")
+def replay(path: Path, policies: tuple[Path, ...], broker: str | None, broker_kind: str,
+           out: Path | None) -> None:
+    """Play a recorded JSONL file through the real pipeline; write every decision as JSONL."""
+    import orjson
+
+    from streamsafe.replay.pipeline import replay as run_replay
+    from streamsafe.replay.recording import read_recording
+
+    try:
+        result = run_replay(read_recording(path), policies, broker, broker_kind)
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lines = b"".join(orjson.dumps(d) + b"\n" for d in result.decisions)
+    if out is None:
+        sys.stdout.buffer.write(lines)
+    else:
+        out.write_bytes(lines)
+    click.echo(f"replayed {result.events_sent} events with {', '.join(result.policy_versions)}: "
+               f"{len(result.decisions)} decisions in {result.seconds:.1f}s", err=True)
+
+
+@cli.command()
+@_replay_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per policy")
+def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_kind: str,
+             as_json: bool) -> None:
+    """Score policies on a labelled scenario set (recall, false blocks/escalations, time to action)."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from streamsafe.replay.evaluate import per_kind, score_policies
+    from streamsafe.replay.pipeline import replay as run_replay
+    from streamsafe.replay.recording import read_recording
+
+    try:
+        recording = read_recording(path)
+        if not recording.labels:
+            raise click.ClickException(f"{path} has no label lines to evaluate against")
+        result = run_replay(recording, policies, broker, broker_kind)
+    except StreamSafeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    scores = score_policies(recording, result.decisions, result.policy_versions)
+    if as_json:
+        for score in scores:
+            click.echo(orjson.dumps(score.as_record()).decode())
+        return
+    table = Table("policy", "recall (harmful)", "false blocks", "false escalations", "expected action",
+                  "time to action p50", "p95", "decisions", title=f"{path.name}: "
+                  f"{scores[0].harmful_streams} harmful, {scores[0].benign_streams} benign streams")
+    for s in scores:
+        table.add_row(s.policy_version + (" (shadow)" if s.shadow else ""), f"{s.recall_harmful:.1%}",
+                      f"{s.false_block_rate:.1%}", f"{s.false_escalation_rate:.1%}",
+                      f"{s.expected_action_accuracy:.1%}", _ms(s.tta_p50_ms), _ms(s.tta_p95_ms),
+                      str(s.decisions))
+    console = Console()
+    console.print(table)
+    kinds = Table("scenario kind", *(s.policy_version for s in scores), title="strongest action per stream")
+    tables = [per_kind(recording, result.decisions, s.policy_version) for s in scores]
+    for kind in sorted(tables[0]):
+        cells = (", ".join(f"{a} {n}" for a, n in sorted(t.get(kind, {}).items())) for t in tables)
+        kinds.add_row(kind, *cells)
+    console.print(kinds)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f} s"
 
 
 @cli.group()

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from streamsafe.brokers.topics import apply_topics
+from streamsafe.errors import StreamSafeError
 from streamsafe.events.contract import load_contract
 from streamsafe.settings import Settings
 
-__all__ = ["run_worker"]
+__all__ = ["WorkerProcess", "run_worker", "spawn_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +40,71 @@ def run_worker(settings: Settings) -> None:
     if created:
         worker.log.info("created topics from the contract: %s", ", ".join(created))
     worker.execute_from_commandline()
+
+
+@dataclass
+class WorkerProcess:
+    """A ``streamsafe worker`` child process (the demo, replay and benchmarks run real workers)."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 60.0, after: int = 0) -> None:
+        """Until the worker has said it is ready ``after + 1`` times (policies and banks loaded)."""
+        from streamsafe.control.service import READY_MESSAGE
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StreamSafeError(f"worker exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+            if self.log().count(READY_MESSAGE) > after:
+                return
+            time.sleep(0.05)
+        raise StreamSafeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str]:
+    """The environment that gives a worker process these settings."""
+    env = {
+        **os.environ,
+        "STREAMSAFE_BROKER": settings.broker_url,
+        "STREAMSAFE_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMSAFE_APP_ID": settings.app_id,
+        "STREAMSAFE_STORE": settings.store,
+        "STREAMSAFE_DATA_DIR": str(settings.data_dir),
+        "STREAMSAFE_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
+        "STREAMSAFE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
+        "STREAMSAFE_LOG_LEVEL": settings.log_level,
+    }
+    if settings.hash_list is not None:
+        env["STREAMSAFE_HASH_LIST"] = str(settings.hash_list)
+    if settings.policy_file is not None:
+        env["STREAMSAFE_POLICY_FILE"] = str(settings.policy_file)
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def spawn_worker(settings: Settings, log_path: Path, **extra_env: str | None) -> WorkerProcess:
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamsafe", "worker"],
+                                   env=worker_environment(settings, **extra_env),
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return WorkerProcess(process, log_path)

@@ -123,7 +123,8 @@ class StreamProcessor:
             raise ValueError(f"not an input topic: {topic}")
         if observed == stored:
             return []  # nothing new was learned: no rule can newly hold
-        at_ms = max(at_ms, observed.last_event_ms)
+        # judged at the event's own time: input topics are consumed independently, so
+        # another topic's newer events may already be in the state
         state, decisions = decide(self.policies.live, observed, event.stream_id, at_ms, record_ts_ms)
         for shadow in self.policies.shadows.values():
             state, shadow_decisions = decide(shadow, state, event.stream_id, at_ms, record_ts_ms,

@@ -115,10 +115,11 @@ def start_kafka(
     properties.write_text(_server_properties(data, port, controller_port))
     classpath = f"{libs}/*"
     java = shutil.which("java") or "java"
+    # '=' form: a base64url id may start with '-', which would read as an option
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     formatted = subprocess.run(
         [java, *_java_opts(heap), "-cp", classpath, "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(properties), "--ignore-formatted"],
+         f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"],
         capture_output=True, text=True, check=False,
     )
     if formatted.returncode != 0:

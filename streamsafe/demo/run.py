@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,8 +22,8 @@ from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
-from streamsafe.errors import StreamSafeError
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
+from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
 __all__ = ["run_demo"]
@@ -89,34 +86,6 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
         await stop_consumer(consumer)
 
 
-def _start_worker(settings: Settings, hash_list: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    env = {
-        **os.environ,
-        "STREAMSAFE_BROKER": settings.broker_url,
-        "STREAMSAFE_APP_ID": settings.app_id,
-        "STREAMSAFE_HASH_LIST": str(hash_list),
-        "STREAMSAFE_DATA_DIR": str(workdir / "data"),
-        "STREAMSAFE_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-        "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
-    }
-    log_path = workdir / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "streamsafe", "worker"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return process, log_path
-
-
-def _wait_worker_ready(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StreamSafeError(f"worker exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-        if "streamsafe ready" in log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise StreamSafeError(f"worker not ready after {timeout_s:.0f}s:\n{log_path.read_text()[-3000:]}")
-
-
 async def _drive(settings: Settings, scenario: Scenario, console: Console | None,
                  timeout_s: float) -> Observed:
     observed = Observed()
@@ -151,18 +120,15 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
                             rebalance_timeout_s=2.0 if tansu else 10.0)
         asyncio.run(apply_topics(settings, load_contract()))
         say(f"broker {broker.bootstrap} ready, topics created; starting a worker…")
-        worker, log_path = _start_worker(settings, hash_list, workdir)
+        worker = spawn_worker(settings.replace(hash_list=hash_list, data_dir=workdir / "data"),
+                              workdir / "worker.log")
         try:
-            _wait_worker_ready(worker, log_path, 60)
+            worker.wait_ready(60)
             say(f"worker ready; playing {len(scenario.events)} events from {len(scenario.streams)} "
                 "live streams (including malformed input)\n")
             observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30))
         finally:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
     decisions = Counter(d["action"] for d in observed.decisions)
     blocks = Counter(d["stream_id"] for d in observed.decisions if d["action"] == "block")
     ok = observed.complete(scenario) and all(n == 1 for n in blocks.values())

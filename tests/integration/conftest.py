@@ -3,9 +3,6 @@ workers run as real ``streamsafe worker`` processes, records read back over TCP.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -20,42 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
+from streamsafe.runner import WorkerProcess, spawn_worker
 from streamsafe.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = 60.0, after: int = 0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            if self.log().count("streamsafe ready") > after:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log()[-4000:]}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
 
 @dataclass
@@ -75,32 +40,17 @@ class Pipeline:
     settings: Settings
     tmp: Path
     contract: dict[str, Any]
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
     _producer: AIOKafkaProducer | None = None
 
     def topic(self, name: str) -> str:
         return self.settings.topic_name(name)
 
-    def start_worker(self, hash_list: Path | None = None, app_id: str | None = None, **env: str) -> Worker:
-        environ = {
-            **os.environ,
-            "STREAMSAFE_BROKER": self.settings.broker_url,
-            "STREAMSAFE_TOPIC_PREFIX": self.settings.topic_prefix,
-            "STREAMSAFE_APP_ID": app_id or self.settings.app_id,
-            "STREAMSAFE_DATA_DIR": str(self.tmp / "data"),
-            "STREAMSAFE_SESSION_TIMEOUT_S": str(self.settings.session_timeout_s),
-            "STREAMSAFE_REBALANCE_TIMEOUT_S": str(self.settings.rebalance_timeout_s),
-            **env,
-        }
-        if hash_list is not None:
-            environ["STREAMSAFE_HASH_LIST"] = str(hash_list)
-        log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streamsafe", "worker"],
-                env=environ, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        worker = Worker(process, log_path)
+    def start_worker(self, hash_list: Path | None = None, app_id: str | None = None,
+                     **env: str) -> WorkerProcess:
+        settings = self.settings.replace(app_id=app_id or self.settings.app_id, data_dir=self.tmp / "data",
+                                         hash_list=hash_list)
+        worker = spawn_worker(settings, self.tmp / f"worker-{len(self.workers)}.log", **env)
         self.workers.append(worker)
         return worker
 

@@ -1,0 +1,1 @@
+"""Replay recorded traffic through the real pipeline, and evaluate policies on labelled scenarios."""

@@ -1,0 +1,180 @@
+"""Run recorded traffic through the real pipeline: broker, topics, policies, a worker.
+
+Control records in the recording (bank entries, policies) are published before the
+worker starts, so it decides with them from the first event. Input events are sent
+in recorded order; their record timestamps keep the recorded spacing, shifted to now
+(brokers delete records older than the topic's retention). The run is complete when
+the worker's committed offsets cover every input record: decisions are acknowledged
+before offsets are committed, so by then every decision is on its topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamsafe.brokers.local import start_broker
+from streamsafe.brokers.offsets import GroupOffsets
+from streamsafe.brokers.topics import apply_topics
+from streamsafe.control.broadcast import stop_consumer
+from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX, policy_message
+from streamsafe.errors import ConfigError, StreamSafeError
+from streamsafe.events.contract import (
+    ACTIONS,
+    ESCALATIONS,
+    HASHBANK_ENTRIES,
+    INPUT_TOPICS,
+    POLICY,
+    SHADOW_DECISIONS,
+    load_contract,
+)
+from streamsafe.policy.loader import default_policy_text, load_policy
+from streamsafe.replay.recording import Recording
+from streamsafe.runner import spawn_worker
+from streamsafe.settings import Settings
+
+__all__ = ["ReplayResult", "replay"]
+
+CONTROL_TOPICS = (HASHBANK_ENTRIES, POLICY)
+
+
+@dataclass
+class ReplayResult:
+    decisions: list[dict[str, Any]]
+    policy_versions: list[str]  # live first, then shadows
+    events_sent: int
+    seconds: float
+
+
+def _policy_documents(policy_files: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
+    texts = [p.read_text() for p in policy_files] or [default_policy_text()]
+    documents = []
+    for text in texts:
+        policy = load_policy(text)  # refuse an invalid policy before starting anything
+        documents.append((policy.version, yaml.safe_load(text)))
+    versions = [v for v, _ in documents]
+    if len(set(versions)) != len(versions):
+        raise ConfigError(f"policies to compare need distinct versions, got {versions}")
+    return documents
+
+
+def _timestamp(event_ts: int | None, first_ts: int, base_ms: int) -> int:
+    return base_ms + max(0, (event_ts if event_ts is not None else first_ts) - first_ts)
+
+
+async def _publish_controls(settings: Settings, recording: Recording,
+                            documents: list[tuple[str, dict[str, Any]]], base_ms: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
+                                linger_ms=5, **settings.security.aiokafka_kwargs())
+    await producer.start()
+    try:
+        for i, (_, document) in enumerate(documents):
+            key = LIVE_KEY if i == 0 else f"{SHADOW_PREFIX}{i}"
+            message = policy_message(document, "replay", base_ms)
+            await producer.send_and_wait(settings.topic_name(POLICY), message, key=key.encode())
+        controls = [e for e in recording.events if e.topic in CONTROL_TOPICS]
+        for event in controls:
+            value = None if event.value is None else orjson.dumps(event.value)
+            await producer.send(settings.topic_name(event.topic), value,
+                                key=None if event.key is None else event.key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _send_inputs(settings: Settings, recording: Recording, base_ms: int) -> dict[TopicPartition, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
+                                linger_ms=5, **settings.security.aiokafka_kwargs())
+    await producer.start()
+    inputs = [e for e in recording.events if e.topic in INPUT_TOPICS]
+    first_ts = min((e.event_ts_ms() for e in inputs if e.event_ts_ms() is not None), default=0)
+    last: dict[TopicPartition, int] = {}
+    try:
+        pending = []
+        for event in inputs:
+            value = None if event.value is None else orjson.dumps(event.value)
+            key = None if event.key is None else event.key.encode()
+            timestamp = _timestamp(event.event_ts_ms(), first_ts, base_ms)
+            pending.append(await producer.send(settings.topic_name(event.topic), value, key=key,
+                                               timestamp_ms=timestamp))
+        for future in pending:
+            metadata = await future
+            tp = TopicPartition(metadata.topic, metadata.partition)
+            last[tp] = max(last.get(tp, -1), metadata.offset)
+    finally:
+        await producer.stop()
+    return last
+
+
+async def _wait_committed(settings: Settings, last: dict[TopicPartition, int], timeout_s: float) -> None:
+    async with GroupOffsets(settings, settings.app_id) as offsets:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = await offsets.committed(last)
+            if all(committed[tp] > offset for tp, offset in last.items()):
+                return
+            await asyncio.sleep(0.2)
+    raise StreamSafeError(f"the worker did not finish the recording within {timeout_s:.0f}s")
+
+
+async def _read_decisions(settings: Settings) -> list[dict[str, Any]]:
+    names = [settings.topic_name(t) for t in (ACTIONS, ESCALATIONS, SHADOW_DECISIONS)]
+    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100,
+                                **settings.security.aiokafka_kwargs())
+    await consumer.start()
+    decisions: list[dict[str, Any]] = []
+    try:
+        quiet = 0
+        while quiet < 3:  # everything is already on the topics; stop once reads come back empty
+            batch = await consumer.getmany(timeout_ms=500)
+            records = [orjson.loads(m.value) for messages in batch.values() for m in messages]
+            decisions.extend(records)
+            quiet = 0 if records else quiet + 1
+    finally:
+        await stop_consumer(consumer)
+    decisions.sort(key=lambda d: (d["event_ts_ms"], d["stream_id"], d["policy_version"], d["action"],
+                                  d.get("priority", "")))
+    return decisions
+
+
+def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: str | None = None,
+           broker_kind: str = "tansu", timeout_s: float = 600.0) -> ReplayResult:
+    """Play ``recording`` through a real worker; every decision of every policy, in event-time order."""
+    documents = _policy_documents(policy_files)
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="streamsafe-replay-"))
+    run_id = uuid.uuid4().hex[:8]
+
+    def run(settings: Settings) -> ReplayResult:
+        asyncio.run(apply_topics(settings, load_contract()))
+        base_ms = int(time.time() * 1000)
+        asyncio.run(_publish_controls(settings, recording, documents, base_ms))
+        worker = spawn_worker(settings, workdir / "worker.log")
+        try:
+            worker.wait_ready(120)
+            last = asyncio.run(_send_inputs(settings, recording, base_ms))
+            asyncio.run(_wait_committed(settings, last, timeout_s))
+            decisions = asyncio.run(_read_decisions(settings))
+        finally:
+            worker.stop()
+        sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
+        return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
+
+    common = dict(app_id=f"streamsafe-replay-{run_id}", commit_interval_s=0.2, data_dir=workdir / "data")
+    if broker_url:
+        return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
+    with start_broker(broker_kind, workdir / "broker") as broker:
+        tansu = broker_kind == "tansu"
+        return run(Settings(broker_url=broker.url, session_timeout_s=2.0 if tansu else 10.0,
+                            rebalance_timeout_s=2.0 if tansu else 10.0, **common))

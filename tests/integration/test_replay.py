@@ -1,0 +1,66 @@
+"""`streamsafe replay` and `streamsafe evaluate` through the real broker, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streamsafe.policy.loader import default_policy_text, load_policy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def scenarios(tmp_path):
+    path = tmp_path / "scenarios.jsonl"
+    made = subprocess.run([sys.executable, "-m", "streamsafe", "simulate", "--scenarios", "--streams", "40",
+                           "--seed", "11", "--out", str(path)], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamsafe", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_evaluate_the_default_policy_against_a_stricter_shadow(broker, scenarios, tmp_path):
+    version = load_policy().version
+    stricter = tmp_path / "stricter.yaml"
+    text = default_policy_text().replace(f'version: "{version}"', 'version: "no-reports"')
+    stricter.write_text(text.replace("reports.distinct: {gte: 3, window: 10m}",
+                                     "reports.distinct: {gte: 30, window: 10m}"))
+    result = cli("evaluate", str(scenarios), "--json", "--broker", broker.url,
+                 "--policy", str(load_policy_path()), "--policy", str(stricter))
+    assert result.returncode == 0, result.stderr
+    live, shadow = (json.loads(line) for line in result.stdout.strip().splitlines())
+    assert live["policy_version"] == version and shadow["policy_version"] == "no-reports"
+    lines = [json.loads(line) for line in scenarios.read_text().splitlines()]
+    labels = [line["label"] for line in lines if "label" in line]
+    assert live["harmful_streams"] == sum(label["harmful"] for label in labels) > 0
+    assert live["benign_streams"] == sum(not label["harmful"] for label in labels) > 0
+    assert live["recall_harmful"] == 1.0 and live["false_block_rate"] == 0.0
+    # the brigade's reports escalate under the default and not under the stricter shadow
+    assert live["false_escalation_rate"] > 0
+    assert shadow["false_escalation_rate"] < live["false_escalation_rate"]
+    assert live["tta_p50_ms"] is not None and live["tta_p50_ms"] <= live["tta_p95_ms"]
+
+
+def test_replay_writes_every_decision_with_its_policy_version(broker, scenarios, tmp_path):
+    out = tmp_path / "decisions.jsonl"
+    result = cli("replay", str(scenarios), "--broker", broker.url, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    decisions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert decisions and {d["policy_version"] for d in decisions} == {load_policy().version}
+    blocked = {d["stream_id"] for d in decisions if d["action"] == "block"}
+    assert blocked and all(s.startswith(("scn-known-hash", "scn-novel-abuse")) for s in blocked)
+    assert all(d["explanation"]["top_contributions"] for d in decisions)
+
+
+def load_policy_path():
+    from importlib import resources
+
+    return resources.files("streamsafe.policy").joinpath("default.yaml")

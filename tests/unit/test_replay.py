@@ -1,0 +1,62 @@
+"""Recordings and policy scoring, without a broker."""
+
+import orjson
+import pytest
+
+from streamsafe.errors import ConfigError
+from streamsafe.replay.evaluate import per_kind, score_policies
+from streamsafe.replay.recording import read_recording, write_recording
+from streamsafe.replay.scenarios import KINDS, generate_scenarios
+
+
+def test_generated_scenarios_round_trip_and_cover_every_kind(tmp_path):
+    events, labels = generate_scenarios(streams=40, seed=3)
+    path = tmp_path / "s.jsonl"
+    write_recording(path, events, labels)
+    recording = read_recording(path)
+    assert len(recording.events) == len(events) and len(recording.labels) == len(labels)
+    assert {label.kind for label in labels} == set(KINDS)
+    assert generate_scenarios(streams=40, seed=3) == (events, labels)  # deterministic for a seed
+    harmful = [label for label in labels if label.harmful]
+    assert all(label.harm_start_ms is not None for label in harmful)
+
+
+def test_bad_lines_are_reported_by_number(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"topic": "livestream.metadata", "key": "s", "value": {}}\n'
+                    "not json\n"
+                    '{"topic": "nope", "value": {}}\n'
+                    '{"label": {"stream_id": "s", "harmful": "yes"}}\n')
+    with pytest.raises(ConfigError) as info:
+        read_recording(path)
+    assert "line 2" in str(info.value) and "line 3" in str(info.value) and "line 4" in str(info.value)
+
+
+def decision(stream, action, version="p1", ts=0, priority=None):
+    d = {"stream_id": stream, "action": action, "policy_version": version, "event_ts_ms": ts}
+    return d | ({"priority": priority} if priority else {})
+
+
+def test_scores(tmp_path):
+    path = tmp_path / "l.jsonl"
+    lines = [
+        {"topic": "livestream.metadata", "key": "h1", "value": {"ts_ms": 1000}},
+        {"topic": "livestream.metadata", "key": "h2", "value": {"ts_ms": 1000}},
+        {"label": {"stream_id": "h1", "harmful": True, "expected_action": "block", "harm_start_ms": 2000}},
+        {"label": {"stream_id": "h2", "harmful": True, "expected_action": "escalate"}},
+        {"label": {"stream_id": "b1", "harmful": False, "expected_action": "none"}},
+        {"label": {"stream_id": "b2", "harmful": False, "expected_action": "none"}},
+    ]
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    recording = read_recording(path)
+    decisions = [decision("h1", "block", ts=5000), decision("h1", "report", ts=5000),
+                 decision("h2", "escalate", ts=4000, priority="P1"),
+                 decision("b1", "escalate", priority="P2"),
+                 decision("h1", "escalate", version="p2", ts=9000, priority="P0")]
+    live, shadow = score_policies(recording, decisions, ["p1", "p2"])
+    assert (live.recall_harmful, live.false_block_rate, live.false_escalation_rate) == (1.0, 0.0, 0.5)
+    assert live.expected_action_accuracy == 0.75  # b1 escalated although benign
+    assert (live.tta_p50_ms, live.tta_p95_ms) == (3000.0, 3000.0)  # h1: 5000-2000, h2: 4000-1000
+    assert not live.shadow and shadow.shadow
+    assert shadow.recall_harmful == 0.5 and shadow.tta_p50_ms == 7000.0
+    assert per_kind(recording, decisions, "p1") == {"unlabelled": {"block": 1, "escalate": 2, "none": 1}}
