@@ -128,7 +128,8 @@ async def worker_rate(settings: Settings, n: int, hash_list: Path, workdir: Path
            "STREAMSAFE_HASH_LIST": str(hash_list), "STREAMSAFE_COMMIT_INTERVAL_S": "0.2",
            "STREAMSAFE_DATA_DIR": str(workdir / "data"), "STREAMSAFE_LOG_LEVEL": "warning",
            "STREAMSAFE_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-           "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s)}
+           "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
+           "STREAMSAFE_HTTP_PORT": "0"}
     log_path = workdir / "worker.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamsafe", "worker"], env=env,

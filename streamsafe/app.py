@@ -35,6 +35,8 @@ from streamsafe.events.contract import (
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
+from streamsafe.observability.health import HealthServer
+from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.settings import KafkaSecurity, Settings
@@ -81,6 +83,7 @@ def create_app(
     *,
     banks: HashBanks | None = None,
     contract: dict[str, TopicSpec] | None = None,
+    metrics: StreamSafeMetrics | None = None,
 ) -> faust.App:
     contract = contract or load_contract()
     partitions = contract[FRAME_HASHES].partitions
@@ -119,21 +122,24 @@ def create_app(
 
     publisher = KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(SHADOW_DECISIONS),
                                output(DEAD_LETTER))
+    metrics = metrics or StreamSafeMetrics.create()
     processor = StreamProcessor(
         decoder=InputDecoder(contract, settings.max_message_bytes),
         banks=banks if banks is not None else load_banks(settings),
         policies=PolicySet(load_policy(settings.policy_file)),
         states=states,
         publisher=publisher,
+        metrics=metrics,
     )
     policy_control = PolicyControl(contract[POLICY], lambda: processor.policies, processor.use_policies,
-                                   publisher)
-    bank_control = BankControl(processor.banks, publisher)
+                                   publisher, metrics)
+    bank_control = BankControl(processor.banks, publisher, metrics)
     service = ControlService([
         BroadcastReader(settings, settings.topic_name(POLICY), policy_control.apply),
         BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES), bank_control.apply),
     ])
     app.service(service)
+    _observe(app, settings, processor, service, states, metrics)
     for name in INPUT_TOPICS:
         topic = app.topic(
             settings.topic_name(name),
@@ -145,6 +151,7 @@ def create_app(
             internal=False,
         )
         app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready))
+        processor.input_topic_names.add(topic.get_topic_name())
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
     app.streamsafe_control = service  # type: ignore[attr-defined]
     app.streamsafe_banks = bank_control  # type: ignore[attr-defined]
@@ -155,6 +162,53 @@ def create_app(
         await asyncio.get_running_loop().run_in_executor(None, processor.banks.compact_if_needed)
 
     return app
+
+
+def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, control: ControlService,
+             states: Any, metrics: StreamSafeMetrics) -> None:
+    """Readiness, rebalances, lag and gauges; the HTTP endpoints if a port is set."""
+    joined = asyncio.Event()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        joined.set()
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance(app: faust.App, **kwargs: Any) -> None:
+        metrics.rebalances.inc()
+
+    def conditions() -> dict[str, bool]:
+        return {
+            "partitions_assigned": joined.is_set(),
+            "tables_recovered": joined.is_set() and not app.in_recovery,
+            "policies_and_banks_loaded": control.ready.is_set(),
+        }
+
+    @app.timer(interval=5.0)
+    async def refresh_gauges() -> None:
+        metrics.ready.set(1 if all(conditions().values()) else 0)
+        metrics.table_recovered.set(1 if conditions()["tables_recovered"] else 0)
+        for bank, kinds in processor.banks.sizes().items():
+            for signal_type, count in kinds.items():
+                metrics.bank_entries.labels(bank, signal_type).set(count)
+        if processor.banks.updated_at is not None:
+            metrics.bank_last_update.set(processor.banks.updated_at)
+        metrics.active_streams.set(len(states))
+        metrics.policy_info.clear()
+        metrics.policy_info.labels("live", processor.policies.live.version).set(1)
+        for shadow in processor.policies.shadows.values():
+            metrics.policy_info.labels("shadow", shadow.version).set(1)
+        consumer = app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        metrics.consumer_lag.clear()
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and tp.topic in processor.input_topic_names:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - committed.get(tp, 0)))
+
+    if settings.http_port:
+        app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))
 
 
 def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event) -> Callable[[Any], Any]:

@@ -26,6 +26,7 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from streamsafe.app import create_app
+    from streamsafe.observability.logs import json_logging_config
 
     contract = load_contract()
     loop = asyncio.new_event_loop()
@@ -36,7 +37,9 @@ def run_worker(settings: Settings) -> None:
     created = [s.name for s in statuses if s.status == "created"]
     app = create_app(settings, contract=contract)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    level = settings.log_level.upper()
+    logging_config = json_logging_config(level) if settings.log_format == "json" else None
+    worker = faust.Worker(app, loglevel=level, quiet=True, logging_config=logging_config)
     if created:
         worker.log.info("created topics from the contract: %s", ", ".join(created))
     worker.execute_from_commandline()
@@ -48,6 +51,7 @@ class WorkerProcess:
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    http_port: int = 0  # where /metrics, /healthz and /readyz answer (0: not served)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -93,6 +97,9 @@ def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str
         "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
         "STREAMSAFE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
         "STREAMSAFE_LOG_LEVEL": settings.log_level,
+        "STREAMSAFE_LOG_FORMAT": settings.log_format,
+        "STREAMSAFE_HTTP_HOST": settings.http_host,
+        "STREAMSAFE_HTTP_PORT": str(settings.http_port),
     }
     if settings.hash_list is not None:
         env["STREAMSAFE_HASH_LIST"] = str(settings.hash_list)
@@ -107,4 +114,4 @@ def spawn_worker(settings: Settings, log_path: Path, **extra_env: str | None) ->
         process = subprocess.Popen([sys.executable, "-m", "streamsafe", "worker"],
                                    env=worker_environment(settings, **extra_env),
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return WorkerProcess(process, log_path)
+    return WorkerProcess(process, log_path, settings.http_port)

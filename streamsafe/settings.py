@@ -18,6 +18,9 @@ session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 log_level                      STREAMSAFE_LOG_LEVEL                   info
+log_format                     STREAMSAFE_LOG_FORMAT                  json (or text)
+http_host                      STREAMSAFE_HTTP_HOST                   0.0.0.0
+http_port                      STREAMSAFE_HTTP_PORT                   8466 (0: no HTTP server)
 security_protocol              STREAMSAFE_SECURITY_PROTOCOL           PLAINTEXT
 ssl_cafile / certfile / keyfile  STREAMSAFE_SSL_CAFILE / _CERTFILE / _KEYFILE  none
 sasl_mechanism                 STREAMSAFE_SASL_MECHANISM              PLAIN
@@ -91,6 +94,9 @@ class Settings:
     rebalance_timeout_s: float = 10.0
     commit_interval_s: float = 2.8
     log_level: str = "info"
+    log_format: str = "json"
+    http_host: str = "0.0.0.0"
+    http_port: int = 8466
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
@@ -98,6 +104,12 @@ class Settings:
             raise ConfigError(f"broker_url must look like kafka://host:port, got {self.broker_url!r}")
         if self.store not in STORES:
             raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("log_format must be json or text")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level must be debug, info, warning or error")
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError("http_port must be 0..65535")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
         if self.security.protocol not in SECURITY_PROTOCOLS:
@@ -145,6 +157,9 @@ class Settings:
             "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
             "COMMIT_INTERVAL_S": ("commit_interval_s", float),
             "LOG_LEVEL": ("log_level", str),
+            "LOG_FORMAT": ("log_format", str),
+            "HTTP_HOST": ("http_host", str),
+            "HTTP_PORT": ("http_port", int),
         }
         for env_name, (attr, convert) in simple.items():
             raw = get(env_name)

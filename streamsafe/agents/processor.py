@@ -12,18 +12,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
-from streamsafe.events.contract import CLASSIFIER_SIGNALS, FRAME_HASHES, METADATA, USER_REPORTS
+from streamsafe.events.contract import (
+    CLASSIFIER_SIGNALS,
+    FRAME_HASHES,
+    INPUT_TOPICS,
+    METADATA,
+    USER_REPORTS,
+)
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
 from streamsafe.matching.banks import HashBanks, Match
+from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
 from streamsafe.policy.policyset import PolicySet
@@ -56,7 +66,11 @@ class StreamProcessor:
         policies: PolicySet,
         states: MutableMapping[str, Any],
         publisher: DecisionPublisher,
+        metrics: StreamSafeMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or StreamSafeMetrics.create()
+        self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in INPUT_TOPICS}
+        self._last_input = {t: self.metrics.last_input.labels(t) for t in INPUT_TOPICS}
         self.decoder = decoder
         self.banks = banks
         self.policies = policies
@@ -64,6 +78,7 @@ class StreamProcessor:
         self.states = states
         self.publisher = publisher
         self.stats = ProcessorStats()
+        self.input_topic_names: set[str] = set()  # broker-side names, for lag
 
     def use_policies(self, policies: PolicySet) -> None:
         """Switch policies (hot reload); the live policy also sets how banks match."""
@@ -77,18 +92,35 @@ class StreamProcessor:
         self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord
     ) -> None:
         """Process one record of contract topic ``topic``; never raises on bad input."""
+        self._last_input[topic].set_to_current_time()
         try:
             event = self.decoder.decode(topic, key, value)
         except RejectedInput as exc:
             self.stats.rejected[exc.reason] += 1
+            self.metrics.input_messages.labels(topic, "dead_lettered", exc.reason).inc()
             log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset,
                      exc.reason)
             await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, key, value))
             return
         self.stats.accepted[topic] += 1
+        self._accepted[topic].inc()
         decisions = self._process(topic, event, source.timestamp_ms or 0)
         for decision in decisions:
             await self.publisher.publish(decision)
+            self._observe_sent(decision)
+
+    def _observe_sent(self, decision: Decision) -> None:
+        now = time.time()
+        if decision.shadow:
+            self.metrics.shadow_decisions.labels(decision.policy_version, decision.action).inc()
+            return
+        self.metrics.decisions.labels(decision.action, decision.priority or "").inc()
+        event_age = max(0.0, now - decision.event_ts_ms / 1000)
+        self.metrics.event_to_decision.labels(decision.action).observe(event_age)
+        self.metrics.record_to_decision.labels(decision.action).observe(
+            max(0.0, now - decision.decided_at_ms / 1000))
+        log.debug("decision %s %s for stream %s by rule %s", decision.decision_id, decision.action,
+                  decision.stream_id, decision.rule)
 
     def _process(self, topic: str, event: Any, record_ts_ms: int) -> list[Decision]:
         """Synchronous on purpose: read, update and write state with no await in between."""
@@ -98,6 +130,8 @@ class StreamProcessor:
             matches = self._without_allowed(self.banks.match_frames(event.frames))
             if not matches:
                 return []
+            for m in matches:
+                self.metrics.hash_matches.labels(m.bank, m.signal_type).inc()
             stored = self._state(event.stream_id)
             observed = self._observe_matches(stored, matches)
             at_ms = max(m.frame_ts_ms for m in matches)
@@ -131,8 +165,11 @@ class StreamProcessor:
                                              shadow=True)
             decisions += shadow_decisions
         if state.differs_materially(stored, self.policies.live.fusion):
-            self.states[event.stream_id] = state.to_record()
+            record = state.to_record()
+            self.states[event.stream_id] = record
             self.stats.state_writes += 1
+            self.metrics.state_writes.inc()
+            self.metrics.state_bytes.observe(len(orjson.dumps(record)))
         for d in decisions:
             (self.stats.shadow_decided if d.shadow else self.stats.decided)[d.action] += 1
         return list(decisions)

@@ -13,6 +13,7 @@ from streamsafe.errors import RejectedInput
 from streamsafe.events.bank_entries import decode_bank_entry
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.matching.banks import BankEntry, HashBanks
+from streamsafe.observability.metrics import StreamSafeMetrics
 
 __all__ = ["BankControl"]
 
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class BankControl:
-    def __init__(self, banks: HashBanks, publisher: DecisionPublisher) -> None:
+    def __init__(self, banks: HashBanks, publisher: DecisionPublisher,
+                 metrics: StreamSafeMetrics | None = None) -> None:
+        self.metrics = metrics
         self.banks = banks
         self.publisher = publisher
         self.rejected = 0
@@ -45,6 +48,8 @@ class BankControl:
             self.banks.add_many(additions)
         for record, exc in rejected:
             self.rejected += 1
+            if self.metrics is not None:
+                self.metrics.bank_entries_rejected.labels(exc.reason).inc()
             log.warning("bank entry at %s[%d]@%d rejected: %s", record.topic, record.partition,
                         record.offset, exc.reason)
             source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)

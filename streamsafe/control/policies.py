@@ -13,6 +13,7 @@ from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import PolicyError
 from streamsafe.events.contract import TopicSpec
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.loader import policy_from_mapping
 from streamsafe.policy.policyset import PolicySet
 
@@ -26,7 +27,8 @@ class PolicyControl:
     """Turns control records into a new :class:`PolicySet`, refusing invalid ones."""
 
     def __init__(self, spec: TopicSpec, get: Callable[[], PolicySet], put: Callable[[PolicySet], None],
-                 publisher: DecisionPublisher) -> None:
+                 publisher: DecisionPublisher, metrics: StreamSafeMetrics | None = None) -> None:
+        self.metrics = metrics
         self._validate = fastjsonschema.compile(dict(spec.schema))
         self._get = get
         self._put = put
@@ -39,6 +41,8 @@ class PolicyControl:
             problem = self._apply_one(record)
             if problem is not None:
                 self.refused += 1
+                if self.metrics is not None:
+                    self.metrics.policies_refused.inc()
                 self.log.error("refused policy at %s[%d]@%d: %s; the policy in force stays",
                                record.topic, record.partition, record.offset, problem)
                 source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)

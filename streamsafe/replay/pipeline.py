@@ -171,7 +171,8 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
         sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
         return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
 
-    common = dict(app_id=f"streamsafe-replay-{run_id}", commit_interval_s=0.2, data_dir=workdir / "data")
+    common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
+                  data_dir=workdir / "data")
     if broker_url:
         return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
     with start_broker(broker_kind, workdir / "broker") as broker:

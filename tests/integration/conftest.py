@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streamsafe.brokers.base import free_port
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
@@ -49,7 +50,7 @@ class Pipeline:
     def start_worker(self, hash_list: Path | None = None, app_id: str | None = None,
                      **env: str) -> WorkerProcess:
         settings = self.settings.replace(app_id=app_id or self.settings.app_id, data_dir=self.tmp / "data",
-                                         hash_list=hash_list)
+                                         hash_list=hash_list, http_host="127.0.0.1", http_port=free_port())
         worker = spawn_worker(settings, self.tmp / f"worker-{len(self.workers)}.log", **env)
         self.workers.append(worker)
         return worker

@@ -99,3 +99,20 @@ async def test_shadow_policy_decisions_are_marked_and_counted(processor):
     shadow = [d for d in processor.publisher.decisions if d.shadow]
     live = [d for d in processor.publisher.decisions if not d.shadow]
     assert {d.policy_version for d in shadow} == {"candidate-9"} and len(shadow) == len(live) == 3
+
+
+async def test_metrics_count_inputs_matches_decisions_and_latency(processor):
+    metrics = processor.metrics
+    await processor.handle(FRAME_HASHES, b"s9", frames("s9", KNOWN_MD5), src(FRAME_HASHES))
+    await processor.handle(FRAME_HASHES, b"s9", b"{", src(FRAME_HASHES, 1))
+
+    def value(name, **labels):
+        return metrics.registry.get_sample_value(name, labels) or 0
+
+    assert value("streamsafe_input_messages_total", topic=FRAME_HASHES, outcome="accepted", reason="") == 1
+    assert value("streamsafe_input_messages_total", topic=FRAME_HASHES, outcome="dead_lettered",
+                 reason="malformed_json") == 1
+    assert value("streamsafe_hash_matches_total", bank="ncmec", signal_type="md5") == 1
+    assert value("streamsafe_decisions_total", action="block", priority="") == 1
+    assert value("streamsafe_record_to_decision_seconds_count", action="block") == 1
+    assert value("streamsafe_state_writes_total") == 1
