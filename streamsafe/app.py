@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,11 @@ from streamsafe.events.contract import (
     HASHBANK_ENTRIES,
     INPUT_TOPICS,
     POLICY,
+    PRESERVATION,
+    REPORTS,
+    REVIEW_VERDICTS,
     SHADOW_DECISIONS,
+    TIMERS,
     TopicSpec,
     load_contract,
 )
@@ -39,6 +44,7 @@ from streamsafe.observability.health import HealthServer
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
+from streamsafe.review.loop import ReviewConfig
 from streamsafe.settings import KafkaSecurity, Settings
 
 __all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
@@ -46,6 +52,7 @@ __all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "stream-state"
+INCIDENT_TABLE = "incidents"
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -108,6 +115,11 @@ def create_app(
         partitions=partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
+    incidents = app.Table(
+        INCIDENT_TABLE,
+        partitions=partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    )
 
     def output(name: str) -> Any:
         return app.topic(
@@ -121,7 +133,9 @@ def create_app(
         )
 
     publisher = KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(SHADOW_DECISIONS),
-                               output(DEAD_LETTER))
+                               output(DEAD_LETTER), reports=output(REPORTS),
+                               preservation=output(PRESERVATION), bank_entries=output(HASHBANK_ENTRIES),
+                               timers=output(TIMERS))
     metrics = metrics or StreamSafeMetrics.create()
     processor = StreamProcessor(
         decoder=InputDecoder(contract, settings.max_message_bytes),
@@ -130,6 +144,13 @@ def create_app(
         states=states,
         publisher=publisher,
         metrics=metrics,
+        incidents=incidents,
+        review=ReviewConfig(
+            benign_cooldown_s=settings.benign_cooldown_s,
+            p0_breach_restrictions=("chat", "discovery", "gifting", "new_viewers")
+            if settings.p0_breach_restrict else (),
+            preserve_days=settings.preserve_days,
+        ),
     )
     policy_control = PolicyControl(contract[POLICY], lambda: processor.policies, processor.use_policies,
                                    publisher, metrics)
@@ -140,7 +161,7 @@ def create_app(
     ])
     app.service(service)
     _observe(app, settings, processor, service, states, metrics)
-    for name in INPUT_TOPICS:
+    for name in (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS):
         topic = app.topic(
             settings.topic_name(name),
             key_type=bytes,
@@ -155,6 +176,26 @@ def create_app(
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
     app.streamsafe_control = service  # type: ignore[attr-defined]
     app.streamsafe_banks = bank_control  # type: ignore[attr-defined]
+
+    sent_ticks: set[tuple[str, str, int]] = set()
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep() -> None:
+        # Review deadlines and state expiry are found here but carried out by a tick
+        # sent to the stream's own partition, so the work happens in an agent, where
+        # the state lives; a repeated tick is harmless (decisions are deterministic).
+        if not service.ready.is_set():
+            return
+        now = int(time.time() * 1000)
+        ticks = processor.due_ticks(now, int(settings.ended_stream_ttl_s * 1000),
+                                    int(settings.inactive_stream_ttl_s * 1000))
+        for tick, partition in ticks:
+            key = (tick.stream_id, tick.escalation_id or tick.kind, tick.due_ms)
+            if key not in sent_ticks:
+                sent_ticks.add(key)
+                await publisher.send_tick(tick, partition)
+        if len(sent_ticks) > 100_000:
+            sent_ticks.clear()
 
     @app.timer(interval=5.0)
     async def compact_banks() -> None:

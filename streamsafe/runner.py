@@ -98,6 +98,10 @@ def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str
         "STREAMSAFE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
         "STREAMSAFE_LOG_LEVEL": settings.log_level,
         "STREAMSAFE_LOG_FORMAT": settings.log_format,
+        "STREAMSAFE_ENDED_STREAM_TTL_S": str(settings.ended_stream_ttl_s),
+        "STREAMSAFE_INACTIVE_STREAM_TTL_S": str(settings.inactive_stream_ttl_s),
+        "STREAMSAFE_SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
+        "STREAMSAFE_BENIGN_COOLDOWN_S": str(settings.benign_cooldown_s),
         "STREAMSAFE_HTTP_HOST": settings.http_host,
         "STREAMSAFE_HTTP_PORT": str(settings.http_port),
     }

@@ -18,6 +18,12 @@ session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 log_level                      STREAMSAFE_LOG_LEVEL                   info
+ended_stream_ttl_s             STREAMSAFE_ENDED_STREAM_TTL_S          3600 (state kept after stream.ended)
+inactive_stream_ttl_s          STREAMSAFE_INACTIVE_STREAM_TTL_S       21600 (state kept after the last event)
+sweep_interval_s               STREAMSAFE_SWEEP_INTERVAL_S            5 (review deadlines and expiry checks)
+benign_cooldown_s              STREAMSAFE_BENIGN_COOLDOWN_S           1800 (no re-escalation after benign)
+preserve_days                  STREAMSAFE_PRESERVE_DAYS               365 (preservation requests)
+p0_breach_restrict             STREAMSAFE_P0_BREACH_RESTRICT          true (restrict on a missed P0 SLA)
 log_format                     STREAMSAFE_LOG_FORMAT                  json (or text)
 http_host                      STREAMSAFE_HTTP_HOST                   0.0.0.0
 http_port                      STREAMSAFE_HTTP_PORT                   8466 (0: no HTTP server)
@@ -78,6 +84,14 @@ class KafkaSecurity:
         return kwargs
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a StreamSafe process needs to know; see the module docstring."""
@@ -93,6 +107,12 @@ class Settings:
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
     commit_interval_s: float = 2.8
+    ended_stream_ttl_s: float = 3600.0
+    inactive_stream_ttl_s: float = 21600.0
+    sweep_interval_s: float = 5.0
+    benign_cooldown_s: float = 1800.0
+    preserve_days: int = 365
+    p0_breach_restrict: bool = True
     log_level: str = "info"
     log_format: str = "json"
     http_host: str = "0.0.0.0"
@@ -158,6 +178,12 @@ class Settings:
             "COMMIT_INTERVAL_S": ("commit_interval_s", float),
             "LOG_LEVEL": ("log_level", str),
             "LOG_FORMAT": ("log_format", str),
+            "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
+            "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
+            "SWEEP_INTERVAL_S": ("sweep_interval_s", float),
+            "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float),
+            "PRESERVE_DAYS": ("preserve_days", int),
+            "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag),
             "HTTP_HOST": ("http_host", str),
             "HTTP_PORT": ("http_port", int),
         }

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -27,19 +27,32 @@ from streamsafe.events.contract import (
     FRAME_HASHES,
     INPUT_TOPICS,
     METADATA,
+    REVIEW_VERDICTS,
+    TIMERS,
     USER_REPORTS,
 )
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder
-from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
+from streamsafe.events.models import (
+    ClassifierSignal,
+    FrameBatch,
+    ReviewVerdict,
+    StreamMetadata,
+    TimerTick,
+    UserReport,
+)
 from streamsafe.matching.banks import HashBanks, Match
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
 from streamsafe.policy.policyset import PolicySet
+from streamsafe.review.incident import Incident, Verdict
+from streamsafe.review.loop import ReviewConfig, ReviewOutcome, apply_verdict, miss_deadline, report_if_due
 from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
 
 __all__ = ["StreamProcessor"]
+
+VERDICT_OUTCOMES = {"confirmed", "benign", "needs_more_context", "unknown_escalation", "already_closed"}
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +80,15 @@ class StreamProcessor:
         states: MutableMapping[str, Any],
         publisher: DecisionPublisher,
         metrics: StreamSafeMetrics | None = None,
+        incidents: MutableMapping[str, Any] | None = None,
+        review: ReviewConfig | None = None,
     ) -> None:
+        self.incidents = incidents if incidents is not None else {}
+        self.review = review or ReviewConfig()
         self.metrics = metrics or StreamSafeMetrics.create()
-        self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in INPUT_TOPICS}
-        self._last_input = {t: self.metrics.last_input.labels(t) for t in INPUT_TOPICS}
+        topics = (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS)
+        self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
+        self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
         self.decoder = decoder
         self.banks = banks
         self.policies = policies
@@ -78,6 +96,7 @@ class StreamProcessor:
         self.states = states
         self.publisher = publisher
         self.stats = ProcessorStats()
+        self._pending: ReviewOutcome | None = None  # reports made while deciding, sent after the decisions
         self.input_topic_names: set[str] = set()  # broker-side names, for lag
 
     def use_policies(self, policies: PolicySet) -> None:
@@ -104,10 +123,105 @@ class StreamProcessor:
             return
         self.stats.accepted[topic] += 1
         self._accepted[topic].inc()
-        decisions = self._process(topic, event, source.timestamp_ms or 0)
+        record_ts = source.timestamp_ms or 0
+        if topic == REVIEW_VERDICTS:
+            assert isinstance(event, ReviewVerdict)
+            await self._deliver(self._review(event, source.partition, record_ts))
+            return
+        if topic == TIMERS:
+            assert isinstance(event, TimerTick)
+            await self._deliver(self._tick(event))
+            return
+        decisions = self._process(topic, event, record_ts, source.partition)
         for decision in decisions:
             await self.publisher.publish(decision)
             self._observe_sent(decision)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await self._deliver(pending)
+
+    async def _deliver(self, outcome: ReviewOutcome | None) -> None:
+        """Publish what the review loop decided: decisions, reports, bank proposals."""
+        if outcome is None:
+            return
+        for decision in outcome.decisions:
+            await self.publisher.publish(decision)
+            self._observe_sent(decision)
+        for report, preservation in zip(outcome.reports, outcome.preservations, strict=True):
+            await self.publisher.publish_report(report, preservation)
+            self.metrics.reports.labels(str(report.record["incident_type"])).inc()
+        if outcome.proposals:
+            await self.publisher.propose_entries(outcome.proposals)
+        if outcome.outcome in VERDICT_OUTCOMES:
+            self.metrics.review_verdicts.labels(outcome.outcome).inc()
+        if outcome.false_positive:
+            self.metrics.false_positives.labels(outcome.false_positive).inc()
+        if outcome.sla_breach:
+            self.metrics.sla_breaches.labels(outcome.sla_breach).inc()
+
+    def _review(self, verdict: ReviewVerdict, partition: int, record_ts: int) -> ReviewOutcome:
+        state = self._state(verdict.stream_id)
+        incident = Incident.from_record(self.incidents.get(verdict.stream_id))
+        incident = replace(incident, partition=partition)
+        outcome = apply_verdict(self.policies.live, state, incident, verdict.stream_id,
+                                Verdict(verdict.verdict, verdict.category, verdict.reviewer_id, verdict.ts_ms,
+                                        verdict.escalation_id),
+                                record_ts, self.review, verdict.propose_hashes)
+        self._store(verdict.stream_id, state, outcome.state, incident, outcome.incident)
+        return outcome
+
+    def _tick(self, tick: TimerTick) -> ReviewOutcome | None:
+        if tick.kind == "expire":
+            self.expire(tick.stream_id, tick.due_ms)
+            return None
+        incident = Incident.from_record(self.incidents.get(tick.stream_id))
+        escalation = incident.escalation(tick.escalation_id or "")
+        if escalation is None or escalation.status != "open":
+            return None  # reviewed (or superseded) since the tick was sent
+        state = self._state(tick.stream_id)
+        outcome = miss_deadline(self.policies.live, state, incident, tick.stream_id, escalation, self.review)
+        self._store(tick.stream_id, state, outcome.state, incident, outcome.incident)
+        return outcome
+
+    def _store(self, stream_id: str, state_before: StreamState, state: StreamState, incident_before: Incident,
+               incident: Incident) -> None:
+        if state != state_before:
+            self.states[stream_id] = state.to_record()
+            self.metrics.state_writes.inc()
+        if incident != incident_before:
+            self.incidents[stream_id] = incident.to_record()
+
+    # -- review deadlines and state lifecycle (driven by a timer, executed via ticks) --
+
+    def due_ticks(self, now_ms: int, ended_ttl_ms: int, inactive_ttl_ms: int) -> list[tuple[TimerTick, int]]:
+        """Ticks to send now: overdue escalations, and streams whose state may go."""
+        ticks: list[tuple[TimerTick, int]] = []
+        for stream_id, record in list(self.incidents.items()):
+            incident = Incident.from_record(record)
+            for escalation in incident.overdue(now_ms):
+                ticks.append((TimerTick(stream_id, "sla_check", escalation.due_ms or now_ms,
+                                        escalation.decision_id), incident.partition))
+        for stream_id, record in list(self.states.items()):
+            ended, last = record.get("en"), record.get("t", 0)
+            expiry = ended + ended_ttl_ms if ended is not None else last + inactive_ttl_ms
+            if expiry <= now_ms:
+                partition = record.get("pt")
+                if partition is not None:
+                    ticks.append((TimerTick(stream_id, "expire", expiry), partition))
+        return ticks
+
+    def expire(self, stream_id: str, due_ms: int) -> bool:
+        """Release an ended or idle stream's state, unless an open escalation still needs it."""
+        record = self.states.get(stream_id)
+        if record is None:
+            return False
+        incident = Incident.from_record(self.incidents.get(stream_id))
+        if not incident.settled:
+            return False
+        del self.states[stream_id]
+        if stream_id in self.incidents:
+            del self.incidents[stream_id]
+        return True
 
     def _observe_sent(self, decision: Decision) -> None:
         now = time.time()
@@ -122,8 +236,10 @@ class StreamProcessor:
         log.debug("decision %s %s for stream %s by rule %s", decision.decision_id, decision.action,
                   decision.stream_id, decision.rule)
 
-    def _process(self, topic: str, event: Any, record_ts_ms: int) -> list[Decision]:
+    def _process(self, topic: str, event: Any, record_ts_ms: int, partition: int = 0) -> list[Decision]:
         """Synchronous on purpose: read, update and write state with no await in between."""
+        matches: list[Match] = []
+        frame_hashes: dict[int, dict[str, str]] = {}
         if topic == FRAME_HASHES:
             assert isinstance(event, FrameBatch)
             # Nearly every frame matches nothing: match before touching state.
@@ -135,6 +251,8 @@ class StreamProcessor:
             stored = self._state(event.stream_id)
             observed = self._observe_matches(stored, matches)
             at_ms = max(m.frame_ts_ms for m in matches)
+            frame_hashes = {f.seq: {k: v for k, v in (("pdq", f.pdq), ("md5", f.md5), ("sha256", f.sha256))
+                                    if v} for f in event.frames}
         elif topic == CLASSIFIER_SIGNALS:
             assert isinstance(event, ClassifierSignal)
             stored = self._state(event.stream_id)
@@ -157,6 +275,8 @@ class StreamProcessor:
             raise ValueError(f"not an input topic: {topic}")
         if observed == stored:
             return []  # nothing new was learned: no rule can newly hold
+        if stored.partition != partition:
+            observed = replace(observed, partition=partition)
         # judged at the event's own time: input topics are consumed independently, so
         # another topic's newer events may already be in the state
         state, decisions = decide(self.policies.live, observed, event.stream_id, at_ms, record_ts_ms)
@@ -164,6 +284,7 @@ class StreamProcessor:
             state, shadow_decisions = decide(shadow, state, event.stream_id, at_ms, record_ts_ms,
                                              shadow=True)
             decisions += shadow_decisions
+        self._record_incident(event, state, decisions, matches, frame_hashes, partition, record_ts_ms)
         if state.differs_materially(stored, self.policies.live.fusion):
             record = state.to_record()
             self.states[event.stream_id] = record
@@ -173,6 +294,35 @@ class StreamProcessor:
         for d in decisions:
             (self.stats.shadow_decided if d.shadow else self.stats.decided)[d.action] += 1
         return list(decisions)
+
+    def _record_incident(self, event: Any, state: StreamState, decisions: tuple[Decision, ...],
+                         matches: list[Match], frame_hashes: dict[int, dict[str, str]], partition: int,
+                         record_ts_ms: int) -> None:
+        """Keep what a report would need; make the policy's report decisions into reports."""
+        live = [d for d in decisions if not d.shadow]
+        fusion = self.policies.live.fusion
+        signal_evidence = (isinstance(event, ClassifierSignal)
+                           and fusion.classifier(event.classifier).strength(event.score) > 0)
+        stored = self.incidents.get(event.stream_id)
+        if not (live or matches or (signal_evidence and stored is not None)):
+            return
+        before = Incident.from_record(stored)
+        incident = before.with_matches(matches, frame_hashes, partition) if matches else before
+        if isinstance(event, ClassifierSignal) and signal_evidence:
+            ref = (f"frame:{event.frame_seq}" if event.frame_seq is not None
+                   else f"msg:{event.chat_message_id}" if event.chat_message_id else None)
+            incident = incident.with_classifier(event.classifier, event.score, event.ts_ms, ref)
+        incident = incident.with_decisions(live, partition)
+        reports = next((d for d in live if d.action == "report"), None)
+        if reports is not None:
+            incident, packets, preservations = report_if_due(
+                event.stream_id, state, incident, trigger="policy", category=None,
+                at_ms=reports.decided_at_ms, config=self.review)
+            if packets:
+                self._pending = ReviewOutcome(state, incident, "policy_report", reports=packets,
+                                              preservations=preservations)
+        if incident != before:
+            self.incidents[event.stream_id] = incident.to_record()
 
     def _without_allowed(self, matches: list[Match]) -> list[Match]:
         """A match in an allow bank (overlays, test cards, black frames) clears its frame."""

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
+from streamsafe.control.bank_publish import encode_entry
 from streamsafe.events.dead_letter import DeadLetter
+from streamsafe.events.models import TimerTick
+from streamsafe.matching.banks import BankEntry
 from streamsafe.policy.decisions import Decision
+from streamsafe.review.reports import PreservationRequest, ReportPacket
 
 __all__ = ["KafkaPublisher"]
 
@@ -14,11 +22,35 @@ class KafkaPublisher:
     """Sends each record and waits for the broker's acknowledgement: decisions are
     rare, and a decision must not be lost between the send and the offset commit."""
 
-    def __init__(self, actions: Any, escalations: Any, shadow: Any, dead_letters: Any) -> None:
+    def __init__(self, actions: Any, escalations: Any, shadow: Any, dead_letters: Any, *, reports: Any,
+                 preservation: Any, bank_entries: Any, timers: Any) -> None:
         self._actions = actions
         self._escalations = escalations
         self._shadow = shadow
         self._dead_letters = dead_letters
+        self._reports = reports
+        self._preservation = preservation
+        self._bank_entries = bank_entries
+        self._timers = timers
+
+    async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
+        key = report.stream_id.encode()
+        sent = [await self._preservation.send(key=key, value=preservation.encode()),
+                await self._reports.send(key=key, value=report.encode())]
+        for delivery in sent:
+            await delivery
+
+    async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
+        now = int(time.time() * 1000)
+        sent = [await self._bank_entries.send(key=e.entry_id.encode(), value=encode_entry(e, "reviewer", now))
+                for e in entries]
+        for delivery in sent:
+            await delivery
+
+    async def send_tick(self, tick: TimerTick, partition: int) -> None:
+        delivery = await self._timers.send(key=tick.stream_id.encode(), value=orjson.dumps(tick.to_dict()),
+                                           partition=partition)
+        await delivery
 
     async def publish(self, decision: Decision) -> None:
         if decision.shadow:

@@ -4,10 +4,14 @@ implementation lives in :mod:`streamsafe.enforcement.kafka`, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from streamsafe.events.dead_letter import DeadLetter
+from streamsafe.events.models import TimerTick
+from streamsafe.matching.banks import BankEntry
 from streamsafe.policy.decisions import Decision
+from streamsafe.review.reports import PreservationRequest, ReportPacket
 
 __all__ = ["DecisionPublisher", "InMemoryPublisher"]
 
@@ -15,6 +19,18 @@ __all__ = ["DecisionPublisher", "InMemoryPublisher"]
 class DecisionPublisher(Protocol):
     async def publish(self, decision: Decision) -> None:
         """Deliver one decision to its enforcement topic (returns once acknowledged)."""
+        ...
+
+    async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
+        """Deliver an authority report and its preservation request."""
+        ...
+
+    async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
+        """Propose hashes to a bank (entries on hashbank.entries, marked reviewer-sourced)."""
+        ...
+
+    async def send_tick(self, tick: TimerTick, partition: int) -> None:
+        """Schedule work on the partition that holds the stream's state."""
         ...
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
@@ -28,9 +44,23 @@ class InMemoryPublisher:
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
         self.dead_letters: list[DeadLetter] = []
+        self.reports: list[ReportPacket] = []
+        self.preservations: list[PreservationRequest] = []
+        self.proposals: list[BankEntry] = []
+        self.ticks: list[tuple[TimerTick, int]] = []
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
+
+    async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
+        self.reports.append(report)
+        self.preservations.append(preservation)
+
+    async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
+        self.proposals.extend(entries)
+
+    async def send_tick(self, tick: TimerTick, partition: int) -> None:
+        self.ticks.append((tick, partition))
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         self.dead_letters.append(rejected)

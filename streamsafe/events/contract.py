@@ -26,7 +26,11 @@ __all__ = [
     "INPUT_TOPICS",
     "METADATA",
     "POLICY",
+    "PRESERVATION",
+    "REPORTS",
+    "REVIEW_VERDICTS",
     "SHADOW_DECISIONS",
+    "TIMERS",
     "USER_REPORTS",
     "TopicSpec",
     "contract_dir",
@@ -43,10 +47,14 @@ DEAD_LETTER = "streamsafe.dead-letter"
 SHADOW_DECISIONS = "streamsafe.shadow-decisions"
 POLICY = "streamsafe.policy"
 HASHBANK_ENTRIES = "hashbank.entries"
+REVIEW_VERDICTS = "review.verdicts"
+REPORTS = "enforcement.reports"
+PRESERVATION = "enforcement.preservation"
+TIMERS = "streamsafe.timers"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
-REQUIRED_TOPICS = (*INPUT_TOPICS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER, POLICY,
-                   HASHBANK_ENTRIES)
+REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
+                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "config",
            "schema_versions", "schema", "example")
 
@@ -85,8 +93,8 @@ def _load_spec(path: Path) -> TopicSpec:
         raise ContractError(f"{path.name}: missing fields {missing}")
     if raw["name"] + ".json" != path.name:
         raise ContractError(f"{path.name}: file name does not match topic name {raw['name']!r}")
-    if raw["direction"] not in ("in", "out", "control"):
-        raise ContractError(f"{path.name}: direction must be 'in', 'out' or 'control'")
+    if raw["direction"] not in ("in", "out", "control", "internal"):
+        raise ContractError(f"{path.name}: direction must be 'in', 'out', 'control' or 'internal'")
     if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
         raise ContractError(f"{path.name}: partitions must be a positive integer")
     return TopicSpec(

@@ -27,10 +27,19 @@ from streamsafe.events.contract import (
     CLASSIFIER_SIGNALS,
     FRAME_HASHES,
     METADATA,
+    REVIEW_VERDICTS,
+    TIMERS,
     USER_REPORTS,
     TopicSpec,
 )
-from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
+from streamsafe.events.models import (
+    ClassifierSignal,
+    FrameBatch,
+    ReviewVerdict,
+    StreamMetadata,
+    TimerTick,
+    UserReport,
+)
 
 __all__ = ["DEAD_LETTER_REASONS", "InputDecoder", "InputEvent"]
 
@@ -43,13 +52,15 @@ DEAD_LETTER_REASONS = (
     "key_mismatch",
 )
 
-InputEvent = FrameBatch | ClassifierSignal | UserReport | StreamMetadata
+InputEvent = FrameBatch | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | TimerTick
 
 _BUILDERS: Mapping[str, Callable[[dict[str, Any]], InputEvent]] = {
     FRAME_HASHES: FrameBatch.from_dict,
     CLASSIFIER_SIGNALS: ClassifierSignal.from_dict,
     USER_REPORTS: UserReport.from_dict,
     METADATA: StreamMetadata.from_dict,
+    REVIEW_VERDICTS: ReviewVerdict.from_dict,
+    TIMERS: TimerTick.from_dict,
 }
 
 

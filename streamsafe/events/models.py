@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClassifierSignal", "Frame", "FrameBatch", "StreamMetadata", "UserReport"]
+__all__ = ["ClassifierSignal", "Frame", "FrameBatch", "ReviewVerdict", "StreamMetadata", "TimerTick",
+           "UserReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +84,38 @@ class StreamMetadata:
     def from_dict(cls, value: dict[str, Any]) -> StreamMetadata:
         fields = {k: v for k, v in value.items() if k != "schema_version"}
         return cls(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewVerdict:
+    stream_id: str
+    verdict: str
+    reviewer_id: str
+    ts_ms: int
+    escalation_id: str | None = None
+    category: str | None = None
+    propose_hashes: bool = True
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ReviewVerdict:
+        return cls(value["stream_id"], value["verdict"], value["reviewer_id"], value["ts_ms"],
+                   value.get("escalation_id"), value.get("category"), value.get("propose_hashes", True))
+
+
+@dataclass(frozen=True, slots=True)
+class TimerTick:
+    stream_id: str
+    kind: str
+    due_ms: int
+    escalation_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> TimerTick:
+        return cls(value["stream_id"], value["kind"], value["due_ms"], value.get("escalation_id"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": 1, "stream_id": self.stream_id, "kind": self.kind,
+                               "due_ms": self.due_ms}
+        if self.escalation_id:
+            out["escalation_id"] = self.escalation_id
+        return out

@@ -123,9 +123,13 @@ def _key(action: Action) -> list[str]:
     return [action.kind]
 
 
-def _not_higher(state: StreamState, action: Action, shadow: str | None) -> bool:
-    """An escalation is raised again only when its priority rises."""
-    return action.kind == "escalate" and state.escalated_at_or_above(action.priority or "P3", shadow)
+def _not_higher(state: StreamState, action: Action, shadow: str | None, at_ms: int) -> bool:
+    """An escalation is raised again only when its priority rises, and not while a
+    reviewer's benign verdict is cooling down (unless its priority is higher)."""
+    if action.kind != "escalate":
+        return False
+    priority = action.priority or "P3"
+    return state.escalated_at_or_above(priority, shadow) or state.cooling_down(priority, at_ms)
 
 
 def decide(
@@ -182,7 +186,7 @@ def decide(
             previous = [emitted.get(k) for k in keys]
             if all(p == decision.decision_id for p in previous):
                 decisions.append(decision)  # the same input again: the identical decision again
-            elif any(p is not None for p in previous) or _not_higher(state, action, shadow_name):
+            elif any(p is not None for p in previous) or _not_higher(state, action, shadow_name, at_ms):
                 continue
             else:
                 decisions.append(decision)

@@ -79,6 +79,9 @@ class StreamState:
     started_at_ms: int | None = None
     ended_at_ms: int | None = None
     last_event_ms: int = 0
+    partition: int | None = None  # where the stream's records (and so its state) live
+    cooldown_until_ms: int = 0  # a reviewer found the stream benign: no re-escalation until then
+    cooldown_priority: str | None = None  # ... at this priority or below
     emitted: Mapping[str, str] = field(default_factory=dict)
     shadow_emitted: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -231,6 +234,10 @@ class StreamState:
                "p": self.visibility, "c": self.context_ms or None, "st": self.started_at_ms,
                "en": self.ended_at_ms}
         record.update({k: v for k, v in ctx.items() if v is not None})
+        if self.cooldown_until_ms:
+            record["cd"] = [self.cooldown_until_ms, self.cooldown_priority]
+        if self.partition is not None:
+            record["pt"] = self.partition
         if self.emitted:
             record["e"] = dict(self.emitted)
         if self.shadow_emitted:
@@ -254,6 +261,9 @@ class StreamState:
             started_at_ms=record.get("st"),
             ended_at_ms=record.get("en"),
             last_event_ms=record.get("t", 0),
+            partition=record.get("pt"),
+            cooldown_until_ms=(record.get("cd") or [0, None])[0],
+            cooldown_priority=(record.get("cd") or [0, None])[1],
             emitted=dict(record.get("e", {})),
             shadow_emitted={k: dict(v) for k, v in record.get("se", {}).items()},
         )
@@ -278,6 +288,17 @@ class StreamState:
                 if slot.score >= old.score * left + min_rise:
                     return True
         return False
+
+    def benign_cooldown(self, until_ms: int, priority: str | None) -> StreamState:
+        """A reviewer closed the stream's escalations as benign: forget them (so the
+        stream can be escalated again later) and hold off re-escalation until ``until_ms``."""
+        emitted = {k: v for k, v in self.emitted.items() if not k.startswith("escalate:")}
+        return replace(self, emitted=emitted, cooldown_until_ms=max(self.cooldown_until_ms, until_ms),
+                       cooldown_priority=priority)
+
+    def cooling_down(self, priority: str, at_ms: int) -> bool:
+        return (at_ms < self.cooldown_until_ms and self.cooldown_priority is not None
+                and PRIORITY_RANK[priority] <= PRIORITY_RANK[self.cooldown_priority])
 
     def escalated_at_or_above(self, priority: str, shadow: str | None = None) -> bool:
         rank = PRIORITY_RANK[priority]

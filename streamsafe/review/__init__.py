@@ -1,0 +1,2 @@
+"""The human review loop: incidents, verdicts, review SLAs, authority reports and
+preservation requests. Pure code, no Faust imports."""

@@ -1,0 +1,158 @@
+"""What verdicts and missed review deadlines do to a stream. Pure:
+(policy, state, incident, input) -> outcome, with deterministic decision and report ids.
+
+* ``confirmed``: block (if not already), a report with its preservation request (one
+  per incident), and the matched frames' hashes proposed to the internal-confirmed bank.
+* ``benign``: the stream's open escalations close, re-escalation at that priority or
+  below is held off for a cooldown, and the classifier that drove the escalation is
+  charged with a false positive.
+* ``needs_more_context``: recorded; the escalation stays open with its deadline.
+* A missed deadline re-escalates at the next priority; a missed P0 also restricts
+  the stream (configurable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from streamsafe.matching.banks import BankEntry
+from streamsafe.matching.importers import entry_id_for
+from streamsafe.policy.decisions import Decision
+from streamsafe.policy.model import Action, Policy
+from streamsafe.review.incident import Escalation, Incident, Verdict
+from streamsafe.review.reports import PreservationRequest, ReportPacket, build_report, utc
+from streamsafe.scoring.evidence import Evidence
+from streamsafe.scoring.state import StreamState
+
+__all__ = ["ReviewConfig", "ReviewOutcome", "apply_verdict", "miss_deadline", "report_if_due"]
+
+NEXT_PRIORITY = {"P3": "P2", "P2": "P1", "P1": "P0", "P0": "P0"}
+CONFIRMED_BANK = "internal-confirmed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewConfig:
+    benign_cooldown_s: float = 1800.0
+    p0_breach_restrictions: tuple[str, ...] = ("chat", "discovery", "gifting", "new_viewers")
+    preserve_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewOutcome:
+    state: StreamState
+    incident: Incident
+    outcome: str
+    decisions: tuple[Decision, ...] = ()
+    reports: tuple[ReportPacket, ...] = ()
+    preservations: tuple[PreservationRequest, ...] = ()
+    proposals: tuple[BankEntry, ...] = ()
+    false_positive: str | None = None  # classifier (or signal kind) charged with a false positive
+    sla_breach: str | None = None  # priority of a missed review deadline
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _frame_evidence(incident: Incident) -> list[Evidence]:
+    return [Evidence("hash_match", f.ts_ms, (("signal_type", f.signal_type), ("bank", f.bank),
+                                              ("entry_id", f.entry_id), ("distance", f.distance),
+                                              ("frame_seq", f.frame_seq))) for f in incident.frames]
+
+
+def _emit(state: StreamState, decision: Decision, key: str) -> StreamState:
+    return state.with_emitted(key, decision.decision_id)
+
+
+def report_if_due(stream_id: str, state: StreamState, incident: Incident, *, trigger: str,
+                  category: str | None, at_ms: int, config: ReviewConfig
+                  ) -> tuple[Incident, tuple[ReportPacket, ...], tuple[PreservationRequest, ...]]:
+    """The incident's one report (and preservation request), unless it was already made."""
+    if incident.report_id is not None:
+        return incident, (), ()
+    report, preservation = build_report(stream_id, incident, state, trigger=trigger, category=category,
+                                        reported_at_ms=at_ms, preserve_days=config.preserve_days)
+    return replace(incident, report_id=report.report_id, reported_at_ms=at_ms), (report,), (preservation,)
+
+
+def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,
+                  record_ts_ms: int, config: ReviewConfig, propose_hashes: bool = True) -> ReviewOutcome:
+    target = incident.escalation(verdict.escalation_id) if verdict.escalation_id else None
+    if verdict.escalation_id and target is None:
+        outcome = "unknown_escalation"
+    elif target is not None and target.status != "open":
+        outcome = "already_closed"
+    else:
+        outcome = verdict.verdict
+    incident = incident.with_verdict(verdict)
+    if verdict.verdict == "benign":
+        if outcome in ("unknown_escalation", "already_closed"):
+            return ReviewOutcome(state, incident, outcome)
+        closing = [target] if target else incident.open_escalations()
+        top = max((e.priority for e in closing), key=lambda p: "P3P2P1P0".index(p), default=None)
+        incident = incident.close("benign", target.decision_id if target else None)
+        state = state.benign_cooldown(verdict.ts_ms + int(config.benign_cooldown_s * 1000), top)
+        blamed = closing[0].top_signal if closing else None
+        return ReviewOutcome(state, incident, outcome, false_positive=_classifier_of(blamed))
+    if verdict.verdict == "needs_more_context":
+        return ReviewOutcome(state, incident, outcome)
+    # confirmed: act even on an unknown or closed escalation; a person has seen abuse
+    incident = incident.close("confirmed")
+    decisions: list[Decision] = []
+    reason = f"reviewer {verdict.reviewer_id} confirmed ({verdict.category or 'uncategorised'})"
+    evidence = (Evidence("review", verdict.ts_ms, (("verdict", "confirmed"), ("category", verdict.category),
+                                                   ("escalation_id", verdict.escalation_id))),
+                *_frame_evidence(incident))
+    block = Decision.create(stream_id, Action("block"), (reason,), tuple(evidence), policy.version,
+                            decided_at_ms=record_ts_ms, event_ts_ms=verdict.ts_ms, rule="reviewer-confirmed")
+    if "block" not in state.emitted or state.emitted["block"] == block.decision_id:
+        if "block" not in state.emitted:
+            state = _emit(state, block, "block")
+        decisions.append(block)
+    incident = incident.with_decisions(decisions, incident.partition)
+    incident, reports, preservations = report_if_due(stream_id, state, incident, trigger="reviewer",
+                                                     category=verdict.category, at_ms=verdict.ts_ms,
+                                                     config=config)
+    proposals = tuple(
+        BankEntry(entry_id_for(CONFIRMED_BANK, f.signal_type, f.frame_hash), CONFIRMED_BANK, f.signal_type,
+                  f.frame_hash, f"confirmed {verdict.category or ''} {incident.report_id}".strip())
+        for f in incident.frames if f.frame_hash and f.bank != CONFIRMED_BANK
+    ) if propose_hashes else ()
+    return ReviewOutcome(state, incident, outcome, tuple(decisions), reports, preservations,
+                         tuple({p.entry_id: p for p in proposals}.values()))
+
+
+def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream_id: str,
+                  escalation: Escalation, config: ReviewConfig) -> ReviewOutcome:
+    """An escalation was not reviewed by its deadline: escalate to the next priority
+    (a missed P0 is raised again and restricts the stream). Decided at the deadline,
+    so a repeated tick yields the same decisions."""
+    if escalation.status != "open" or escalation.due_ms is None:
+        return ReviewOutcome(state, incident, "not_due")
+    due = escalation.due_ms
+    priority = NEXT_PRIORITY[escalation.priority]
+    reason = (f"{escalation.priority} escalation {escalation.decision_id} was not reviewed by "
+              f"{utc(due)['utc']}")
+    evidence = (Evidence("review", due, (("escalation_id", escalation.decision_id),
+                                         ("missed_priority", escalation.priority))),)
+    raised = Decision.create(stream_id, Action("escalate", priority=priority), (reason,), evidence,
+                             policy.version, decided_at_ms=due, event_ts_ms=due, rule="review-sla-breach",
+                             review_sla_s=policy.review_sla_s.get(priority))
+    decisions = [raised]
+    state = _emit(state, raised, f"escalate:{priority}")
+    if escalation.priority == "P0" and config.p0_breach_restrictions:
+        fresh = tuple(r for r in config.p0_breach_restrictions if f"restrict:{r}" not in state.emitted)
+        if fresh:
+            restrict = Decision.create(stream_id, Action("restrict", restrictions=tuple(sorted(fresh))),
+                                       (reason,), evidence, policy.version, decided_at_ms=due,
+                                       event_ts_ms=due, rule="review-sla-breach")
+            for r in fresh:
+                state = _emit(state, restrict, f"restrict:{r}")
+            decisions.append(restrict)
+    incident = incident.close("breached", escalation.decision_id)
+    incident = incident.with_decisions(decisions, incident.partition)
+    return ReviewOutcome(state, incident, "sla_breach", tuple(decisions), sla_breach=escalation.priority)
+
+
+def _classifier_of(signal: str | None) -> str | None:
+    if not signal:
+        return None
+    kind, _, rest = signal.partition(":")
+    return rest if kind == "classifier" else kind

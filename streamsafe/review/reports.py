@@ -1,0 +1,134 @@
+"""Authority report packets and preservation requests, built from an incident.
+
+A packet carries what an NCMEC CyberTipline or NCA report needs and StreamSafe
+knows — incident type, account and stream ids, every time (epoch ms and UTC),
+matched hashes with bank and distance, classifier evidence references, the
+decisions and verdicts with their times and policy versions — and no content.
+The README maps its fields onto both authorities' forms.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamsafe.review.incident import Incident
+from streamsafe.scoring.state import StreamState
+
+__all__ = ["PreservationRequest", "ReportPacket", "build_report", "utc"]
+
+DAY_MS = 86_400_000
+INCIDENT_TYPES = {"grooming": "online_enticement"}
+
+
+def utc(ms: int) -> dict[str, Any]:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return {"ms": ms, "utc": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"}
+
+
+def _digest(prefix: str, *parts: object) -> str:
+    return prefix + hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPacket:
+    stream_id: str
+    record: dict[str, Any]
+
+    @property
+    def report_id(self) -> str:
+        return str(self.record["report_id"])
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.record)
+
+
+@dataclass(frozen=True, slots=True)
+class PreservationRequest:
+    stream_id: str
+    record: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.record)
+
+
+def build_report(stream_id: str, incident: Incident, state: StreamState, *, trigger: str,
+                 category: str | None, reported_at_ms: int, preserve_days: int = 365,
+                 margin_ms: int = 300_000) -> tuple[ReportPacket, PreservationRequest]:
+    """One report per incident: its id depends on the stream and the incident's first
+    evidence, so a re-delivered trigger produces the same packet."""
+    first, last = incident.evidence_span()
+    first = first if first is not None else reported_at_ms
+    last = last if last is not None else reported_at_ms
+    report_id = _digest("rep-", stream_id, first)
+    preservation_id = _digest("pres-", report_id)
+    incident_type = INCIDENT_TYPES.get(category or "", "child_sexual_abuse_material")
+    times: dict[str, Any] = {"first_evidence": utc(first), "last_evidence": utc(last),
+                             "reported": utc(reported_at_ms)}
+    if state.started_at_ms is not None:
+        times["stream_started"] = utc(state.started_at_ms)
+    if state.ended_at_ms is not None:
+        times["stream_ended"] = utc(state.ended_at_ms)
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "report_id": report_id,
+        "stream_id": stream_id,
+        "incident_type": incident_type,
+        "trigger": trigger,
+        "times": times,
+        "reported_account": {"broadcaster_id": state.broadcaster_id,
+                             "account_age_days": state.account_age_days, "age_verified": state.age_verified},
+        "stream": {"visibility": state.visibility},
+        "hash_matches": [
+            {"signal_type": f.signal_type, "bank": f.bank, "entry_id": f.entry_id, "distance": f.distance,
+             "frame_seq": f.frame_seq, "frame": utc(f.ts_ms),
+             **({"frame_hash": f.frame_hash} if f.frame_hash else {})}
+            for f in incident.frames
+        ],
+        "classifier_evidence": [_classifier(c) for c in incident.classifier],
+        "decisions": [
+            {"decision_id": d["id"], "action": d["action"], "policy_version": d["pv"],
+             "decided": utc(d["at"]),
+             **({"priority": d["priority"]} if d.get("priority") else {}),
+             **({"rule": d["rule"]} if d.get("rule") else {})}
+            for d in incident.decisions
+        ],
+        "verdicts": [
+            {"verdict": v.verdict, "reviewer_id": v.reviewer_id, "at": utc(v.ts_ms),
+             **({"category": v.category} if v.category else {})}
+            for v in incident.verdicts
+        ],
+        "preservation_id": preservation_id,
+    }
+    if category:
+        record["category"] = category
+    refs = [str(c.get("r") or "") for c in incident.classifier]
+    preservation = {
+        "schema_version": 1,
+        "preservation_id": preservation_id,
+        "report_id": report_id,
+        "stream_id": stream_id,
+        "broadcaster_id": state.broadcaster_id,
+        "reason": f"authority report {report_id} ({incident_type}{', ' + category if category else ''})",
+        "from_ms": max(0, first - margin_ms),
+        "to_ms": last + margin_ms,
+        "frame_seqs": sorted({f.frame_seq for f in incident.frames}
+                             | {int(r[6:]) for r in refs if r.startswith("frame:")}),
+        "chat_message_ids": sorted({r[4:] for r in refs if r.startswith("msg:")}),
+        "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
+    }
+    return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
+
+
+def _classifier(entry: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"classifier": entry["c"], "score": entry["s"], "at": utc(entry["t"])}
+    ref = str(entry.get("r") or "")
+    if ref.startswith("frame:"):
+        out["frame_seq"] = int(ref[6:])
+    elif ref.startswith("msg:"):
+        out["chat_message_id"] = ref[4:]
+    return out
