@@ -1,0 +1,153 @@
+"""The review loop without a broker: verdicts, deadlines, reports, expiry."""
+
+from __future__ import annotations
+
+import jsonschema
+import orjson
+import pytest
+
+from streamsafe.agents.processor import StreamProcessor
+from streamsafe.enforcement.publisher import InMemoryPublisher
+from streamsafe.events.contract import (
+    CLASSIFIER_SIGNALS,
+    FRAME_HASHES,
+    METADATA,
+    PRESERVATION,
+    REPORTS,
+    REVIEW_VERDICTS,
+    TIMERS,
+)
+from streamsafe.events.dead_letter import SourceRecord
+from streamsafe.events.decode import InputDecoder
+from streamsafe.matching.banks import BankEntry, HashBanks
+from streamsafe.policy.loader import load_policy
+from streamsafe.policy.policyset import PolicySet
+from streamsafe.review.loop import ReviewConfig
+
+T0 = 1_764_324_000_000
+CASE = "ab" * 32
+
+
+@pytest.fixture
+def processor(contract):
+    banks = HashBanks()
+    banks.add(BankEntry("partner:1", "partner-list", "pdq", CASE))
+    return StreamProcessor(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
+                           incidents={}, review=ReviewConfig(benign_cooldown_s=600))
+
+
+def src(topic, offset=0, partition=3):
+    return SourceRecord(topic, partition, offset, T0 + offset)
+
+
+def flip(bits: int) -> str:
+    return f"{int(CASE, 16) ^ ((1 << bits) - 1):064x}"
+
+
+async def send(processor, topic, value, offset=0):
+    await processor.handle(topic, value["stream_id"].encode(), orjson.dumps(value), src(topic, offset))
+
+
+def verdict(stream, kind, escalation_id=None, ts=T0 + 60_000, category=None):
+    v = {"schema_version": 1, "stream_id": stream, "verdict": kind, "reviewer_id": "rev-7", "ts_ms": ts}
+    if escalation_id:
+        v["escalation_id"] = escalation_id
+    if category:
+        v["category"] = category
+    return v
+
+
+async def weak_matches(processor, stream="s1"):
+    await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": stream,
+                                     "ts_ms": T0, "broadcaster_id": "acct-9", "visibility": "public"})
+    for seq in range(3):
+        await send(processor, FRAME_HASHES, {"schema_version": 1, "stream_id": stream, "frames": [
+            {"seq": seq, "ts_ms": T0 + seq * 1000, "pdq": flip(26), "pdq_quality": 90}]}, offset=seq + 1)
+    escalations = [d for d in processor.publisher.decisions if d.action == "escalate" and d.stream_id == stream]
+    assert escalations and escalations[-1].priority == "P0"
+    return escalations[-1]
+
+
+async def test_confirmed_blocks_reports_preserves_and_proposes(processor, contract):
+    escalation = await weak_matches(processor)
+    await send(processor, REVIEW_VERDICTS, verdict("s1", "confirmed", escalation.decision_id, category="B2"), 9)
+    blocks = [d for d in processor.publisher.decisions if d.action == "block"]
+    assert [b.rule for b in blocks] == ["reviewer-confirmed"]
+    (report,) = processor.publisher.reports
+    (preservation,) = processor.publisher.preservations
+    jsonschema.validate(report.record, contract[REPORTS].schema)
+    jsonschema.validate(preservation.record, contract[PRESERVATION].schema)
+    assert report.record["category"] == "B2" and report.record["trigger"] == "reviewer"
+    assert [m["frame_seq"] for m in report.record["hash_matches"]] == [0, 1, 2]
+    assert report.record["hash_matches"][0]["frame_hash"] == flip(26)
+    assert report.record["reported_account"]["broadcaster_id"] == "acct-9"
+    assert {d["action"] for d in report.record["decisions"]} >= {"escalate", "block"}
+    assert preservation.record["frame_seqs"] == [0, 1, 2]
+    assert preservation.record["preserve_until_ms"] == T0 + 60_000 + 365 * 86_400_000
+    (proposal,) = processor.publisher.proposals  # one frame hash, seen three times
+    assert proposal.bank == "internal-confirmed" and proposal.hash == flip(26)
+    # a second confirmation is counted, not reported twice
+    await send(processor, REVIEW_VERDICTS, verdict("s1", "confirmed", escalation.decision_id, category="B2"), 10)
+    assert len(processor.publisher.reports) == 1
+    assert len([d for d in processor.publisher.decisions if d.action == "block"]) == 1
+    assert processor.metrics.registry.get_sample_value("streamsafe_review_verdicts_total",
+                                                       {"outcome": "already_closed"}) == 1
+
+
+async def test_benign_closes_suppresses_and_blames_the_classifier(processor):
+    await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": "s2", "ts_ms": T0,
+                                     "broadcaster_id": "b", "visibility": "private", "account_age_days": 2})
+    await send(processor, CLASSIFIER_SIGNALS, {"schema_version": 1, "stream_id": "s2", "classifier": "grooming_text",
+                                               "model_version": "m", "score": 0.85, "ts_ms": T0 + 1000}, 1)
+    first = [d for d in processor.publisher.decisions if d.action == "escalate"]
+    assert [d.priority for d in first] == ["P1"]
+    await send(processor, REVIEW_VERDICTS, verdict("s2", "benign", first[0].decision_id, ts=T0 + 2000), 2)
+    assert processor.metrics.registry.get_sample_value("streamsafe_false_positives_total",
+                                                       {"classifier": "grooming_text"}) == 1
+    # within the cooldown: a stronger signal of the same kind does not re-escalate at P1
+    await send(processor, CLASSIFIER_SIGNALS, {"schema_version": 1, "stream_id": "s2", "classifier": "grooming_text",
+                                               "model_version": "m", "score": 0.97, "ts_ms": T0 + 3000}, 3)
+    assert len([d for d in processor.publisher.decisions if d.action == "escalate"]) == 1
+    # after the cooldown it can be escalated again
+    await send(processor, CLASSIFIER_SIGNALS, {"schema_version": 1, "stream_id": "s2", "classifier": "grooming_text",
+                                               "model_version": "m", "score": 0.99, "ts_ms": T0 + 700_000}, 4)
+    assert len([d for d in processor.publisher.decisions if d.action == "escalate"]) == 2
+
+
+async def test_unknown_escalations_are_counted_not_fatal(processor):
+    await send(processor, REVIEW_VERDICTS, verdict("s-none", "benign", "dec-" + "0" * 32))
+    assert processor.metrics.registry.get_sample_value("streamsafe_review_verdicts_total",
+                                                       {"outcome": "unknown_escalation"}) == 1
+    assert processor.publisher.decisions == []
+
+
+async def test_missed_deadline_reescalates_and_restricts_once(processor):
+    escalation = await weak_matches(processor, "s3")
+    due = escalation.review_due_ms
+    ticks = processor.due_ticks(due + 1, 3_600_000, 21_600_000)
+    assert [(t.kind, t.escalation_id, p) for t, p in ticks] == [("sla_check", escalation.decision_id, 3)]
+    tick = ticks[0][0]
+    for offset in (20, 21):  # a repeated tick changes nothing
+        await processor.handle(TIMERS, b"s3", orjson.dumps(tick.to_dict()), src(TIMERS, offset))
+    breach = [d for d in processor.publisher.decisions if d.rule == "review-sla-breach"]
+    assert [(d.action, d.priority) for d in breach] == [("escalate", "P0"), ("restrict", None)]
+    assert breach[1].restrictions == ("new_viewers",)  # chat, discovery, gifting were already restricted
+    assert breach[0].decided_at_ms == due
+    assert processor.metrics.registry.get_sample_value("streamsafe_review_sla_breaches_total",
+                                                       {"priority": "P0"}) == 1
+
+
+async def test_ended_streams_are_released_unless_escalations_are_open(processor):
+    for i in range(50):
+        stream = f"short-{i}"
+        await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": stream,
+                                         "ts_ms": T0, "broadcaster_id": "b"}, i * 2)
+        await send(processor, METADATA, {"schema_version": 1, "event": "stream.ended", "stream_id": stream,
+                                         "ts_ms": T0 + 5000, "broadcaster_id": "b"}, i * 2 + 1)
+    await weak_matches(processor, "held")
+    await send(processor, METADATA, {"schema_version": 1, "event": "stream.ended", "stream_id": "held",
+                                     "ts_ms": T0 + 5000, "broadcaster_id": "b"}, 500)
+    assert len(processor.states) == 51
+    for tick, _ in processor.due_ticks(T0 + 5000 + 60_001, 60_000, 3_600_000):
+        await processor.handle(TIMERS, tick.stream_id.encode(), orjson.dumps(tick.to_dict()), src(TIMERS, 1))
+    assert list(processor.states) == ["held"] and list(processor.incidents) == ["held"]
