@@ -22,7 +22,7 @@ from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
-from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
+from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, REPORTS, REVIEW_VERDICTS, load_contract
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
@@ -35,13 +35,19 @@ _STYLE = {"block": "bold red", "restrict": "red", "escalate": "bold yellow", "re
 class Observed:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def complete(self, scenario: Scenario) -> bool:
         blocked = {d["stream_id"] for d in self.decisions if d["action"] == "block"}
         escalated = {d["stream_id"] for d in self.decisions if d["action"] == "escalate"}
         return (scenario.expected_blocks <= blocked and scenario.expected_escalations <= escalated
                 and len(self.dead_letters) >= scenario.malformed)
+
+    def escalation_of(self, stream_id: str) -> dict[str, Any] | None:
+        mine = [d for d in self.decisions if d["stream_id"] == stream_id and d["action"] == "escalate"]
+        return max(mine, key=lambda d: "P3P2P1P0".index(d["priority"]), default=None)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -54,7 +60,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _watch(settings: Settings, observed: Observed, console: Console | None,
                  scenario: Scenario, stop: asyncio.Event) -> None:
-    names = {settings.topic_name(t): t for t in (ACTIONS, ESCALATIONS, DEAD_LETTER)}
+    names = {settings.topic_name(t): t for t in (ACTIONS, ESCALATIONS, DEAD_LETTER, REPORTS)}
     consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 fetch_max_wait_ms=10)
@@ -66,6 +72,15 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
             for tp, messages in batch.items():
                 for message in messages:
                     record = orjson.loads(message.value)
+                    observed.changed.set()
+                    if names[tp.topic] == REPORTS:
+                        observed.reports.append(record)
+                        if console:
+                            console.print(f"[bold magenta]REPORT[/]      {record['stream_id']:<18} "
+                                          f"{record['report_id']} {record['incident_type']} "
+                                          f"{record.get('category', '')}, {len(record['hash_matches'])} hash "
+                                          f"matches, {len(record['decisions'])} decisions ({record['trigger']})")
+                        continue
                     if names[tp.topic] == DEAD_LETTER:
                         observed.dead_letters.append(record)
                         if console:
@@ -80,10 +95,20 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
                         style = _STYLE.get(record["action"], "bold")
                         console.print(f"[{style}]{action:<11}[/] {record['stream_id']:<18} "
                                       f"{escape(record['reasons'][0])}  [dim]({latency:.0f} ms)[/]")
-            if observed.complete(scenario):
-                stop.set()
     finally:
         await stop_consumer(consumer)
+
+
+async def _until(observed: Observed, done: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        observed.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(observed.changed.wait(), min(remaining, 0.5))
+    return True
 
 
 async def _drive(settings: Settings, scenario: Scenario, console: Console | None,
@@ -94,10 +119,25 @@ async def _drive(settings: Settings, scenario: Scenario, console: Console | None
     producer = await open_producer(settings)
     try:
         await play(producer, settings, scenario.events, rate_per_s=400)
+        await _until(observed, lambda: observed.complete(scenario), timeout_s)
+        # a reviewer looks at the escalated streams: confirms one, finds the other benign
+        reviewed = sorted(scenario.expected_escalations)
+        for stream_id, verdict in zip(reviewed, ("confirmed", "benign"), strict=False):
+            escalation = observed.escalation_of(stream_id)
+            value: dict[str, Any] = {"schema_version": 1, "stream_id": stream_id, "verdict": verdict,
+                                     "reviewer_id": "demo-reviewer", "ts_ms": int(time.time() * 1000)}
+            if escalation:
+                value["escalation_id"] = escalation["decision_id"]
+            if verdict == "confirmed":
+                value["category"] = "A2"
+            if console:
+                console.print(f"[bold]reviewer[/]    {stream_id:<18} {verdict}")
+            await producer.send_and_wait(settings.topic_name(REVIEW_VERDICTS), orjson.dumps(value),
+                                         key=stream_id.encode())
+        expected_reports = len(scenario.expected_blocks) + 1
+        await _until(observed, lambda: len(observed.reports) >= expected_reports, timeout_s)
     finally:
         await producer.stop()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout_s)
     stop.set()
     await watcher
     return observed
@@ -131,7 +171,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
             worker.stop()
     decisions = Counter(d["action"] for d in observed.decisions)
     blocks = Counter(d["stream_id"] for d in observed.decisions if d["action"] == "block")
-    ok = observed.complete(scenario) and all(n == 1 for n in blocks.values())
+    ok = (observed.complete(scenario) and all(n == 1 for n in blocks.values())
+          and len(observed.reports) >= len(scenario.expected_blocks) + 1)
     summary = {
         "ok": ok,
         "broker": broker_kind,
@@ -139,6 +180,7 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
         "events": len(scenario.events),
         "decisions": dict(sorted(decisions.items())),
         "dead_lettered": len(observed.dead_letters),
+        "reports": len(observed.reports),
         "latency_ms": {"p50": round(_percentile(observed.latencies_ms, 50), 1),
                        "p99": round(_percentile(observed.latencies_ms, 99), 1)},
         "seconds": round(time.monotonic() - started, 1),
@@ -147,7 +189,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
         print(orjson.dumps(summary).decode())
     else:
         say(f"\n[bold]{'done' if ok else 'INCOMPLETE'}[/]: {summary['streams']} streams, "
-            f"decisions {summary['decisions']}, {summary['dead_lettered']} dead-lettered, "
+            f"decisions {summary['decisions']}, {summary['reports']} reports, "
+            f"{summary['dead_lettered']} dead-lettered, "
             f"input-to-decision latency p50 {summary['latency_ms']['p50']} ms / "
             f"p99 {summary['latency_ms']['p99']} ms, {summary['seconds']} s")
     return ok

@@ -19,10 +19,12 @@ def test_demo_json_summary():
     assert summary["ok"] is True
     assert summary["streams"] == 40
     # two streams hit a known hash (each repeatedly: blocked and reported once), two streams'
-    # CSAM classifier scores rise until the policy escalates them for review at P0
+    # CSAM classifier scores rise until the policy escalates them for review at P0; the
+    # reviewer confirms one (blocked, reported) and finds the other benign
     decisions = summary["decisions"]
-    assert decisions["block"] == 2 and decisions["report"] == 2
+    assert decisions["block"] == 3 and decisions["report"] == 2
     assert decisions["escalate"] >= 2
+    assert summary["reports"] == 3
     assert summary["dead_lettered"] == 4
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"]
