@@ -47,7 +47,9 @@ async def test_bank_additions_and_removals_take_effect_within_a_second(pipeline)
     await asyncio.sleep(1.0)
     await pipeline.send(FRAME_HASHES, b"s-added", frame_msg("s-added", 1, flip(CASE, 4)))
     records = await pipeline.read(until=lambda r: for_stream(r, "s-added", ACTIONS))
-    block = next(r for r in for_stream(records, "s-added", ACTIONS) if r["action"] == "block")
+    added = for_stream(records, "s-added", ACTIONS)
+    assert [r["action"] for r in added][:1] == ["block"], f"no block 1 s after the bank update: {records.items}"
+    block = added[0]
     assert block["evidence"][0] | {"ts_ms": 0} == {"kind": "hash_match", "ts_ms": 0, "signal_type": "pdq",
                                                    "bank": "ncmec", "entry_id": "ncmec:case-1",
                                                    "distance": 4, "frame_seq": 1}
