@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.errors import StreamSafeError
 from streamsafe.events.contract import load_contract
@@ -70,14 +71,7 @@ class WorkerProcess:
         raise StreamSafeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log()[-3000:]}")
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
+        return stop_process(self.process, timeout_s)
 
     @property
     def alive(self) -> bool:

@@ -11,7 +11,19 @@ from pathlib import Path
 
 from streamsafe.errors import BrokerError
 
-__all__ = ["BrokerProcess", "free_port", "wait_until_ready"]
+__all__ = ["BrokerProcess", "free_port", "stop_process", "wait_until_ready"]
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM (a clean shutdown), then SIGKILL if it does not end in time; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
 
 
 def free_port() -> int:
@@ -36,14 +48,7 @@ class BrokerProcess:
         return f"kafka://{self.bootstrap}"
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
