@@ -96,7 +96,7 @@ def create_app(
     partitions = contract[FRAME_HASHES].partitions
     app = faust.App(
         settings.app_id,
-        broker=settings.broker_url,
+        broker=settings.faust_broker_url,
         broker_credentials=faust_credentials(settings.security),
         store=settings.store,
         datadir=str(settings.data_dir),

@@ -29,6 +29,10 @@ def run_worker(settings: Settings) -> None:
     from streamsafe.app import create_app
     from streamsafe.observability.logs import json_logging_config
 
+    if settings.event_loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")  # what FAUST_LOOP=uvloop does; new loops below are uvloop's
     contract = load_contract()
     loop = asyncio.new_event_loop()
     try:
@@ -92,6 +96,8 @@ def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str
         "STREAMSAFE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
         "STREAMSAFE_LOG_LEVEL": settings.log_level,
         "STREAMSAFE_LOG_FORMAT": settings.log_format,
+        "STREAMSAFE_TRANSPORT": settings.transport,
+        "STREAMSAFE_EVENT_LOOP": settings.event_loop,
         "STREAMSAFE_ENDED_STREAM_TTL_S": str(settings.ended_stream_ttl_s),
         "STREAMSAFE_INACTIVE_STREAM_TTL_S": str(settings.inactive_stream_ttl_s),
         "STREAMSAFE_SWEEP_INTERVAL_S": str(settings.sweep_interval_s),

@@ -17,6 +17,8 @@ max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
 session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
+transport                      STREAMSAFE_TRANSPORT                   fast (StreamSafe's Faust transport) or stock
+event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
 log_level                      STREAMSAFE_LOG_LEVEL                   info
 ended_stream_ttl_s             STREAMSAFE_ENDED_STREAM_TTL_S          3600 (state kept after stream.ended)
 inactive_stream_ttl_s          STREAMSAFE_INACTIVE_STREAM_TTL_S       21600 (state kept after the last event)
@@ -113,6 +115,8 @@ class Settings:
     benign_cooldown_s: float = 1800.0
     preserve_days: int = 365
     p0_breach_restrict: bool = True
+    transport: str = "fast"
+    event_loop: str = "uvloop"
     log_level: str = "info"
     log_format: str = "json"
     http_host: str = "0.0.0.0"
@@ -124,6 +128,10 @@ class Settings:
             raise ConfigError(f"broker_url must look like kafka://host:port, got {self.broker_url!r}")
         if self.store not in STORES:
             raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
+        if self.transport not in ("fast", "stock"):
+            raise ConfigError("transport must be fast or stock")
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ConfigError("event_loop must be uvloop or asyncio")
         if self.log_format not in ("json", "text"):
             raise ConfigError("log_format must be json or text")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -146,6 +154,13 @@ class Settings:
         """``host:port[,host:port]`` for aiokafka clients."""
         urls = re.split(r"[;,]", self.broker_url)
         return ",".join(u.strip().split("://", 1)[-1] for u in urls if u.strip())
+
+    @property
+    def faust_broker_url(self) -> str:
+        """The broker URL for Faust, naming the transport: ``streamsafe://`` selects
+        StreamSafe's task-free delivery path (see :mod:`streamsafe.transport`)."""
+        scheme = "streamsafe" if self.transport == "fast" else "kafka"
+        return ";".join(f"{scheme}://{host}" for host in self.bootstrap_servers.split(","))
 
     def topic_name(self, base: str) -> str:
         """The broker-side name of a contract topic (with the configured prefix)."""
@@ -178,6 +193,8 @@ class Settings:
             "COMMIT_INTERVAL_S": ("commit_interval_s", float),
             "LOG_LEVEL": ("log_level", str),
             "LOG_FORMAT": ("log_format", str),
+            "TRANSPORT": ("transport", str),
+            "EVENT_LOOP": ("event_loop", str),
             "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
             "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
             "SWEEP_INTERVAL_S": ("sweep_interval_s", float),
