@@ -1,41 +1,50 @@
-"""Worker throughput next to a raw aiokafka consumer, measured in the same run.
+"""Worker throughput and decision latency, next to a raw aiokafka consumer, in one run.
 
-    python bench/worker.py [--messages 60000] [--broker-kind kafka|tansu] [--json]
+    python bench/worker.py [--messages 60000] [--broker-kind kafka|tansu] [--quick] [--json]
 
-Produces a realistic mix (frame hashes, classifier signals, metadata, user
-reports; a few known-hash frames) to the input topics, then measures
+Workloads, each produced once to its own topics:
 
-* raw: an aiokafka group consumer reading the same topics (the floor of what any
-  Kafka consumer in Python pays), and
-* worker: a `streamsafe worker` process, from "ready" until its committed offsets
-  cover every message (commit interval shortened to 0.2 s for the measurement),
-  with the worker's CPU time from /proc.
+* mix: the realistic mix (70% single-frame hash messages, 20% classifier signals,
+  7% metadata, 3% reports; a few known-hash frames);
+* single: single-frame hash messages only (matching on: a PDQ bank of 100k entries);
+* five: five-frame hash messages.
 
-Prints msgs/s for each and their ratio; a benchmark, not a test.
+For each workload: a raw aiokafka group consumer on the same topics (median of three
+passes: the floor any Python Kafka consumer pays), then `streamsafe worker`
+processes in variants of transport (stock Faust `kafka://` or StreamSafe's
+`streamsafe://` fast path) and event loop (asyncio, uvloop), each timed from its
+first commit until its committed offsets cover every message, with its CPU time
+from /proc. Then decision latency: the default worker at half the rate it just
+reached, frame send -> block readable, p50/p99.
+
+`--json` prints one line: the mix's default-path `ratio` to raw, `speedup_vs_stock`
+(default path over stock Faust on asyncio, same mix) and `p99_ms`, plus the table.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamsafe.brokers.local import start_broker
+from streamsafe.brokers.offsets import GroupOffsets
 from streamsafe.brokers.topics import apply_topics
+from streamsafe.control.bank_publish import publish_entries
+from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.scenario import known_hashes
 from streamsafe.events.contract import (
+    ACTIONS,
     CLASSIFIER_SIGNALS,
     FRAME_HASHES,
     INPUT_TOPICS,
@@ -43,25 +52,38 @@ from streamsafe.events.contract import (
     USER_REPORTS,
     load_contract,
 )
+from streamsafe.matching.banks import BankEntry
+from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = 100
+VARIANTS = {  # name: (transport, event loop)
+    "stock asyncio": ("stock", "asyncio"),
+    "stock uvloop": ("stock", "uvloop"),
+    "fast asyncio": ("fast", "asyncio"),
+    "fast uvloop (default)": ("fast", "uvloop"),
+}
+DEFAULT, STOCK = "fast uvloop (default)", "stock asyncio"
 
 
-def mixed_messages(n: int, streams: int, seed: int = 11) -> list[tuple[str, bytes, bytes]]:
-    """~70% single-frame hash messages, 20% classifier signals, 7% metadata, 3% reports."""
+def frame(rng: random.Random, seq: int, now: int, md5: str | None = None) -> dict[str, Any]:
+    return {"seq": seq, "ts_ms": now, "pdq": f"{rng.getrandbits(256):064x}", "pdq_quality": 90,
+            "md5": md5 or f"{rng.getrandbits(128):032x}", "sha256": f"{rng.getrandbits(256):064x}"}
+
+
+def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str, bytes, bytes]]:
     rng = random.Random(seed)
     known_md5 = known_hashes()[0][0]
     now = int(time.time() * 1000)
     out = []
     for i in range(n):
         sid = f"st-{rng.randrange(streams):06d}"
-        roll = rng.random()
+        roll = rng.random() if kind == "mix" else 0.0
         if roll < 0.70:
-            md5 = known_md5 if rng.random() < 0.0005 else f"{rng.getrandbits(128):032x}"
-            value = {"schema_version": 1, "stream_id": sid, "frames": [{
-                "seq": i, "ts_ms": now, "pdq": f"{rng.getrandbits(256):064x}", "pdq_quality": 90,
-                "md5": md5, "sha256": f"{rng.getrandbits(256):064x}"}]}
+            count = 5 if kind == "five" else 1
+            md5 = known_md5 if rng.random() < 0.0005 else None
+            value: dict[str, Any] = {"schema_version": 1, "stream_id": sid,
+                                     "frames": [frame(rng, i * 5 + k, now, md5) for k in range(count)]}
             topic = FRAME_HASHES
         elif roll < 0.90:
             value = {"schema_version": 1, "stream_id": sid, "classifier": "nudity", "model_version": "n-1",
@@ -105,17 +127,11 @@ async def raw_consumer_rate(settings: Settings, n: int) -> float:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             count = sum(len(m) for m in batch.values())
             if count and not first:
-                # the group has joined and data flows: measure from here, without this batch
-                started, first = time.perf_counter(), count
+                started, first = time.perf_counter(), count  # joined and flowing: measure from here
             seen += count
         return (n - first) / (time.perf_counter() - started)
     finally:
         await consumer.stop()
-
-
-async def committed_total(admin: AIOKafkaAdminClient, group: str, topics: set[str]) -> int:
-    offsets = await admin.list_consumer_group_offsets(group)
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset > 0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -123,77 +139,165 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def worker_rate(settings: Settings, n: int, hash_list: Path, workdir: Path) -> tuple[float, float]:
-    env = {**os.environ, "STREAMSAFE_BROKER": settings.broker_url,
-           "STREAMSAFE_TOPIC_PREFIX": settings.topic_prefix, "STREAMSAFE_APP_ID": settings.app_id,
-           "STREAMSAFE_HASH_LIST": str(hash_list), "STREAMSAFE_COMMIT_INTERVAL_S": "0.2",
-           "STREAMSAFE_DATA_DIR": str(workdir / "data"), "STREAMSAFE_LOG_LEVEL": "warning",
-           "STREAMSAFE_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-           "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
-           "STREAMSAFE_HTTP_PORT": "0"}
-    log_path = workdir / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamsafe", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    topics = {settings.topic_name(t) for t in INPUT_TOPICS}
+def input_partitions(settings: Settings) -> list[TopicPartition]:
+    contract = load_contract()
+    return [TopicPartition(settings.topic_name(t), p) for t in INPUT_TOPICS for p in range(contract[t].partitions)]
+
+
+async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -> tuple[float, float]:
+    transport, loop = VARIANTS[variant]
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    worker = spawn_worker(settings.replace(app_id=app_id, transport=transport, event_loop=loop,
+                                           data_dir=workdir / app_id),
+                          workdir / f"{app_id}.log")
+    partitions = input_partitions(settings)
     try:
-        started = cpu_start = None
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{log_path.read_text()[-3000:]}")
-            done = await committed_total(admin, settings.app_id, topics)
-            if started is None and done > 0:
-                # first commit: the worker is consuming; measure from here
-                started, cpu_start, base = time.perf_counter(), cpu_seconds(proc.pid), done
-            if done >= n and started is not None:
-                elapsed = time.perf_counter() - started
-                cpu = cpu_seconds(proc.pid) - cpu_start
-                processed = n - base
-                return processed / elapsed, cpu / max(processed, 1) * 1e6
-            await asyncio.sleep(0.05)
+        async with GroupOffsets(settings, app_id) as offsets:
+            started = cpu_start = None
+            base = 0
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                if not worker.alive:
+                    raise RuntimeError(f"worker exited:\n{worker.log()[-3000:]}")
+                done = sum((await offsets.committed(partitions)).values())
+                if started is None and done > 0:
+                    started, cpu_start, base = time.perf_counter(), cpu_seconds(worker.process.pid), done
+                if started is not None and done >= n:
+                    processed = n - base
+                    cpu = cpu_seconds(worker.process.pid) - (cpu_start or 0.0)
+                    return processed / (time.perf_counter() - started), cpu / max(processed, 1) * 1e6
+                await asyncio.sleep(0.05)
         raise RuntimeError("worker did not finish in time")
     finally:
-        await admin.close()
-        proc.terminate()
-        proc.wait(30)
+        worker.stop()
+
+
+async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path) -> list[float]:
+    """Mixed traffic at ``rate`` msgs/s; every 500th message a known-hash frame on a new
+    stream (far more decisions than live traffic has), whose block is timed from send
+    to readable on enforcement.actions."""
+    app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info"),
+                          workdir / f"{app_id}.log")
+    consumer = AIOKafkaConsumer(settings.topic_name(ACTIONS), bootstrap_servers=settings.bootstrap_servers,
+                                group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=0,
+                                enable_idempotence=False)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    try:
+        worker.wait_ready(120)
+        await consumer.start()
+        await producer.start()
+        background = workload("mix", int(rate * seconds), 2000, seed=99)
+        known_md5 = known_hashes()[0][0]
+
+        async def watch() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for messages in batch.values():
+                    for m in messages:
+                        record = orjson.loads(m.value)
+                        if record["action"] == "block" and record["stream_id"] in sent:
+                            got.setdefault(record["stream_id"], now)
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(1.0)
+        start = time.perf_counter()
+        for i, (topic, key, value) in enumerate(background):
+            due = start + i / rate
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            if i % 500 == 0:
+                sid = f"lat-{i}"
+                msg = {"schema_version": 1, "stream_id": sid, "frames": [
+                    {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known_md5}]}
+                sent[sid] = time.perf_counter()
+                await producer.send(settings.topic_name(FRAME_HASHES), orjson.dumps(msg), key=sid.encode())
+            else:
+                await producer.send(settings.topic_name(topic), value, key=key)
+        deadline = time.perf_counter() + 10
+        while len(got) < len(sent) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+        watcher.cancel()
+        return sorted((got[s] - sent[s]) * 1000 for s in got)
+    finally:
+        await producer.stop()
+        await stop_consumer(consumer)
+        worker.stop()
+
+
+def pct(values: list[float], q: int) -> float:
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else 0.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--streams", type=int, default=2_000)
     parser.add_argument("--broker-kind", choices=["kafka", "tansu"], default="kafka")
+    parser.add_argument("--quick", action="store_true", help="mix only, stock vs default")
+    parser.add_argument("--latency-rate", type=float, help="msgs/s for the latency run (default: half the "
+                        "default path's measured rate)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="streamsafe-bench-"))
-    hash_list = workdir / "known.txt"
+    hash_list = workdir / "known-csam.txt"  # an authority bank in the default policy: its matches block
     hash_list.write_text("".join(f"md5:{m}\n" for m, _ in known_hashes()))
-    messages = mixed_messages(args.messages, args.streams)
+    rows: list[dict[str, Any]] = []
     with start_broker(args.broker_kind, workdir / "broker") as broker:
         tansu = args.broker_kind == "tansu"
-        settings = Settings(broker_url=broker.url, topic_prefix="bench.", app_id="bench-worker",
-                            session_timeout_s=2.0 if tansu else 10.0,
-                            rebalance_timeout_s=2.0 if tansu else 10.0)
-        asyncio.run(apply_topics(settings, load_contract()))
-        asyncio.run(produce(settings, messages))
-        # median of three: one raw pass takes well under a second, so noise dominates a single one
-        raw = statistics.median(asyncio.run(raw_consumer_rate(settings, args.messages)) for _ in range(3))
-        worker, cpu_us = asyncio.run(worker_rate(settings, args.messages, hash_list, workdir))
-    result = {"broker": broker.kind, "messages": args.messages,
-              "worker_msgs_per_s": round(worker), "worker_cpu_us_per_msg": round(cpu_us, 1),
-              "raw_msgs_per_s": round(raw), "ratio": round(worker / raw, 4)}
+        base = Settings(broker_url=broker.url, hash_list=hash_list, commit_interval_s=0.2, http_port=0,
+                        log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
+                        rebalance_timeout_s=2.0 if tansu else 10.0)
+        plan = {"mix": list(VARIANTS)} if args.quick else {
+            "mix": list(VARIANTS), "single": [STOCK, DEFAULT], "five": [STOCK, DEFAULT]}
+        bank_loaded = False
+        for kind, variants in plan.items():
+            settings = base.replace(topic_prefix=f"bench-{kind}.")
+            asyncio.run(apply_topics(settings, load_contract()))
+            if not bank_loaded:  # one PDQ bank for every workload's workers (the bank topic is shared)
+                rng = random.Random(5)
+                entries = [BankEntry(f"bench:{i}", "partner-bench", "pdq", f"{rng.getrandbits(256):064x}")
+                           for i in range(100_000)]
+                for prefix in plan:
+                    asyncio.run(publish_entries(base.replace(topic_prefix=f"bench-{prefix}."), entries))
+                bank_loaded = True
+            asyncio.run(produce(settings, workload(kind, args.messages, args.streams)))
+            raw = statistics.median(asyncio.run(raw_consumer_rate(settings, args.messages)) for _ in range(3))
+            rows.append({"workload": kind, "path": "raw aiokafka", "msgs_per_s": round(raw), "cpu_us_per_msg": None,
+                         "ratio_to_raw": 1.0})
+            for variant in variants:
+                rate, cpu = asyncio.run(worker_rate(settings, args.messages, workdir, variant))
+                rows.append({"workload": kind, "path": variant, "msgs_per_s": round(rate),
+                             "cpu_us_per_msg": round(cpu, 1), "ratio_to_raw": round(rate / raw, 4)})
+        mix_default = next(r for r in rows if r["workload"] == "mix" and r["path"] == DEFAULT)
+        mix_stock = next(r for r in rows if r["workload"] == "mix" and r["path"] == STOCK)
+        latency_rate = args.latency_rate or mix_default["msgs_per_s"] / 2
+        latencies = asyncio.run(decision_latency(base.replace(topic_prefix="bench-mix."), latency_rate, 10.0,
+                                                 workdir))
+    result = {
+        "broker": broker.kind, "messages": args.messages,
+        "worker_msgs_per_s": mix_default["msgs_per_s"],
+        "raw_msgs_per_s": next(r["msgs_per_s"] for r in rows if r["workload"] == "mix" and r["path"] == "raw aiokafka"),
+        "ratio": mix_default["ratio_to_raw"],
+        "speedup_vs_stock": round(mix_default["msgs_per_s"] / mix_stock["msgs_per_s"], 2),
+        "latency_rate_msgs_per_s": round(latency_rate), "decisions_timed": len(latencies),
+        "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
+        "rows": rows,
+    }
     if args.json:
         print(orjson.dumps(result).decode())
-    else:
-        print(f"broker: {result['broker']}, {args.messages} mixed messages")
-        print(f"raw aiokafka consumer : {raw:>10,.0f} msgs/s")
-        print(f"streamsafe worker     : {worker:>10,.0f} msgs/s  ({cpu_us:.0f} µs CPU/msg)")
-        print(f"ratio worker/raw      : {worker / raw:>10.3f}")
+        return
+    print(f"broker: {result['broker']}, {args.messages} messages per workload")
+    print(f"{'workload':<8} {'path':<24} {'msgs/s':>10} {'CPU us/msg':>11} {'ratio to raw':>13}")
+    for r in rows:
+        cpu = "" if r["cpu_us_per_msg"] is None else f"{r['cpu_us_per_msg']:.1f}"
+        print(f"{r['workload']:<8} {r['path']:<24} {r['msgs_per_s']:>10,} {cpu:>11} {r['ratio_to_raw']:>13.4f}")
+    print(f"default path over stock Faust (mix): {result['speedup_vs_stock']}x")
+    print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default's rate): "
+          f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks")
 
 
 if __name__ == "__main__":

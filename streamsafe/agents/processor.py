@@ -133,9 +133,10 @@ class StreamProcessor:
             await self._deliver(self._tick(event))
             return
         decisions = self._process(topic, event, record_ts, source.partition)
-        for decision in decisions:
-            await self.publisher.publish(decision)
-            self._observe_sent(decision)
+        if decisions:
+            await self.publisher.publish_many(decisions)
+            for decision in decisions:
+                self._observe_sent(decision)
         if self._pending is not None:
             pending, self._pending = self._pending, None
             await self._deliver(pending)
@@ -144,9 +145,10 @@ class StreamProcessor:
         """Publish what the review loop decided: decisions, reports, bank proposals."""
         if outcome is None:
             return
-        for decision in outcome.decisions:
-            await self.publisher.publish(decision)
-            self._observe_sent(decision)
+        if outcome.decisions:
+            await self.publisher.publish_many(outcome.decisions)
+            for decision in outcome.decisions:
+                self._observe_sent(decision)
         for report, preservation in zip(outcome.reports, outcome.preservations, strict=True):
             await self.publisher.publish_report(report, preservation)
             self.metrics.reports.labels(str(report.record["incident_type"])).inc()

@@ -52,13 +52,19 @@ class KafkaPublisher:
                                            partition=partition)
         await delivery
 
-    async def publish(self, decision: Decision) -> None:
+    def _topic_for(self, decision: Decision) -> Any:
         if decision.shadow:
-            topic = self._shadow
-        else:
-            topic = self._escalations if decision.is_escalation else self._actions
-        delivery = await topic.send(key=decision.stream_id.encode(), value=decision.encode())
-        await delivery
+            return self._shadow
+        return self._escalations if decision.is_escalation else self._actions
+
+    async def publish(self, decision: Decision) -> None:
+        await self.publish_many((decision,))
+
+    async def publish_many(self, decisions: Sequence[Decision]) -> None:
+        # all sent first, then all acknowledged: one round trip for an event's decisions
+        pending = [await self._topic_for(d).send(key=d.stream_id.encode(), value=d.encode()) for d in decisions]
+        for delivery in pending:
+            await delivery
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         delivery = await self._dead_letters.send(

@@ -21,6 +21,10 @@ class DecisionPublisher(Protocol):
         """Deliver one decision to its enforcement topic (returns once acknowledged)."""
         ...
 
+    async def publish_many(self, decisions: Sequence[Decision]) -> None:
+        """Deliver several decisions in order, returning once all are acknowledged."""
+        ...
+
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         """Deliver an authority report and its preservation request."""
         ...
@@ -51,6 +55,9 @@ class InMemoryPublisher:
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
+
+    async def publish_many(self, decisions: Sequence[Decision]) -> None:
+        self.decisions.extend(decisions)
 
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         self.reports.append(report)

@@ -695,13 +695,13 @@ def _chunk_radii(widths: Sequence[int], radius: int, n: int) -> list[int]:
 def auto_widths(n: int, radius: int = PDQ_CONFIDENT_MATCH_THRESHOLD) -> tuple[int, ...]:
     """Chunk widths for a bank of ``n`` hashes, from a cost model of one lookup.
 
-    A lookup reads one slot per probe and one hash (plus, for multi-row buckets, an
-    overflow run) per candidate; candidates cost about twice a probe, because probes of
-    flips in a key's low bits share cache lines. The model picked the measured-fastest
-    chunk count (or one within 6% of it) on uniform random banks of 100k to 10M hashes
-    (e.g. 11 chunks of 23-24 bits at 10M). Widths are capped at 24 bits (64 MiB slot
-    tables) and all slot tables together at ``max(64 MiB, 192 bytes * n)``; bits left
-    uncovered still count in the final distance, so exactness never depends on them.
+    A lookup reads one slot per probe and one row (plus, for multi-row buckets, an
+    overflow run) per candidate, and measured costs per probe and per candidate are
+    alike (4-9 ns each at 300k-10M). The model picks the measured-fastest chunk count
+    on the benchmark banks at 100k (16 chunks), 300k (16), 1M (12), 3M (11) and 10M
+    (11 chunks of 23-24 bits). Widths are capped at 24 bits (64 MiB slot tables) and
+    all slot tables together at ``max(64 MiB, 192 bytes * n)``; bits left uncovered
+    still count in the final distance, so exactness never depends on them.
     """
     n = max(int(n), 1)
     budget = max(64 << 20, 192 * n)
@@ -715,7 +715,7 @@ def auto_widths(n: int, radius: int = PDQ_CONFIDENT_MATCH_THRESHOLD) -> tuple[in
         radii = _chunk_radii(widths, radius, n)
         cost = 0.0
         for w, r in zip(widths, radii, strict=True):
-            cost += _probe_count(w, r) * (1.0 + 2.0 * n / float(1 << w))
+            cost += _probe_count(w, r) * (1.0 + n / float(1 << w))
         if best is None or cost < best[0]:
             best = (cost, widths)
     assert best is not None  # m = 32 (8-bit chunks) always fits the budget
