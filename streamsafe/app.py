@@ -152,6 +152,7 @@ def create_app(
             preserve_days=settings.preserve_days,
         ),
     )
+    processor.count_inputs = settings.input_metrics
     policy_control = PolicyControl(contract[POLICY], lambda: processor.policies, processor.use_policies,
                                    publisher, metrics)
     bank_control = BankControl(processor.banks, publisher, metrics)

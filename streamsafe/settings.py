@@ -17,6 +17,7 @@ max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
 session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
+input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
 transport                      STREAMSAFE_TRANSPORT                   fast (StreamSafe's Faust transport) or stock
 event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
 log_level                      STREAMSAFE_LOG_LEVEL                   info
@@ -115,6 +116,7 @@ class Settings:
     benign_cooldown_s: float = 1800.0
     preserve_days: int = 365
     p0_breach_restrict: bool = True
+    input_metrics: bool = True
     transport: str = "fast"
     event_loop: str = "uvloop"
     log_level: str = "info"
@@ -194,6 +196,7 @@ class Settings:
             "LOG_LEVEL": ("log_level", str),
             "LOG_FORMAT": ("log_format", str),
             "TRANSPORT": ("transport", str),
+            "INPUT_METRICS": ("input_metrics", _flag),
             "EVENT_LOOP": ("event_loop", str),
             "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
             "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
