@@ -3,6 +3,7 @@ workers run as real ``streamsafe worker`` processes, records read back over TCP.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -115,6 +116,8 @@ async def pipeline(broker, tmp_path):
         topic_prefix=f"t{test_id}.",
         app_id=f"streamsafe-t{test_id}",
         session_timeout_s=2.0 if tansu else 10.0,
+        **{k: v for k, v in (("transport", os.environ.get("STREAMSAFE_TRANSPORT")),
+                             ("event_loop", os.environ.get("STREAMSAFE_EVENT_LOOP"))) if v},
         rebalance_timeout_s=2.0 if tansu else 10.0,
     )
     contract = load_contract()
