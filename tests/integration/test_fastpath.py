@@ -27,11 +27,22 @@ PARTITIONS = 16
 WORKER = Path(__file__).resolve().parent / "fastpath_worker.py"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bootstrap(broker) -> Iterator[str]:
+    """A broker of this module's own: these tests push 10k-60k-message, 16-partition
+    topics through it, load that should not bleed into the other tests' timing."""
     if "Tansu" in broker.kind:
         pytest.skip("Tansu's group joins wait the whole session timeout: rebalance timing untestable")
-    yield broker.bootstrap
+    if broker.kind == "external broker":
+        yield broker.bootstrap
+        return
+    from streamsafe.brokers.kafka import start_kafka
+
+    own = start_kafka()
+    try:
+        yield own.bootstrap
+    finally:
+        own.stop()
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
