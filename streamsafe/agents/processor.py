@@ -261,8 +261,7 @@ class StreamProcessor:
         elif topic == CLASSIFIER_SIGNALS:
             assert isinstance(event, ClassifierSignal)
             stored = self._state(event.stream_id)
-            ref = (f"frame:{event.frame_seq}" if event.frame_seq is not None
-                   else f"msg:{event.chat_message_id}" if event.chat_message_id else None)
+            ref = event.evidence_ref
             observed = stored.with_score(self.policies.live.fusion, event.classifier,
                                          ScoreSlot(event.score, event.ts_ms, ref))
             at_ms = event.ts_ms
@@ -314,8 +313,7 @@ class StreamProcessor:
         before = Incident.from_record(stored)
         incident = before.with_matches(matches, frame_hashes, partition) if matches else before
         if isinstance(event, ClassifierSignal) and signal_evidence:
-            ref = (f"frame:{event.frame_seq}" if event.frame_seq is not None
-                   else f"msg:{event.chat_message_id}" if event.chat_message_id else None)
+            ref = event.evidence_ref
             incident = incident.with_classifier(event.classifier, event.score, event.ts_ms, ref)
         incident = incident.with_decisions(live, partition)
         reports = next((d for d in live if d.action == "report"), None)

@@ -41,6 +41,13 @@ class ClassifierSignal:
     frame_seq: int | None = None
     chat_message_id: str | None = None
 
+    @property
+    def evidence_ref(self) -> str | None:
+        """Where the classifier looked: ``frame:<seq>`` or ``msg:<chat message id>``."""
+        if self.frame_seq is not None:
+            return f"frame:{self.frame_seq}"
+        return f"msg:{self.chat_message_id}" if self.chat_message_id else None
+
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ClassifierSignal:
         evidence = value.get("evidence") or {}

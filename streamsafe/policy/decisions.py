@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -77,7 +77,7 @@ class Decision:
         # a re-delivery of that record has it too, a later record with the same evidence not
         identity = {k: v for k, v in draft.to_record().items() if k not in ("decision_id", "review_due_ms")}
         digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return _with_id(draft, "dec-" + digest[:32])
+        return replace(draft, decision_id="dec-" + digest[:32])
 
     @property
     def is_escalation(self) -> bool:
@@ -111,9 +111,3 @@ class Decision:
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_record())
-
-
-def _with_id(decision: Decision, decision_id: str) -> Decision:
-    from dataclasses import replace
-
-    return replace(decision, decision_id=decision_id)
