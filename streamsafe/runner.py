@@ -61,15 +61,19 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout_s: float = 60.0, after: int = 0) -> None:
-        """Until the worker has said it is ready ``after + 1`` times (policies and banks loaded)."""
+    def is_ready(self, after: int = 0) -> bool:
+        """Whether the worker has said it is ready ``after + 1`` times (policies and banks loaded)."""
         from streamsafe.control.service import READY_MESSAGE
 
+        return self.log_path.exists() and self.log().count(READY_MESSAGE) > after
+
+    def wait_ready(self, timeout_s: float = 60.0, after: int = 0) -> None:
+        """Until :meth:`is_ready`; raises if the worker exits or the time runs out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise StreamSafeError(f"worker exited ({self.process.returncode}):\n{self.log()[-3000:]}")
-            if self.log().count(READY_MESSAGE) > after:
+            if self.is_ready(after):
                 return
             time.sleep(0.05)
         raise StreamSafeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log()[-3000:]}")

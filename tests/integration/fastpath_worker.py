@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--slow-every", type=int, default=0, help="sleep every N events (0: never)")
     parser.add_argument("--slow-s", type=float, default=0.0)
     parser.add_argument("--commit-interval", type=float, default=1.0)
+    parser.add_argument("--table", action="store_true",
+                        help="count events per partition in a changelog-backed table (recovery on every rebalance)")
     args = parser.parse_args()
 
     if args.transport == "streamsafe":
@@ -96,6 +98,7 @@ def main() -> None:
         broker_rebalance_timeout=20.0,
     )
     topic = app.topic(args.topic, value_serializer="json", partitions=args.partitions)
+    counts = app.Table("counts", default=int, partitions=args.partitions) if args.table else None
     record = Path(args.record)
     lines: list[str] = []
     seen = {"n": 0}
@@ -105,6 +108,8 @@ def main() -> None:
         async for event in stream.events():
             m = event.message
             lines.append(f"{m.partition} {m.offset} {event.value['id']} {time.monotonic():.3f}\n")
+            if counts is not None:
+                counts[m.partition] += 1
             seen["n"] += 1
             if args.slow_every and seen["n"] % args.slow_every == 0:
                 await asyncio.sleep(args.slow_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import Counter
@@ -150,18 +151,53 @@ async def test_restarted_worker_does_not_block_the_same_stream_again(
     assert first.stop() == 0
 
     second = pipeline.start_worker(hash_list)
-    # Frames are sent once the second worker is ready. Known, unresolved: frames sent
-    # while a restarted worker is still starting are sometimes never processed (a
-    # partition the group never committed); see the open foundation issue's note.
-    second.wait_ready()
+    # sent while the second worker is still starting: joining, recovering the tables
     await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"md5": KNOWN_MD5}, start=10))
     await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"sha256": KNOWN_SHA256}, start=11))
     # a stream the second worker has never seen proves it is processing
     await pipeline.send(FRAME_HASHES, b"s-2", frames("s-2", {"md5": KNOWN_MD5}))
+    second.wait_ready()
     records = await pipeline.read(until=lambda r: blocks_for(r, "s-2"), settle_s=2.0)
 
     assert len(blocks_for(records, "s-1")) == 1
     assert len(blocks_for(records, "s-2")) == 1
+
+
+async def test_every_frame_sent_while_a_worker_restarts_is_decided(pipeline, hash_list, requires_table_recovery):
+    """At least once across a restart: frames keep arriving while the new worker
+    joins, recovers its tables and seeks; each stream's known-hash frame must still
+    block it. (Before the safe seek in streamsafe.transport, a worker started under
+    traffic lost most records of its first second on partitions the group had never
+    committed, and some on the others.)"""
+    first = pipeline.start_worker(hash_list)
+    await pipeline.send(FRAME_HASHES, b"s-0", frames("s-0", {"md5": KNOWN_MD5}))
+    first.wait_ready()
+    await pipeline.read(until=lambda r: blocks_for(r, "s-0"))
+    assert first.stop() == 0
+
+    second = pipeline.start_worker(hash_list)
+    partitions: Counter[int] = Counter()
+    streams: list[str] = []
+
+    async def send_one() -> None:
+        stream = f"r-{len(streams)}"
+        streams.append(stream)
+        partitions[(await pipeline.send(FRAME_HASHES, stream.encode(),
+                                        frames(stream, {"md5": KNOWN_MD5}))).partition] += 1
+
+    deadline = time.monotonic() + 60
+    while not second.is_ready() and time.monotonic() < deadline:
+        await send_one()
+        await asyncio.sleep(0.01)
+    second.wait_ready()
+    for _ in range(20):
+        await send_one()
+    records = await pipeline.read(until=lambda r: all(blocks_for(r, s) for s in streams), settle_s=1.0)
+
+    missing = [s for s in streams if not blocks_for(records, s)]
+    assert len(partitions) == pipeline.contract[FRAME_HASHES].partitions  # every partition had traffic
+    assert not missing, f"{len(missing)} of {len(streams)} streams never blocked: {missing[:10]}"
+    assert all(len(blocks_for(records, s)) == 1 for s in streams)
 
 
 async def test_reprocessing_the_same_input_yields_byte_identical_decisions(pipeline, hash_list):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mode import Service
 
-from streamsafe.transport import eager_start
+from streamsafe.transport.handoff import eager_start
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -368,7 +368,7 @@ async def test_same_observable_behaviour_as_a_plain_task(
 
 
 async def test_resumed_coroutine_can_be_awaited_directly() -> None:
-    from streamsafe.transport import _Resumed
+    from streamsafe.transport.handoff import _Resumed
 
     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 

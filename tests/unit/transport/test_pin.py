@@ -13,6 +13,7 @@ from faust.transport import consumer as stock_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 import streamsafe.transport as st
+import streamsafe.transport.pin as pin
 
 
 def test_pin_holds_for_the_installed_faust() -> None:
@@ -22,7 +23,7 @@ def test_pin_holds_for_the_installed_faust() -> None:
 def test_pin_rejects_another_version(monkeypatch: pytest.MonkeyPatch) -> None:
     real = metadata.version
     monkeypatch.setattr(
-        st.metadata, "version", lambda name: "0.15.4" if name == "faust-streaming" else real(name)
+        pin.metadata, "version", lambda name: "0.15.4" if name == "faust-streaming" else real(name)
     )
     with pytest.raises(st.FaustPinError, match=r"faust-streaming is 0\.15\.4"):
         st.check_faust_pin()
@@ -83,6 +84,6 @@ def test_pin_fails_loudly_without_sources(monkeypatch: pytest.MonkeyPatch) -> No
     def no_source(obj: object) -> str:
         raise OSError("could not get source code")
 
-    monkeypatch.setattr(st.inspect, "getsource", no_source)
+    monkeypatch.setattr(pin.inspect, "getsource", no_source)
     with pytest.raises(st.FaustPinError, match="unavailable"):
         st.check_faust_pin()
