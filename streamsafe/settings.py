@@ -18,8 +18,8 @@ session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
-transport                      STREAMSAFE_TRANSPORT                   stock, or fast (StreamSafe's transport; opt-in)
-event_loop                     STREAMSAFE_EVENT_LOOP                  asyncio (or uvloop)
+transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
+event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
 log_level                      STREAMSAFE_LOG_LEVEL                   info
 ended_stream_ttl_s             STREAMSAFE_ENDED_STREAM_TTL_S          3600 (state kept after stream.ended)
 inactive_stream_ttl_s          STREAMSAFE_INACTIVE_STREAM_TTL_S       21600 (state kept after the last event)
@@ -117,10 +117,8 @@ class Settings:
     preserve_days: int = 365
     p0_breach_restrict: bool = True
     input_metrics: bool = True
-    # The fast delivery path is opt-in until a restart/recovery case is understood:
-    # after a restart with table recovery it sometimes delivered nothing (see README).
-    transport: str = "stock"
-    event_loop: str = "asyncio"
+    transport: str = "fast"
+    event_loop: str = "uvloop"
     log_level: str = "info"
     log_format: str = "json"
     http_host: str = "0.0.0.0"
@@ -161,9 +159,10 @@ class Settings:
 
     @property
     def faust_broker_url(self) -> str:
-        """The broker URL for Faust, naming the transport: ``streamsafe://`` selects
-        StreamSafe's task-free delivery path (see :mod:`streamsafe.transport`)."""
-        scheme = "streamsafe" if self.transport == "fast" else "kafka"
+        """The broker URL for Faust, naming the transport (see :mod:`streamsafe.transport`):
+        ``streamsafe://`` the task-free delivery path, ``streamsafe-stock://`` Faust's
+        stock delivery loop; both with the safe seek after a rebalance."""
+        scheme = "streamsafe" if self.transport == "fast" else "streamsafe-stock"
         return ";".join(f"{scheme}://{host}" for host in self.bootstrap_servers.split(","))
 
     def topic_name(self, base: str) -> str:
