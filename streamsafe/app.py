@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from streamsafe.agents.prefilter import FramePreFilter, source_of
 from streamsafe.agents.processor import StreamProcessor
 from streamsafe.control.banks import BankControl
 from streamsafe.control.broadcast import BroadcastReader
@@ -26,6 +27,7 @@ from streamsafe.events.contract import (
     DEAD_LETTER,
     ESCALATIONS,
     FRAME_HASHES,
+    FRAME_MATCHES,
     HASHBANK_ENTRIES,
     INPUT_TOPICS,
     POLICY,
@@ -162,9 +164,14 @@ def create_app(
     ])
     app.service(service)
     _observe(app, settings, processor, service, states, metrics)
+    if settings.prefilter:
+        app.streamsafe_prefilter = FramePreFilter(settings, processor, service.ready)  # type: ignore[attr-defined]
+        app.service(app.streamsafe_prefilter)  # type: ignore[attr-defined]
     for name in (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS):
+        # with the pre-filter, the frame agent reads only the frames that matched
+        source = FRAME_MATCHES if settings.prefilter and name == FRAME_HASHES else name
         topic = app.topic(
-            settings.topic_name(name),
+            settings.topic_name(source),
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -172,7 +179,8 @@ def create_app(
             partitions=partitions,
             internal=False,
         )
-        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready))
+        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready,
+                                                               forwarded=source != name))
         processor.input_topic_names.add(topic.get_topic_name())
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
     app.streamsafe_control = service  # type: ignore[attr-defined]
@@ -253,7 +261,8 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
         app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))
 
 
-def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event) -> Callable[[Any], Any]:
+def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event,
+               forwarded: bool = False) -> Callable[[Any], Any]:
     async def consume(stream: Any) -> None:
         async for event in stream.events():
             if not ready.is_set():
@@ -261,7 +270,9 @@ def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event) -> C
             message = event.message
             source = SourceRecord(message.topic, message.partition, message.offset,
                                   _timestamp_ms(message.timestamp))
-            await processor.handle(name, message.key, message.value, source)
+            if forwarded:  # a match the pre-filter forwarded: it counted the input
+                source = source_of(message.headers, source)
+            await processor.handle(name, message.key, message.value, source, counted=forwarded)
 
     consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_').replace('-', '_')}"
     return consume

@@ -102,6 +102,7 @@ def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str
         "STREAMSAFE_LOG_FORMAT": settings.log_format,
         "STREAMSAFE_TRANSPORT": settings.transport,
         "STREAMSAFE_INPUT_METRICS": "true" if settings.input_metrics else "false",
+        "STREAMSAFE_PREFILTER": "true" if settings.prefilter else "false",
         "STREAMSAFE_EVENT_LOOP": settings.event_loop,
         "STREAMSAFE_ENDED_STREAM_TTL_S": str(settings.ended_stream_ttl_s),
         "STREAMSAFE_INACTIVE_STREAM_TTL_S": str(settings.inactive_stream_ttl_s),

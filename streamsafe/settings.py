@@ -18,6 +18,7 @@ session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
+prefilter                      STREAMSAFE_PREFILTER                   false (screen frames outside Faust)
 transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
 event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
 log_level                      STREAMSAFE_LOG_LEVEL                   info
@@ -117,6 +118,7 @@ class Settings:
     preserve_days: int = 365
     p0_breach_restrict: bool = True
     input_metrics: bool = True
+    prefilter: bool = False
     transport: str = "fast"
     event_loop: str = "uvloop"
     log_level: str = "info"
@@ -198,6 +200,7 @@ class Settings:
             "LOG_FORMAT": ("log_format", str),
             "TRANSPORT": ("transport", str),
             "INPUT_METRICS": ("input_metrics", _flag),
+            "PREFILTER": ("prefilter", _flag),
             "EVENT_LOOP": ("event_loop", str),
             "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
             "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),

@@ -108,11 +108,24 @@ class StreamProcessor:
         self.banks.pdq_min_quality = live.pdq_min_quality
         self.banks.bank_radius = dict(live.bank_radius)
 
-    async def handle(
-        self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord
-    ) -> None:
-        """Process one record of contract topic ``topic``; never raises on bad input."""
+    def frame_matches(self, event: FrameBatch) -> list[Match]:
+        """The bank matches of a frame-hash message, minus frames an allow bank clears."""
+        return self._without_allowed(self.banks.match_frames(event.frames))
+
+    def count_input(self, topic: str) -> None:
+        """Count an accepted input record (the frame pre-filter counts the frames it screens)."""
+        self.stats.accepted[topic] += 1
         if self.count_inputs:
+            self._last_input[topic].set_to_current_time()
+            self._accepted[topic].inc()
+
+    async def handle(
+        self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
+        *, counted: bool = False,
+    ) -> None:
+        """Process one record of contract topic ``topic``; never raises on bad input.
+        ``counted``: the record was already counted as input (forwarded by the pre-filter)."""
+        if self.count_inputs and not counted:
             self._last_input[topic].set_to_current_time()
         try:
             event = self.decoder.decode(topic, key, value)
@@ -123,9 +136,10 @@ class StreamProcessor:
                      exc.reason)
             await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, key, value))
             return
-        self.stats.accepted[topic] += 1
-        if self.count_inputs:
-            self._accepted[topic].inc()
+        if not counted:
+            self.stats.accepted[topic] += 1
+            if self.count_inputs:
+                self._accepted[topic].inc()
         record_ts = source.timestamp_ms or 0
         if topic == REVIEW_VERDICTS:
             assert isinstance(event, ReviewVerdict)
@@ -248,7 +262,7 @@ class StreamProcessor:
         if topic == FRAME_HASHES:
             assert isinstance(event, FrameBatch)
             # Nearly every frame matches nothing: match before touching state.
-            matches = self._without_allowed(self.banks.match_frames(event.frames))
+            matches = self.frame_matches(event)
             if not matches:
                 return []
             for m in matches:

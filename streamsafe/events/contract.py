@@ -22,6 +22,7 @@ __all__ = [
     "DEAD_LETTER",
     "ESCALATIONS",
     "FRAME_HASHES",
+    "FRAME_MATCHES",
     "HASHBANK_ENTRIES",
     "INPUT_TOPICS",
     "METADATA",
@@ -51,10 +52,11 @@ REVIEW_VERDICTS = "review.verdicts"
 REPORTS = "enforcement.reports"
 PRESERVATION = "enforcement.preservation"
 TIMERS = "streamsafe.timers"
+FRAME_MATCHES = "streamsafe.frame-matches"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
-                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS)
+                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "config",
            "schema_versions", "schema", "example")
 

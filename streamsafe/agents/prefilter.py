@@ -1,0 +1,188 @@
+"""The frame pre-filter: frames screened against the banks outside Faust.
+
+Nearly every frame matches nothing, and a frame that matches nothing changes no
+state (:meth:`StreamProcessor._process` returns before touching it). So with
+``STREAMSAFE_PREFILTER=true`` a raw aiokafka group consumer (its own group,
+``<app id>-prefilter``) reads ``livestream.frame-hashes`` in batches, decodes and
+matches each message exactly as the agent would, and forwards only messages with
+a match to ``streamsafe.frame-matches``: the original bytes, key and timestamp, on
+the same partition (the stream's state lives there), with the source coordinates
+in a header. The Faust agent reads that topic instead; its decisions, decision ids
+included, are those the agent path makes from the same input.
+
+Guarantees: at least once. A batch's offsets are committed only after every
+forwarded match and dead letter in it is acknowledged by the broker (acks=all);
+a revocation waits for the batch in hand, which commits, and a commit refused by a
+rebalance only means the next owner screens those frames again (forwarding a
+match twice is harmless: decisions are idempotent). Bad input is dead-lettered
+here, with the frame topic's coordinates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
+
+from streamsafe.agents.processor import StreamProcessor
+from streamsafe.control.broadcast import stop_consumer
+from streamsafe.errors import RejectedInput
+from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
+from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.events.models import FrameBatch
+from streamsafe.settings import Settings
+
+__all__ = ["SOURCE_HEADER", "FramePreFilter", "Screened", "screen", "source_of"]
+
+log = logging.getLogger(__name__)
+
+#: header of a forwarded match: ``topic:partition:offset`` of the original record
+SOURCE_HEADER = "streamsafe-source"
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """What to do with one frame-hash record: forward it, dead-letter it, or neither."""
+
+    forward: bool = False
+    dead_letter: DeadLetter | None = None
+
+
+def screen(processor: StreamProcessor, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
+    """Decode and match one frame-hash record as the agent path would."""
+    try:
+        event = processor.decoder.decode(FRAME_HASHES, key, value)
+    except RejectedInput as exc:
+        return Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
+    assert isinstance(event, FrameBatch)
+    return Screened(forward=bool(processor.frame_matches(event)))
+
+
+def source_of(headers: Sequence[tuple[str, bytes]] | None, fallback: SourceRecord) -> SourceRecord:
+    """The original coordinates of a forwarded match (``fallback`` if it carries none)."""
+    for name, raw in headers or ():
+        if name == SOURCE_HEADER:
+            topic, partition, offset = raw.decode().rsplit(":", 2)
+            return SourceRecord(topic, int(partition), int(offset), fallback.timestamp_ms)
+    return fallback
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, prefilter: FramePreFilter) -> None:
+        self.prefilter = prefilter
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # the batch in hand finishes (forwards acknowledged, offsets committed) first
+        async with self.prefilter.batch_lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class FramePreFilter(Service):
+    """Screens ``livestream.frame-hashes`` and forwards matches (see the module doc)."""
+
+    def __init__(self, settings: Settings, processor: StreamProcessor, ready: asyncio.Event, *,
+                 max_batch: int = 2_000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.processor = processor
+        self.ready = ready
+        self.max_batch = max_batch
+        self.group = f"{settings.app_id}-prefilter"
+        self.source = settings.topic_name(FRAME_HASHES)
+        self.target = settings.topic_name(FRAME_MATCHES)
+        self.dead_letters = settings.topic_name(DEAD_LETTER)
+        self.batch_lock = asyncio.Lock()
+        self.screened = 0
+        self.forwarded = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        security = self.settings.security.aiokafka_kwargs()
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+                                          enable_idempotence=False, linger_ms=1, **security)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
+            fetch_max_wait_ms=50, **security,
+        )
+        self._consumer.subscribe([self.source], listener=_CommitOnRevoke(self))
+        await self._consumer.start()
+        log.info("frame pre-filter screening %s for group %s", self.source, self.group)
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            async with self.batch_lock:
+                await stop_consumer(self._consumer)  # commits nothing more: every batch committed
+        if self._producer is not None:
+            await self._producer.stop()
+
+    @Service.task
+    async def _screen_forever(self) -> None:
+        await self.ready.wait()  # match with the banks and policies in force
+        consumer = self._consumer
+        assert consumer is not None
+        while not self.should_stop:
+            batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            if batch:
+                async with self.batch_lock:
+                    await self.screen_batch(batch)
+
+    async def screen_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Screen, forward, wait for the broker's acknowledgements, then commit."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        processor = self.processor
+        rejected = processor.metrics.input_messages
+        pending: list[asyncio.Future[Any]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for r in records:
+                source = SourceRecord(r.topic, r.partition, r.offset, r.timestamp)
+                outcome = screen(processor, r.key, r.value, source)
+                if outcome.dead_letter is not None:
+                    reason = outcome.dead_letter.reason
+                    processor.stats.rejected[reason] += 1
+                    rejected.labels(FRAME_HASHES, "dead_lettered", reason).inc()
+                    log.info("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+                    pending.append(await producer.send(self.dead_letters, outcome.dead_letter.encode(),
+                                                       key=r.topic.encode()))
+                    continue
+                processor.count_input(FRAME_HASHES)
+                if outcome.forward:
+                    header = f"{r.topic}:{r.partition}:{r.offset}".encode()
+                    pending.append(await producer.send(
+                        self.target, r.value, key=r.key, partition=r.partition, timestamp_ms=r.timestamp,
+                        headers=[(SOURCE_HEADER, header)]))
+                    self.forwarded += 1
+            self.screened += len(records)
+            if records:
+                offsets[tp] = records[-1].offset + 1
+        if pending:
+            try:
+                await asyncio.gather(*pending)  # acks=all: the matches are durable before the commit
+            except KafkaError as exc:
+                log.error("pre-filter could not forward a batch (%s); screening it again", type(exc).__name__)
+                for tp, records in batch.items():
+                    if records:
+                        consumer.seek(tp, records[0].offset)
+                return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
+            log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
+                        len(offsets), type(exc).__name__)
