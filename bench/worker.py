@@ -57,14 +57,16 @@ from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
 CLK_TCK = 100
-VARIANTS = {  # name: (transport, event loop, per-record metrics)
-    "stock asyncio": ("stock", "asyncio", True),
-    "stock uvloop": ("stock", "uvloop", True),
-    "fast asyncio": ("fast", "asyncio", True),
-    "fast uvloop": ("fast", "uvloop", True),
-    "fast uvloop, metrics off": ("fast", "uvloop", False),
+VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filter)
+    "stock asyncio": ("stock", "asyncio", True, False),
+    "stock uvloop": ("stock", "uvloop", True, False),
+    "fast asyncio": ("fast", "asyncio", True, False),
+    "fast uvloop": ("fast", "uvloop", True, False),
+    "fast uvloop, metrics off": ("fast", "uvloop", False, False),
+    "fast uvloop + pre-filter": ("fast", "uvloop", True, True),
 }
 FAST, STOCK = "fast uvloop", "stock asyncio"  # the worker's default is fast uvloop
+PREFILTER = "fast uvloop + pre-filter"
 
 
 def frame(rng: random.Random, seq: int, now: int, md5: str | None = None) -> dict[str, Any]:
@@ -146,14 +148,17 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
 
 
 async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -> tuple[float, float]:
-    transport, loop, metrics = VARIANTS[variant]
+    transport, loop, metrics, prefilter = VARIANTS[variant]
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     worker = spawn_worker(settings.replace(app_id=app_id, transport=transport, event_loop=loop,
-                                           input_metrics=metrics, data_dir=workdir / app_id),
+                                           input_metrics=metrics, prefilter=prefilter, data_dir=workdir / app_id),
                           workdir / f"{app_id}.log")
     partitions = input_partitions(settings)
+    # with the pre-filter, frames are committed by its own group once screened
+    frames = [tp for tp in partitions if tp.topic == settings.topic_name(FRAME_HASHES)] if prefilter else []
+    partitions = [tp for tp in partitions if tp not in frames]
     try:
-        async with GroupOffsets(settings, app_id) as offsets:
+        async with GroupOffsets(settings, app_id) as offsets, GroupOffsets(settings, f"{app_id}-prefilter") as screened:
             started = cpu_start = None
             base = 0
             deadline = time.monotonic() + 900
@@ -161,6 +166,7 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
                 if not worker.alive:
                     raise RuntimeError(f"worker exited:\n{worker.log()[-3000:]}")
                 done = sum((await offsets.committed(partitions)).values())
+                done += sum((await screened.committed(frames)).values()) if frames else 0
                 if started is None and done > 0:
                     started, cpu_start, base = time.perf_counter(), cpu_seconds(worker.process.pid), done
                 if started is not None and done >= n:
@@ -173,12 +179,14 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
         worker.stop()
 
 
-async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path) -> list[float]:
+async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
+                           prefilter: bool = False) -> list[float]:
     """Mixed traffic at ``rate`` msgs/s; every 500th message a known-hash frame on a new
     stream (far more decisions than live traffic has), whose block is timed from send
     to readable on enforcement.actions."""
     app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info"),
+    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info",
+                                           prefilter=prefilter),
                           workdir / f"{app_id}.log")
     consumer = AIOKafkaConsumer(settings.topic_name(ACTIONS), bootstrap_servers=settings.bootstrap_servers,
                                 group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5)
@@ -253,7 +261,7 @@ def main() -> None:
                         log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
                         rebalance_timeout_s=2.0 if tansu else 10.0)
         plan = {"mix": list(VARIANTS)} if args.quick else {
-            "mix": list(VARIANTS), "single": [STOCK, FAST], "five": [STOCK, FAST]}
+            "mix": list(VARIANTS), "single": [STOCK, FAST, PREFILTER], "five": [STOCK, FAST, PREFILTER]}
         rng = random.Random(5)  # a 100k-entry PDQ bank, so frames are really matched
         entries = [BankEntry(f"bench:{i}", "partner-bench", "pdq", f"{rng.getrandbits(256):064x}")
                    for i in range(100_000)]
@@ -275,6 +283,8 @@ def main() -> None:
         latency_rate = args.latency_rate or mix_default["msgs_per_s"] / 2
         latencies = asyncio.run(decision_latency(base.replace(topic_prefix="bench-mix."), latency_rate, 10.0,
                                                  workdir))
+        prefiltered = asyncio.run(decision_latency(base.replace(topic_prefix="bench-mix."), latency_rate, 10.0,
+                                                   workdir, prefilter=True))
     result = {
         "broker": broker.kind, "messages": args.messages,
         "worker_msgs_per_s": mix_default["msgs_per_s"],
@@ -284,6 +294,9 @@ def main() -> None:
         "speedup_vs_stock": round(mix_fast["msgs_per_s"] / mix_stock["msgs_per_s"], 2),
         "latency_rate_msgs_per_s": round(latency_rate), "decisions_timed": len(latencies),
         "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
+        "prefilter_msgs_per_s": next(r["msgs_per_s"] for r in rows
+                                     if r["workload"] == "mix" and r["path"] == PREFILTER),
+        "prefilter_p50_ms": pct(prefiltered, 50), "prefilter_p99_ms": pct(prefiltered, 99),
         "metrics_cost": round(1 - mix_default["msgs_per_s"] / next(
             r["msgs_per_s"] for r in rows if r["workload"] == "mix" and r["path"] == "fast uvloop, metrics off"), 3)
         if any(r["path"] == "fast uvloop, metrics off" for r in rows) else None,
@@ -301,7 +314,8 @@ def main() -> None:
     if result["metrics_cost"] is not None:
         print(f"throughput given up to per-record metrics (default path, mix): {result['metrics_cost']:.1%}")
     print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default path's rate): "
-          f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks")
+          f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks; with the pre-filter "
+          f"p50 {result['prefilter_p50_ms']} ms, p99 {result['prefilter_p99_ms']} ms over {len(prefiltered)} blocks")
 
 
 if __name__ == "__main__":
