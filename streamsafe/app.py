@@ -42,6 +42,7 @@ from streamsafe.events.contract import (
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
+from streamsafe.matching.pdq_index import warm_up as warm_up_matching
 from streamsafe.observability.health import HealthServer
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.policy.loader import load_policy
@@ -49,7 +50,7 @@ from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.loop import ReviewConfig
 from streamsafe.settings import KafkaSecurity, Settings
 
-__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
+__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "lag", "load_banks"]
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def create_app(
     service = ControlService([
         BroadcastReader(settings, settings.topic_name(POLICY), policy_control.apply),
         BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES), bank_control.apply),
-    ])
+    ], warm_up=warm_up_matching)
     app.service(service)
     _observe(app, settings, processor, service, states, metrics)
     if settings.prefilter:
@@ -236,6 +237,12 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:
+        try:
+            update_gauges()
+        except Exception:  # observability must never take the worker down
+            log.exception("refreshing gauges failed")
+
+    def update_gauges() -> None:
         metrics.ready.set(1 if all(conditions().values()) else 0)
         metrics.table_recovered.set(1 if conditions()["tables_recovered"] else 0)
         for bank, kinds in processor.banks.sizes().items():
@@ -254,11 +261,15 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None and tp.topic in processor.input_topic_names:
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, highwater - committed.get(tp, 0)))
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag(highwater, committed.get(tp)))
 
     if settings.http_port:
         app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))
+
+
+def lag(highwater: int, committed: int | None) -> int:
+    """Records behind on a partition (Faust keeps ``None`` for one never committed)."""
+    return max(0, highwater - (committed or 0))
 
 
 def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import gc
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mode import Service
@@ -18,11 +19,14 @@ READY_MESSAGE = "streamsafe ready"
 
 class ControlService(Service):
     """Starts every reader with the worker and stops them with it; ``ready`` is set
-    once all of them have caught up with their topics."""
+    once all of them have caught up with their topics and ``warm_up`` (run in a
+    thread: e.g. loading compiled matching kernels) is done."""
 
-    def __init__(self, readers: Sequence[BroadcastReader], **kwargs: Any) -> None:
+    def __init__(self, readers: Sequence[BroadcastReader], warm_up: Callable[[], None] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.readers = list(readers)
+        self.warm_up = warm_up
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -33,6 +37,12 @@ class ControlService(Service):
     async def _mark_ready(self) -> None:
         for reader in self.readers:
             await reader.caught_up.wait()
+        if self.warm_up is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.warm_up)
+        # The banks and policies just loaded live as long as the worker: keeping them
+        # out of full collections took those pauses from 50-285 ms to ~4 ms.
+        gc.collect()
+        gc.freeze()
         self.ready.set()
         self.log.info("%s: caught up with %s", READY_MESSAGE, ", ".join(r.topic for r in self.readers))
 

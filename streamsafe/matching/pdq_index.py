@@ -76,6 +76,7 @@ __all__ = [
     "hamming",
     "hex_to_words",
     "to_words",
+    "warm_up",
     "words_to_hex",
 ]
 
@@ -1187,3 +1188,16 @@ class PDQIndex:
         # An empty static part finds nothing: keep its tables tiny whatever the widths.
         widths = self._widths if self._widths and n else auto_widths(n, self._max_radius)
         return _Static.build(ids, hashes, widths, self._max_radius)
+
+
+def warm_up() -> None:
+    """Load (or compile) every numba kernel once, on a throwaway index: the first
+    frame after a deploy must not wait seconds for compilation on the event loop."""
+    rng = np.random.default_rng(0)
+    hashes = [f"{int(v):016x}" * 4 for v in rng.integers(0, 2**62, 64)]
+    index = PDQIndex()
+    index.add_many(np.arange(32), hashes[:32])
+    index.compact()
+    index.add_many(np.arange(32, 64), hashes[32:])  # delta rows
+    index.remove(0)
+    index.query_batch(hashes[:8])

@@ -20,9 +20,13 @@ __all__ = ["Consumer", "DeliveryStats", "SafeSeekConsumer", "SafeSeekConsumerThr
 
 log = logging.getLogger(__name__)
 
+#: how long a fetch may wait at the broker for records (Faust's own: 1500 ms)
+FETCH_MAX_WAIT_MS = 10
+
 
 class SafeSeekConsumerThread(_aiokafka_driver.AIOKafkaConsumerThread):
-    """The aiokafka driver's consumer thread, seeking *every* assigned partition.
+    """The aiokafka driver's consumer thread, seeking *every* assigned partition
+    (and fetching with a short broker-side wait, :data:`FETCH_MAX_WAIT_MS`).
 
     Faust ends each recovery (and any fetch made while flow is stopped) with
     ``seek_to_committed``, to re-read whatever it fetched and dropped while
@@ -38,6 +42,17 @@ class SafeSeekConsumerThread(_aiokafka_driver.AIOKafkaConsumerThread):
     processed was committed, so at-least-once means reading it again), and a
     committed offset of 0 is sought to exactly.
     """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust hard-codes fetch_max_wait_ms=1500. aiokafka keeps one fetch in flight
+        # per broker and leaves out partitions that still hold unconsumed records, so
+        # a fetch naming only idle partitions (timers, verdicts) parks for 1.5 s while
+        # frames pile up on the others. Read by the fetcher aiokafka builds in start().
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError("aiokafka's consumer no longer has _fetch_max_wait_ms; update StreamSafe's transport")
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return await self.call_thread(self._seek_every_partition)

@@ -120,3 +120,10 @@ def test_json_log_lines():
     assert line["level"] == "warning" and line["logger"] == "streamsafe.x"
     assert line["message"] == "bank entry at hashbank.entries[0]@7 rejected: schema_violation"
     assert line["ts"].endswith("Z")
+
+
+def test_lag_of_a_partition_never_committed_counts_from_zero():
+    from streamsafe.app import lag
+
+    assert lag(40, None) == 40  # Faust's committed-offset map holds None there
+    assert lag(40, 35) == 5 and lag(40, 41) == 0

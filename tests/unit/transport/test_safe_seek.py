@@ -92,3 +92,11 @@ def test_both_schemes_carry_the_safe_seek() -> None:
     assert issubclass(st.Consumer, st.SafeSeekConsumer)
     assert st.StockDeliveryTransport.Consumer is st.SafeSeekConsumer
     assert st.Transport.Consumer is st.Consumer
+
+
+async def test_fetches_wait_briefly_at_the_broker() -> None:
+    from streamsafe.transport.consumer import FETCH_MAX_WAIT_MS
+
+    thread = consumer_for()._thread
+    aiokafka_consumer = thread._create_worker_consumer(thread.transport)
+    assert aiokafka_consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
