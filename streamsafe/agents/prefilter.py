@@ -28,7 +28,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from mode import Service
 
 from streamsafe.agents.processor import StreamProcessor
@@ -137,7 +137,10 @@ class FramePreFilter(Service):
         consumer = self._consumer
         assert consumer is not None
         while not self.should_stop:
-            batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            except ConsumerStoppedError:
+                return  # the worker is stopping
             if batch:
                 async with self.batch_lock:
                     await self.screen_batch(batch)
