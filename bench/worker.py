@@ -165,9 +165,11 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
             while time.monotonic() < deadline:
                 if not worker.alive:
                     raise RuntimeError(f"worker exited:\n{worker.log()[-3000:]}")
-                done = sum((await offsets.committed(partitions)).values())
-                done += sum((await screened.committed(frames)).values()) if frames else 0
-                if started is None and done > 0:
+                by_agents = sum((await offsets.committed(partitions)).values())
+                by_prefilter = sum((await screened.committed(frames)).values()) if frames else 0
+                done = by_agents + by_prefilter
+                # timed once every consumer group is flowing (two with the pre-filter)
+                if started is None and by_agents > 0 and (by_prefilter > 0 or not frames):
                     started, cpu_start, base = time.perf_counter(), cpu_seconds(worker.process.pid), done
                 if started is not None and done >= n:
                     processed = n - base

@@ -39,7 +39,7 @@ from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.models import FrameBatch
 from streamsafe.settings import Settings
 
-__all__ = ["SOURCE_HEADER", "FramePreFilter", "Screened", "screen", "source_of"]
+__all__ = ["SOURCE_HEADER", "FramePreFilter", "Screened", "screen", "screen_many", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,30 @@ class Screened:
     dead_letter: DeadLetter | None = None
 
 
+Record = tuple[bytes | None, bytes | None, SourceRecord]
+
+
+def screen_many(processor: StreamProcessor, records: Sequence[Record]) -> list[Screened]:
+    """Decode and match frame-hash records as the agent path would; the PDQ hashes of
+    all of them are looked up in one index call."""
+    outcomes: list[Screened | None] = [None] * len(records)
+    decoded: list[tuple[int, FrameBatch]] = []
+    for i, (key, value, source) in enumerate(records):
+        try:
+            event = processor.decoder.decode(FRAME_HASHES, key, value)
+        except RejectedInput as exc:
+            outcomes[i] = Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
+            continue
+        assert isinstance(event, FrameBatch)
+        decoded.append((i, event))
+    for (i, _), matches in zip(decoded, processor.frame_matches_many([e for _, e in decoded]), strict=True):
+        outcomes[i] = Screened(forward=bool(matches))
+    return [o if o is not None else Screened() for o in outcomes]
+
+
 def screen(processor: StreamProcessor, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
-    """Decode and match one frame-hash record as the agent path would."""
-    try:
-        event = processor.decoder.decode(FRAME_HASHES, key, value)
-    except RejectedInput as exc:
-        return Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
-    assert isinstance(event, FrameBatch)
-    return Screened(forward=bool(processor.frame_matches(event)))
+    """:func:`screen_many` of one record."""
+    return screen_many(processor, [(key, value, source)])[0]
 
 
 def source_of(headers: Sequence[tuple[str, bytes]] | None, fallback: SourceRecord) -> SourceRecord:
@@ -153,10 +169,12 @@ class FramePreFilter(Service):
         rejected = processor.metrics.input_messages
         pending: list[asyncio.Future[Any]] = []
         offsets: dict[TopicPartition, int] = {}
+        every = [r for records in batch.values() for r in records]
+        outcomes = iter(screen_many(processor, [
+            (r.key, r.value, SourceRecord(r.topic, r.partition, r.offset, r.timestamp)) for r in every]))
         for tp, records in batch.items():
             for r in records:
-                source = SourceRecord(r.topic, r.partition, r.offset, r.timestamp)
-                outcome = screen(processor, r.key, r.value, source)
+                outcome = next(outcomes)
                 if outcome.dead_letter is not None:
                     reason = outcome.dead_letter.reason
                     processor.stats.rejected[reason] += 1

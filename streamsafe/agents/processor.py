@@ -112,6 +112,11 @@ class StreamProcessor:
         """The bank matches of a frame-hash message, minus frames an allow bank clears."""
         return self._without_allowed(self.banks.match_frames(event.frames))
 
+    def frame_matches_many(self, events: list[FrameBatch]) -> list[list[Match]]:
+        """:meth:`frame_matches` of many messages, their PDQ hashes in one index lookup."""
+        groups = self.banks.match_frame_groups([e.frames for e in events])
+        return [self._without_allowed(matches) for matches in groups]
+
     def count_input(self, topic: str) -> None:
         """Count an accepted input record (the frame pre-filter counts the frames it screens)."""
         self.stats.accepted[topic] += 1

@@ -178,20 +178,29 @@ class HashBanks:
 
     def match_frames(self, frames: Sequence[Frame]) -> list[Match]:
         """Frames arriving together are matched as one PDQ batch."""
-        matches: list[Match] = []
-        for frame in frames:
-            for signal_type, digest in (("md5", frame.md5), ("sha256", frame.sha256)):
-                if digest is not None:
-                    for slot in self._exact[signal_type].get(digest, ()):
-                        if (m := self._match(slot, signal_type, 0, frame)) is not None:
-                            matches.append(m)
-        if len(self._pdq):
-            floor = self.pdq_min_quality
-            queried = [f for f in frames if f.pdq is not None and (f.pdq_quality or 0) >= floor]
-            if queried:
-                for i, slot, distance in self._pdq.query_batch([f.pdq for f in queried], self._pdq_max()):
-                    if (m := self._match(slot, "pdq", distance, queried[i])) is not None:
-                        matches.append(m)
+        return self.match_frame_groups([frames])[0]
+
+    def match_frame_groups(self, groups: Sequence[Sequence[Frame]]) -> list[list[Match]]:
+        """The matches of each group of frames (e.g. each message of a consumer batch),
+        with every PDQ hash of every group looked up in one index call."""
+        matches: list[list[Match]] = [[] for _ in groups]
+        queried: list[tuple[int, Frame]] = []
+        floor = self.pdq_min_quality
+        with_pdq = len(self._pdq) > 0
+        for g, frames in enumerate(groups):
+            for frame in frames:
+                for signal_type, digest in (("md5", frame.md5), ("sha256", frame.sha256)):
+                    if digest is not None:
+                        for slot in self._exact[signal_type].get(digest, ()):
+                            if (m := self._match(slot, signal_type, 0, frame)) is not None:
+                                matches[g].append(m)
+                if with_pdq and frame.pdq is not None and (frame.pdq_quality or 0) >= floor:
+                    queried.append((g, frame))
+        if queried:
+            for i, slot, distance in self._pdq.query_batch([f.pdq for _, f in queried], self._pdq_max()):
+                g, frame = queried[i]
+                if (m := self._match(slot, "pdq", distance, frame)) is not None:
+                    matches[g].append(m)
         return matches
 
     def _pdq_max(self) -> int:

@@ -107,3 +107,28 @@ def test_pdq_lookup_equals_brute_force(seed, n, flips):
 def test_registry_refuses_duplicate_names():
     with pytest.raises(ValueError, match="already registered"):
         SignalTypeRegistry(MD5(), MD5())
+
+
+def test_matching_groups_at_once_matches_each_group_as_alone():
+    rng = random.Random(3)
+    banks = HashBanks()
+    stored = [f"{rng.getrandbits(256):064x}" for _ in range(50)]
+    banks.add_many([BankEntry(f"e{i}", "partner", "pdq", h) for i, h in enumerate(stored)])
+    banks.add(BankEntry("m1", "ncmec", "md5", "9e107d9d372bb6826bd81d3542a419d6"))
+
+    def near(h: str, bits: int) -> str:
+        v = int(h, 16)
+        for b in rng.sample(range(256), bits):
+            v ^= 1 << b
+        return f"{v:064x}"
+
+    groups = [
+        [Frame(seq=1, ts_ms=1, pdq=near(stored[0], 5), pdq_quality=90), Frame(seq=2, ts_ms=2, md5="0" * 32)],
+        [Frame(seq=1, ts_ms=1, pdq=f"{rng.getrandbits(256):064x}", pdq_quality=90)],
+        [Frame(seq=7, ts_ms=3, pdq=near(stored[9], 20), pdq_quality=80),
+         Frame(seq=8, ts_ms=4, md5="9e107d9d372bb6826bd81d3542a419d6"),
+         Frame(seq=9, ts_ms=5, pdq=near(stored[3], 2), pdq_quality=10)],  # below the quality floor
+    ]
+    together = banks.match_frame_groups(groups)
+    assert together == [banks.match_frames(g) for g in groups]
+    assert [len(m) for m in together] == [1, 0, 2]

@@ -5,7 +5,7 @@ those of the agent path."""
 import orjson
 import pytest
 
-from streamsafe.agents.prefilter import SOURCE_HEADER, screen, source_of
+from streamsafe.agents.prefilter import SOURCE_HEADER, screen, screen_many, source_of
 from streamsafe.agents.processor import StreamProcessor
 from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.events.contract import FRAME_HASHES
@@ -92,3 +92,12 @@ async def test_forwarded_matches_decide_as_the_agent_path_does(contract):
     assert forwarded == 2
     assert everything.publisher.decisions and everything.publisher.decisions == screened.publisher.decisions
     assert everything.stats.accepted == screened.stats.accepted
+
+
+def test_screening_many_at_once_screens_each_as_alone(processor):
+    records = [(b"s1", frames("s1", "0" * 32), src(0)), (b"s2", b"{bad", src(1)),
+               (b"s3", frames("s3", KNOWN_MD5), src(2)), (b"s4", frames("s4", ALLOWED_MD5), src(3))]
+    together = screen_many(processor, records)
+    assert together == [screen(processor, *r) for r in records]
+    assert [o.forward for o in together] == [False, False, True, False]
+    assert together[1].dead_letter is not None
