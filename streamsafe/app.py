@@ -262,6 +262,10 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
             highwater = consumer.highwater(tp)
             if highwater is not None and tp.topic in processor.input_topic_names:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag(highwater, committed.get(tp)))
+        prefilter = getattr(app, "streamsafe_prefilter", None)
+        if prefilter is not None:  # the frames it has not screened yet
+            for tp, behind in prefilter.lag().items():
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
 
     if settings.http_port:
         app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))

@@ -18,7 +18,7 @@ session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
 input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
-prefilter                      STREAMSAFE_PREFILTER                   false (screen frames outside Faust)
+prefilter                      STREAMSAFE_PREFILTER                   true (screen frames outside Faust)
 transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
 event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
 log_level                      STREAMSAFE_LOG_LEVEL                   info
@@ -118,7 +118,7 @@ class Settings:
     preserve_days: int = 365
     p0_breach_restrict: bool = True
     input_metrics: bool = True
-    prefilter: bool = False
+    prefilter: bool = True
     transport: str = "fast"
     event_loop: str = "uvloop"
     log_level: str = "info"

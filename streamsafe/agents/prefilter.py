@@ -120,6 +120,7 @@ class FramePreFilter(Service):
         self.batch_lock = asyncio.Lock()
         self.screened = 0
         self.forwarded = 0
+        self.committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -160,6 +161,18 @@ class FramePreFilter(Service):
             if batch:
                 async with self.batch_lock:
                     await self.screen_batch(batch)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Frames not yet screened and committed, per assigned partition."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lags[tp] = max(0, highwater - self.committed.get(tp, 0))
+        return lags
 
     async def screen_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Screen, forward, wait for the broker's acknowledgements, then commit."""
@@ -204,6 +217,7 @@ class FramePreFilter(Service):
                 return
         try:
             await consumer.commit(offsets)
+            self.committed.update(offsets)
         except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
             log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
                         len(offsets), type(exc).__name__)

@@ -32,6 +32,8 @@ from streamsafe.errors import ConfigError, StreamSafeError
 from streamsafe.events.contract import (
     ACTIONS,
     ESCALATIONS,
+    FRAME_HASHES,
+    FRAME_MATCHES,
     HASHBANK_ENTRIES,
     INPUT_TOPICS,
     POLICY,
@@ -117,14 +119,42 @@ async def _send_inputs(settings: Settings, recording: Recording, base_ms: int) -
 
 
 async def _wait_committed(settings: Settings, last: dict[TopicPartition, int], timeout_s: float) -> None:
-    async with GroupOffsets(settings, settings.app_id) as offsets:
-        deadline = time.monotonic() + timeout_s
+    """Until the worker has committed past every record in ``last``. With the frame
+    pre-filter, frames are committed by its own group, and the matches it forwarded
+    must then be committed by the worker's group too."""
+    deadline = time.monotonic() + timeout_s
+    frames = settings.topic_name(FRAME_HASHES)
+    screened = {tp: o for tp, o in last.items() if settings.prefilter and tp.topic == frames}
+    by_agents = {tp: o for tp, o in last.items() if tp not in screened}
+    if screened:
+        await _wait_group(settings, f"{settings.app_id}-prefilter", screened, deadline, timeout_s)
+        by_agents.update(await _last_offsets(settings, FRAME_MATCHES))
+    await _wait_group(settings, settings.app_id, by_agents, deadline, timeout_s)
+
+
+async def _wait_group(settings: Settings, group: str, last: dict[TopicPartition, int], deadline: float,
+                      timeout_s: float) -> None:
+    async with GroupOffsets(settings, group) as offsets:
         while time.monotonic() < deadline:
             committed = await offsets.committed(last)
             if all(committed[tp] > offset for tp, offset in last.items()):
                 return
             await asyncio.sleep(0.2)
     raise StreamSafeError(f"the worker did not finish the recording within {timeout_s:.0f}s")
+
+
+async def _last_offsets(settings: Settings, name: str) -> dict[TopicPartition, int]:
+    """The offset of the last record of each non-empty partition of contract topic ``name``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                **settings.security.aiokafka_kwargs())
+    await consumer.start()
+    try:
+        topic = settings.topic_name(name)
+        partitions = [TopicPartition(topic, p) for p in range(load_contract()[name].partitions)]
+        ends = await consumer.end_offsets(partitions)
+        return {tp: end - 1 for tp, end in ends.items() if end > 0}
+    finally:
+        await stop_consumer(consumer)
 
 
 async def _read_decisions(settings: Settings) -> list[dict[str, Any]]:
