@@ -145,6 +145,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+async def end_offsets(settings: Settings, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(partitions)
+    finally:
+        await stop_consumer(consumer)
+
+
 def input_partitions(settings: Settings) -> list[TopicPartition]:
     contract = load_contract()
     return [TopicPartition(settings.topic_name(t), p) for t in INPUT_TOPICS for p in range(contract[t].partitions)]
@@ -160,6 +169,9 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
     # with the pre-filter, frames are committed by its own group once screened
     frames = [tp for tp in partitions if tp.topic == settings.topic_name(FRAME_HASHES)] if prefilter else []
     partitions = [tp for tp in partitions if tp not in frames]
+    ends = await end_offsets(settings, partitions + frames)
+    agents_have_work = any(ends[tp] for tp in partitions)
+    prefilter_has_work = any(ends[tp] for tp in frames)
     try:
         async with GroupOffsets(settings, app_id) as offsets, GroupOffsets(settings, f"{app_id}-prefilter") as screened:
             started = cpu_start = None
@@ -172,7 +184,8 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
                 by_prefilter = sum((await screened.committed(frames)).values()) if frames else 0
                 done = by_agents + by_prefilter
                 # timed once every consumer group is flowing (two with the pre-filter)
-                if started is None and by_agents > 0 and (by_prefilter > 0 or not frames):
+                if started is None and done > 0 and (by_agents > 0 or not agents_have_work) and (
+                        by_prefilter > 0 or not prefilter_has_work):
                     started, cpu_start, base = time.perf_counter(), cpu_seconds(worker.process.pid), done
                 if started is not None and done >= n:
                     processed = n - base

@@ -141,15 +141,19 @@ async def test_bad_input_is_dead_lettered_with_distinct_reasons_and_worker_keeps
     assert worker.alive
 
 
+async def block_then_stop(pipeline, hash_list, stream: str, **env: str) -> None:
+    """A first worker blocks ``stream`` on a known hash, then stops cleanly."""
+    first = pipeline.start_worker(hash_list, **env)
+    await pipeline.send(FRAME_HASHES, stream.encode(), frames(stream, {"md5": KNOWN_MD5}))
+    first.wait_ready()
+    await pipeline.read(until=lambda r: blocks_for(r, stream))
+    assert first.stop() == 0
+
+
 async def test_restarted_worker_does_not_block_the_same_stream_again(
     pipeline, hash_list, requires_table_recovery,
 ):
-    first = pipeline.start_worker(hash_list)
-    await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"md5": KNOWN_MD5}))
-    first.wait_ready()
-    await pipeline.read(until=lambda r: blocks_for(r, "s-1"))
-    assert first.stop() == 0
-
+    await block_then_stop(pipeline, hash_list, "s-1")
     second = pipeline.start_worker(hash_list)
     # sent while the second worker is still starting: joining, recovering the tables
     await pipeline.send(FRAME_HASHES, b"s-1", frames("s-1", {"md5": KNOWN_MD5}, start=10))
@@ -163,19 +167,17 @@ async def test_restarted_worker_does_not_block_the_same_stream_again(
     assert len(blocks_for(records, "s-2")) == 1
 
 
-async def test_every_frame_sent_while_a_worker_restarts_is_decided(pipeline, hash_list, requires_table_recovery):
+@pytest.mark.parametrize("prefilter", ["true", "false"])
+async def test_every_frame_sent_while_a_worker_restarts_is_decided(pipeline, hash_list, requires_table_recovery,
+                                                                   prefilter):
     """At least once across a restart: frames keep arriving while the new worker
     joins, recovers its tables and seeks; each stream's known-hash frame must still
-    block it. (Before the safe seek in streamsafe.transport, a worker started under
-    traffic lost most records of its first second on partitions the group had never
+    block it, through the pre-filter and through the frame agent alone. (Before the
+    safe seek in streamsafe.transport, an agent-only worker started under traffic
+    lost most records of its first second on partitions the group had never
     committed, and some on the others.)"""
-    first = pipeline.start_worker(hash_list)
-    await pipeline.send(FRAME_HASHES, b"s-0", frames("s-0", {"md5": KNOWN_MD5}))
-    first.wait_ready()
-    await pipeline.read(until=lambda r: blocks_for(r, "s-0"))
-    assert first.stop() == 0
-
-    second = pipeline.start_worker(hash_list)
+    await block_then_stop(pipeline, hash_list, "s-0", STREAMSAFE_PREFILTER=prefilter)
+    second = pipeline.start_worker(hash_list, STREAMSAFE_PREFILTER=prefilter)
     partitions: Counter[int] = Counter()
     streams: list[str] = []
 
