@@ -107,7 +107,7 @@ class FramePreFilter(Service):
     """Screens ``livestream.frame-hashes`` and forwards matches (see the module doc)."""
 
     def __init__(self, settings: Settings, processor: StreamProcessor, ready: asyncio.Event, *,
-                 max_batch: int = 2_000, **kwargs: Any) -> None:
+                 max_batch: int = 500, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.processor = processor
@@ -135,7 +135,7 @@ class FramePreFilter(Service):
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
-            fetch_max_wait_ms=50, **security,
+            fetch_max_wait_ms=10, **security,
         )
         self._consumer.subscribe([self.source], listener=_CommitOnRevoke(self))
         await self._consumer.start()
