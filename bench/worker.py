@@ -41,7 +41,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamsafe.brokers.local import start_broker
-from streamsafe.brokers.offsets import GroupOffsets
+from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.bank_publish import publish_entries
 from streamsafe.control.broadcast import stop_consumer
@@ -145,15 +145,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def end_offsets(settings: Settings, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(partitions)
-    finally:
-        await stop_consumer(consumer)
-
-
 def input_partitions(settings: Settings) -> list[TopicPartition]:
     contract = load_contract()
     return [TopicPartition(settings.topic_name(t), p) for t in INPUT_TOPICS for p in range(contract[t].partitions)]
@@ -173,7 +164,8 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
     agents_have_work = any(ends[tp] for tp in partitions)
     prefilter_has_work = any(ends[tp] for tp in frames)
     try:
-        async with GroupOffsets(settings, app_id) as offsets, GroupOffsets(settings, f"{app_id}-prefilter") as screened:
+        async with GroupOffsets(settings, app_id) as offsets, GroupOffsets(
+                settings, settings.replace(app_id=app_id).prefilter_group) as screened:
             started = cpu_start = None
             base = 0
             deadline = time.monotonic() + 900

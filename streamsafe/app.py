@@ -44,13 +44,13 @@ from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
 from streamsafe.matching.pdq_index import warm_up as warm_up_matching
 from streamsafe.observability.health import HealthServer
-from streamsafe.observability.metrics import StreamSafeMetrics
+from streamsafe.observability.metrics import StreamSafeMetrics, lag
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.loop import ReviewConfig
 from streamsafe.settings import KafkaSecurity, Settings
 
-__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "lag", "load_banks"]
+__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,7 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None and tp.topic in processor.input_topic_names:
+                # Faust keeps None for a partition never committed
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag(highwater, committed.get(tp)))
         prefilter = getattr(app, "streamsafe_prefilter", None)
         if prefilter is not None:  # the frames it has not screened yet
@@ -269,11 +270,6 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
 
     if settings.http_port:
         app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))
-
-
-def lag(highwater: int, committed: int | None) -> int:
-    """Records behind on a partition (Faust keeps ``None`` for one never committed)."""
-    return max(0, highwater - (committed or 0))
 
 
 def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event,

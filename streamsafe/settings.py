@@ -167,6 +167,11 @@ class Settings:
         scheme = "streamsafe" if self.transport == "fast" else "streamsafe-stock"
         return ";".join(f"{scheme}://{host}" for host in self.bootstrap_servers.split(","))
 
+    @property
+    def prefilter_group(self) -> str:
+        """The frame pre-filter's consumer group (see :mod:`streamsafe.agents.prefilter`)."""
+        return f"{self.app_id}-prefilter"
+
     def topic_name(self, base: str) -> str:
         """The broker-side name of a contract topic (with the configured prefix)."""
         return f"{self.topic_prefix}{base}"

@@ -37,6 +37,7 @@ from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.models import FrameBatch
+from streamsafe.observability.metrics import lag
 from streamsafe.settings import Settings
 
 __all__ = ["SOURCE_HEADER", "FramePreFilter", "Screened", "screen", "screen_many", "source_of"]
@@ -113,7 +114,7 @@ class FramePreFilter(Service):
         self.processor = processor
         self.ready = ready
         self.max_batch = max_batch
-        self.group = f"{settings.app_id}-prefilter"
+        self.group = settings.prefilter_group
         self.source = settings.topic_name(FRAME_HASHES)
         self.target = settings.topic_name(FRAME_MATCHES)
         self.dead_letters = settings.topic_name(DEAD_LETTER)
@@ -171,7 +172,7 @@ class FramePreFilter(Service):
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None:
-                lags[tp] = max(0, highwater - self.committed.get(tp, 0))
+                lags[tp] = lag(highwater, self.committed.get(tp))
         return lags
 
     async def screen_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -179,7 +180,6 @@ class FramePreFilter(Service):
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         processor = self.processor
-        rejected = processor.metrics.input_messages
         pending: list[asyncio.Future[Any]] = []
         offsets: dict[TopicPartition, int] = {}
         every = [r for records in batch.values() for r in records]
@@ -189,10 +189,7 @@ class FramePreFilter(Service):
             for r in records:
                 outcome = next(outcomes)
                 if outcome.dead_letter is not None:
-                    reason = outcome.dead_letter.reason
-                    processor.stats.rejected[reason] += 1
-                    rejected.labels(FRAME_HASHES, "dead_lettered", reason).inc()
-                    log.info("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+                    processor.count_rejected(FRAME_HASHES, outcome.dead_letter)
                     pending.append(await producer.send(self.dead_letters, outcome.dead_letter.encode(),
                                                        key=r.topic.encode()))
                     continue

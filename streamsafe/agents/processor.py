@@ -124,6 +124,13 @@ class StreamProcessor:
             self._last_input[topic].set_to_current_time()
             self._accepted[topic].inc()
 
+    def count_rejected(self, topic: str, rejected: DeadLetter) -> None:
+        """Count (and log, without content) an input record on its way to the dead-letter topic."""
+        self.stats.rejected[rejected.reason] += 1
+        self.metrics.input_messages.labels(topic, "dead_lettered", rejected.reason).inc()
+        source = rejected.source
+        log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
+
     async def handle(
         self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
         *, counted: bool = False,
@@ -135,11 +142,9 @@ class StreamProcessor:
         try:
             event = self.decoder.decode(topic, key, value)
         except RejectedInput as exc:
-            self.stats.rejected[exc.reason] += 1
-            self.metrics.input_messages.labels(topic, "dead_lettered", exc.reason).inc()
-            log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset,
-                     exc.reason)
-            await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, key, value))
+            rejected = DeadLetter(exc.reason, exc.detail, source, key, value)
+            self.count_rejected(topic, rejected)
+            await self.publisher.dead_letter(rejected)
             return
         if not counted:
             self.stats.accepted[topic] += 1

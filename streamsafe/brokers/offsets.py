@@ -13,7 +13,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.settings import Settings
 
-__all__ = ["GroupOffsets"]
+__all__ = ["GroupOffsets", "end_offsets"]
+
+
+async def end_offsets(settings: Settings, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The next offset to be written on each partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **settings.security.aiokafka_kwargs())
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(list(partitions))
+    finally:
+        await stop_consumer(consumer)
 
 
 class GroupOffsets:

@@ -12,12 +12,17 @@ from dataclasses import dataclass, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["LATENCY_BUCKETS", "StreamSafeMetrics"]
+__all__ = ["LATENCY_BUCKETS", "StreamSafeMetrics", "lag"]
 
 # decision latency: most decisions within milliseconds; the SLO sits around 50 ms,
 # broker or rebalance trouble shows up in seconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STATE_BYTES_BUCKETS = (64, 128, 256, 512, 1024, 1536, 2048, 4096, 8192)
+
+
+def lag(highwater: int, committed: int | None) -> int:
+    """Records behind on a partition (``None``: never committed, counted from zero)."""
+    return max(0, highwater - (committed or 0))
 
 
 @dataclass(frozen=True)

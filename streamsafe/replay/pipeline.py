@@ -24,7 +24,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamsafe.brokers.local import start_broker
-from streamsafe.brokers.offsets import GroupOffsets
+from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX, policy_message
@@ -127,7 +127,7 @@ async def _wait_committed(settings: Settings, last: dict[TopicPartition, int], t
     screened = {tp: o for tp, o in last.items() if settings.prefilter and tp.topic == frames}
     by_agents = {tp: o for tp, o in last.items() if tp not in screened}
     if screened:
-        await _wait_group(settings, f"{settings.app_id}-prefilter", screened, deadline, timeout_s)
+        await _wait_group(settings, settings.prefilter_group, screened, deadline, timeout_s)
         by_agents.update(await _last_offsets(settings, FRAME_MATCHES))
     await _wait_group(settings, settings.app_id, by_agents, deadline, timeout_s)
 
@@ -145,16 +145,9 @@ async def _wait_group(settings: Settings, group: str, last: dict[TopicPartition,
 
 async def _last_offsets(settings: Settings, name: str) -> dict[TopicPartition, int]:
     """The offset of the last record of each non-empty partition of contract topic ``name``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                **settings.security.aiokafka_kwargs())
-    await consumer.start()
-    try:
-        topic = settings.topic_name(name)
-        partitions = [TopicPartition(topic, p) for p in range(load_contract()[name].partitions)]
-        ends = await consumer.end_offsets(partitions)
-        return {tp: end - 1 for tp, end in ends.items() if end > 0}
-    finally:
-        await stop_consumer(consumer)
+    topic = settings.topic_name(name)
+    ends = await end_offsets(settings, (TopicPartition(topic, p) for p in range(load_contract()[name].partitions)))
+    return {tp: end - 1 for tp, end in ends.items() if end > 0}
 
 
 async def _read_decisions(settings: Settings) -> list[dict[str, Any]]:

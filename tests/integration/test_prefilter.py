@@ -9,10 +9,9 @@ from collections import Counter
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from streamsafe.brokers.offsets import GroupOffsets
-from streamsafe.control.broadcast import stop_consumer
+from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.events.contract import ACTIONS, CLASSIFIER_SIGNALS, DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from tests.integration.test_worker import KNOWN_MD5, KNOWN_SHA256, benign, frames, signal
 
@@ -26,15 +25,10 @@ def hash_list(tmp_path):
     return path
 
 
-async def end_offsets(pipeline, name: str) -> dict[TopicPartition, int]:
+async def topic_end(pipeline, name: str) -> dict[TopicPartition, int]:
     topic = pipeline.topic(name)
-    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(pipeline.contract[name].partitions)]
-        return await consumer.end_offsets(tps)
-    finally:
-        await stop_consumer(consumer)
+    return await end_offsets(pipeline.settings,
+                             [TopicPartition(topic, p) for p in range(pipeline.contract[name].partitions)])
 
 
 async def test_prefilter_decides_exactly_what_the_agent_path_decides(pipeline, hash_list):
@@ -77,11 +71,12 @@ async def test_prefilter_decides_exactly_what_the_agent_path_decides(pipeline, h
     assert all(topic == pipeline.topic(FRAME_HASHES) for _, topic, _ in dead) and set(dead.values()) == {2}
 
     # only the 12 messages with a match were forwarded; the pre-filter committed every frame
-    forwarded = await end_offsets(pipeline, FRAME_MATCHES)
+    forwarded = await topic_end(pipeline, FRAME_MATCHES)
     assert sum(forwarded.values()) == 2 * len(matching)
-    frames_end = await end_offsets(pipeline, FRAME_HASHES)
+    frames_end = await topic_end(pipeline, FRAME_HASHES)
     deadline = time.monotonic() + 10
-    async with GroupOffsets(pipeline.settings, base + "-pf-prefilter") as offsets:
+    async with GroupOffsets(pipeline.settings, pipeline.settings.replace(app_id=base + "-pf").prefilter_group) \
+            as offsets:
         while (committed := await offsets.committed(list(frames_end))) != frames_end and time.monotonic() < deadline:
             time.sleep(0.2)
     assert committed == frames_end

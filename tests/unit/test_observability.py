@@ -123,7 +123,7 @@ def test_json_log_lines():
 
 
 def test_lag_of_a_partition_never_committed_counts_from_zero():
-    from streamsafe.app import lag
+    from streamsafe.observability.metrics import lag
 
     assert lag(40, None) == 40  # Faust's committed-offset map holds None there
     assert lag(40, 35) == 5 and lag(40, 41) == 0
