@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -44,13 +45,14 @@ from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
 from streamsafe.matching.pdq_index import warm_up as warm_up_matching
 from streamsafe.observability.health import HealthServer
+from streamsafe.observability.liveness import AgentRoster, DeliveryHealth, ProgressTracker
 from streamsafe.observability.metrics import StreamSafeMetrics, lag
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.loop import ReviewConfig
 from streamsafe.settings import KafkaSecurity, Settings
 
-__all__ = ["STATE_TABLE", "create_app", "faust_credentials", "load_banks"]
+__all__ = ["STATE_TABLE", "changelog_topics", "create_app", "faust_credentials", "load_banks"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,21 @@ def faust_credentials(security: KafkaSecurity) -> Any:
     if security.protocol == "SSL":
         return faust.SSLCredentials(ssl_context)
     return None
+
+
+def changelog_topics(settings: Settings, contract: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
+    """The tables' changelog topics, by Faust's names (``<app id>-<table>-changelog``), with
+    the input topics' partition count. The worker creates them before Faust starts: left to
+    Faust, a fresh worker under load sometimes found no partitions for one ("Ignoring
+    missing topic") and every table write then raised ``PartitionsMismatch``."""
+    partitions = contract[FRAME_HASHES].partitions
+    return {
+        f"{settings.app_id}-{table}-changelog": TopicSpec(
+            name=f"{settings.app_id}-{table}-changelog", direction="internal",
+            description=f"changelog of the {table} table", partitions=partitions, key="stream_id",
+            config={"cleanup.policy": "compact"}, schema_versions=(), schema={}, example={})
+        for table in (STATE_TABLE, INCIDENT_TABLE)
+    }
 
 
 def load_banks(settings: Settings) -> HashBanks:
@@ -109,6 +126,7 @@ def create_app(
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
         web_enabled=False,
         autodiscover=False,
@@ -135,11 +153,15 @@ def create_app(
             internal=False,
         )
 
+    metrics = metrics or StreamSafeMetrics.create()
+    watch = Watch(DeliveryHealth(on_failure=metrics.delivery_failures.inc),
+                  DeliveryHealth(on_failure=metrics.delivery_failures.inc), AgentRoster(),
+                  ProgressTracker(settings.stall_after_s))
     publisher = KafkaPublisher(output(ACTIONS), output(ESCALATIONS), output(SHADOW_DECISIONS),
                                output(DEAD_LETTER), reports=output(REPORTS),
                                preservation=output(PRESERVATION), bank_entries=output(HASHBANK_ENTRIES),
-                               timers=output(TIMERS))
-    metrics = metrics or StreamSafeMetrics.create()
+                               timers=output(TIMERS), timeout_s=settings.delivery_timeout_s,
+                               health=watch.deliveries)
     processor = StreamProcessor(
         decoder=InputDecoder(contract, settings.max_message_bytes),
         banks=banks if banks is not None else load_banks(settings),
@@ -164,10 +186,12 @@ def create_app(
         BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES), bank_control.apply),
     ], warm_up=warm_up_matching)
     app.service(service)
-    _observe(app, settings, processor, service, states, metrics)
+    prefilter = None
     if settings.prefilter:
-        app.streamsafe_prefilter = FramePreFilter(settings, processor, service.ready)  # type: ignore[attr-defined]
-        app.service(app.streamsafe_prefilter)  # type: ignore[attr-defined]
+        prefilter = FramePreFilter(settings, processor, service.ready, health=watch.forwards)
+        app.streamsafe_prefilter = prefilter  # type: ignore[attr-defined]
+        app.service(prefilter)
+    _observe(app, settings, processor, service, states, metrics, watch, prefilter)
     for name in (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS):
         # with the pre-filter, the frame agent reads only the frames that matched
         source = FRAME_MATCHES if settings.prefilter and name == FRAME_HASHES else name
@@ -180,7 +204,8 @@ def create_app(
             partitions=partitions,
             internal=False,
         )
-        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready,
+        watch.agents.expected.add(name)
+        app.agent(topic, name=f"streamsafe.{name}")(_agent_for(name, processor, service.ready, watch.agents,
                                                                forwarded=source != name))
         processor.input_topic_names.add(topic.get_topic_name())
     app.streamsafe_processor = processor  # type: ignore[attr-defined]
@@ -215,8 +240,18 @@ def create_app(
     return app
 
 
+@dataclass(frozen=True)
+class Watch:
+    """What readiness watches after start-up (see :mod:`streamsafe.observability.liveness`)."""
+
+    deliveries: DeliveryHealth  # the agents' sends
+    forwards: DeliveryHealth  # the pre-filter's sends
+    agents: AgentRoster
+    progress: ProgressTracker
+
+
 def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, control: ControlService,
-             states: Any, metrics: StreamSafeMetrics) -> None:
+             states: Any, metrics: StreamSafeMetrics, watch: Watch, prefilter: FramePreFilter | None) -> None:
     """Readiness, rebalances, lag and gauges; the HTTP endpoints if a port is set."""
     joined = asyncio.Event()
 
@@ -228,14 +263,33 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
     async def on_rebalance(app: faust.App, **kwargs: Any) -> None:
         metrics.rebalances.inc()
 
+    def stalls() -> dict[str, bool]:
+        """Causes of a stall, each True while it holds (only once the worker has started deciding)."""
+        now = time.monotonic()
+        started = control.ready.is_set() and joined.is_set() and not app.in_recovery
+        in_hand = [t for t in (processor.oldest_in_flight(),
+                               prefilter.batch_started if prefilter is not None else None) if t is not None]
+        return {
+            "agent": started and (bool(watch.agents.missing())
+                                  or (prefilter is not None and not prefilter.running)),
+            "record": any(now - t > settings.stall_after_s for t in in_hand),
+            "delivery": not (watch.deliveries.ok and watch.forwards.ok),
+            "progress": started and bool(watch.progress.stalled(now)),
+        }
+
     def conditions() -> dict[str, bool]:
+        stalled = stalls()
         return {
             "partitions_assigned": joined.is_set(),
             "tables_recovered": joined.is_set() and not app.in_recovery,
             "policies_and_banks_loaded": control.ready.is_set(),
+            "agents_running": not stalled["agent"],
+            "no_record_stuck": not stalled["record"],
+            "deliveries_acknowledged": not stalled["delivery"],
+            "committing_progress": not stalled["progress"],
         }
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=min(5.0, settings.stall_after_s / 3))
     async def refresh_gauges() -> None:
         try:
             update_gauges()
@@ -243,6 +297,8 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
             log.exception("refreshing gauges failed")
 
     def update_gauges() -> None:
+        for cause, stalled in stalls().items():
+            metrics.stalled.labels(cause).set(1 if stalled else 0)
         metrics.ready.set(1 if all(conditions().values()) else 0)
         metrics.table_recovered.set(1 if conditions()["tables_recovered"] else 0)
         for bank, kinds in processor.banks.sizes().items():
@@ -258,32 +314,40 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
         consumer = app.consumer
         committed = getattr(consumer, "_committed_offset", {})
         metrics.consumer_lag.clear()
+        observed = []
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None and tp.topic in processor.input_topic_names:
                 # Faust keeps None for a partition never committed
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag(highwater, committed.get(tp)))
-        prefilter = getattr(app, "streamsafe_prefilter", None)
+                behind = lag(highwater, committed.get(tp))
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
+                observed.append((tp, behind, committed.get(tp)))
         if prefilter is not None:  # the frames it has not screened yet
             for tp, behind in prefilter.lag().items():
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
+                observed.append((("prefilter", tp), behind, prefilter.committed.get(tp)))
+        watch.progress.observe(observed, time.monotonic())
 
     if settings.http_port:
         app.add_dependency(HealthServer(metrics, conditions, settings.http_host, settings.http_port))
 
 
-def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event,
+def _agent_for(name: str, processor: StreamProcessor, ready: asyncio.Event, roster: AgentRoster,
                forwarded: bool = False) -> Callable[[Any], Any]:
     async def consume(stream: Any) -> None:
-        async for event in stream.events():
-            if not ready.is_set():
-                await ready.wait()  # decide only with the policies (and banks) in force
-            message = event.message
-            source = SourceRecord(message.topic, message.partition, message.offset,
-                                  _timestamp_ms(message.timestamp))
-            if forwarded:  # a match the pre-filter forwarded: it counted the input
-                source = source_of(message.headers, source)
-            await processor.handle(name, message.key, message.value, source, counted=forwarded)
+        roster.started(name)
+        try:
+            async for event in stream.events():
+                if not ready.is_set():
+                    await ready.wait()  # decide only with the policies (and banks) in force
+                message = event.message
+                source = SourceRecord(message.topic, message.partition, message.offset,
+                                      _timestamp_ms(message.timestamp))
+                if forwarded:  # a match the pre-filter forwarded: it counted the input
+                    source = source_of(message.headers, source)
+                await processor.handle(name, message.key, message.value, source, counted=forwarded)
+        finally:
+            roster.stopped(name)
 
     consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_').replace('-', '_')}"
     return consume

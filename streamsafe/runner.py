@@ -15,7 +15,7 @@ from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.errors import StreamSafeError
 from streamsafe.events.contract import load_contract
-from streamsafe.settings import Settings
+from streamsafe.settings import ENV_PREFIX, Settings
 
 __all__ = ["WorkerProcess", "run_worker", "spawn_worker"]
 
@@ -26,7 +26,7 @@ def run_worker(settings: Settings) -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM stop it cleanly)."""
     import faust
 
-    from streamsafe.app import create_app
+    from streamsafe.app import changelog_topics, create_app
     from streamsafe.observability.logs import json_logging_config
 
     if settings.event_loop == "uvloop":
@@ -36,7 +36,8 @@ def run_worker(settings: Settings) -> None:
     contract = load_contract()
     loop = asyncio.new_event_loop()
     try:
-        statuses = loop.run_until_complete(apply_topics(settings, contract))
+        statuses = loop.run_until_complete(
+            apply_topics(settings, contract, internal=changelog_topics(settings, contract)))
     finally:
         loop.close()
     created = [s.name for s in statuses if s.status == "created"]
@@ -88,33 +89,8 @@ class WorkerProcess:
 
 def worker_environment(settings: Settings, **extra: str | None) -> dict[str, str]:
     """The environment that gives a worker process these settings."""
-    env = {
-        **os.environ,
-        "STREAMSAFE_BROKER": settings.broker_url,
-        "STREAMSAFE_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMSAFE_APP_ID": settings.app_id,
-        "STREAMSAFE_STORE": settings.store,
-        "STREAMSAFE_DATA_DIR": str(settings.data_dir),
-        "STREAMSAFE_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-        "STREAMSAFE_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
-        "STREAMSAFE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
-        "STREAMSAFE_LOG_LEVEL": settings.log_level,
-        "STREAMSAFE_LOG_FORMAT": settings.log_format,
-        "STREAMSAFE_TRANSPORT": settings.transport,
-        "STREAMSAFE_INPUT_METRICS": "true" if settings.input_metrics else "false",
-        "STREAMSAFE_PREFILTER": "true" if settings.prefilter else "false",
-        "STREAMSAFE_EVENT_LOOP": settings.event_loop,
-        "STREAMSAFE_ENDED_STREAM_TTL_S": str(settings.ended_stream_ttl_s),
-        "STREAMSAFE_INACTIVE_STREAM_TTL_S": str(settings.inactive_stream_ttl_s),
-        "STREAMSAFE_SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
-        "STREAMSAFE_BENIGN_COOLDOWN_S": str(settings.benign_cooldown_s),
-        "STREAMSAFE_HTTP_HOST": settings.http_host,
-        "STREAMSAFE_HTTP_PORT": str(settings.http_port),
-    }
-    if settings.hash_list is not None:
-        env["STREAMSAFE_HASH_LIST"] = str(settings.hash_list)
-    if settings.policy_file is not None:
-        env["STREAMSAFE_POLICY_FILE"] = str(settings.policy_file)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
+    env.update(settings.to_env())
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 

@@ -17,6 +17,10 @@ max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
 session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
 rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
 commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
+instance_id                    STREAMSAFE_INSTANCE_ID                 none (static group membership when set)
+delivery_timeout_s             STREAMSAFE_DELIVERY_TIMEOUT_S          10 (a send not acknowledged by then is resent)
+stall_after_s                  STREAMSAFE_STALL_AFTER_S               30 (not ready: a record in hand, or lag
+                                                                      without a commit, for this long)
 input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
 prefilter                      STREAMSAFE_PREFILTER                   true (screen frames outside Faust)
 transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
@@ -95,6 +99,53 @@ def _flag(text: str) -> bool:
         return False
     raise ValueError("expected true or false")
 
+def _text_flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+#: environment variable (without the prefix) -> (field, parse); the one table from which
+#: :meth:`Settings.from_env` reads and :meth:`Settings.to_env` writes
+ENV_FIELDS: dict[str, tuple[str, Any]] = {
+    "BROKER": ("broker_url", str),
+    "TOPIC_PREFIX": ("topic_prefix", str),
+    "APP_ID": ("app_id", str),
+    "STORE": ("store", str),
+    "DATA_DIR": ("data_dir", Path),
+    "HASH_LIST": ("hash_list", Path),
+    "POLICY_FILE": ("policy_file", Path),
+    "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+    "SESSION_TIMEOUT_S": ("session_timeout_s", float),
+    "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
+    "COMMIT_INTERVAL_S": ("commit_interval_s", float),
+    "INSTANCE_ID": ("instance_id", str),
+    "DELIVERY_TIMEOUT_S": ("delivery_timeout_s", float),
+    "STALL_AFTER_S": ("stall_after_s", float),
+    "LOG_LEVEL": ("log_level", str),
+    "LOG_FORMAT": ("log_format", str),
+    "TRANSPORT": ("transport", str),
+    "INPUT_METRICS": ("input_metrics", _flag),
+    "PREFILTER": ("prefilter", _flag),
+    "EVENT_LOOP": ("event_loop", str),
+    "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
+    "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
+    "SWEEP_INTERVAL_S": ("sweep_interval_s", float),
+    "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float),
+    "PRESERVE_DAYS": ("preserve_days", int),
+    "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag),
+    "HTTP_HOST": ("http_host", str),
+    "HTTP_PORT": ("http_port", int),
+}
+#: environment variable -> KafkaSecurity field (the password travels as SASL_PASSWORD)
+SECURITY_ENV = {
+    "SECURITY_PROTOCOL": "protocol",
+    "SSL_CAFILE": "ssl_cafile",
+    "SSL_CERTFILE": "ssl_certfile",
+    "SSL_KEYFILE": "ssl_keyfile",
+    "SASL_MECHANISM": "sasl_mechanism",
+    "SASL_USERNAME": "sasl_username",
+    "SASL_PASSWORD": "sasl_password",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -111,6 +162,9 @@ class Settings:
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
     commit_interval_s: float = 2.8
+    instance_id: str | None = None
+    delivery_timeout_s: float = 10.0
+    stall_after_s: float = 30.0
     ended_stream_ttl_s: float = 3600.0
     inactive_stream_ttl_s: float = 21600.0
     sweep_interval_s: float = 5.0
@@ -142,8 +196,12 @@ class Settings:
             raise ConfigError("log_level must be debug, info, warning or error")
         if not 0 <= self.http_port <= 65535:
             raise ConfigError("http_port must be 0..65535")
-        if self.max_message_bytes < 1024:
-            raise ConfigError("max_message_bytes must be at least 1024")
+        if not 1024 <= self.max_message_bytes <= 1_000_000:
+            raise ConfigError("max_message_bytes must be 1024..1000000 (the producer's and broker's limit)")
+        if self.instance_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", self.instance_id):
+            raise ConfigError("instance_id must be 1-200 letters, digits, '.', '_' or '-'")
+        if self.delivery_timeout_s <= 0 or self.stall_after_s <= 0:
+            raise ConfigError("delivery_timeout_s and stall_after_s must be positive")
         if self.security.protocol not in SECURITY_PROTOCOLS:
             raise ConfigError(f"security_protocol must be one of {SECURITY_PROTOCOLS}")
         if self.security.sasl_mechanism not in SASL_MECHANISMS:
@@ -179,6 +237,20 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """The ``STREAMSAFE_*`` environment that :meth:`from_env` turns back into these
+        settings (for spawned workers: every setting, security included)."""
+        env: dict[str, str] = {}
+        for name, (attr, _) in ENV_FIELDS.items():
+            value = getattr(self, attr)
+            if value is not None:
+                env[ENV_PREFIX + name] = _text_flag(value) if isinstance(value, bool) else str(value)
+        for name, attr in SECURITY_ENV.items():
+            value = getattr(self.security, attr)
+            if value is not None:
+                env[ENV_PREFIX + name] = str(value)
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``STREAMSAFE_*`` variables, then apply non-None overrides."""
@@ -189,33 +261,7 @@ class Settings:
             return value if value not in (None, "") else None
 
         values: dict[str, Any] = {}
-        simple = {
-            "BROKER": ("broker_url", str),
-            "TOPIC_PREFIX": ("topic_prefix", str),
-            "APP_ID": ("app_id", str),
-            "STORE": ("store", str),
-            "DATA_DIR": ("data_dir", Path),
-            "HASH_LIST": ("hash_list", Path),
-            "POLICY_FILE": ("policy_file", Path),
-            "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
-            "SESSION_TIMEOUT_S": ("session_timeout_s", float),
-            "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
-            "COMMIT_INTERVAL_S": ("commit_interval_s", float),
-            "LOG_LEVEL": ("log_level", str),
-            "LOG_FORMAT": ("log_format", str),
-            "TRANSPORT": ("transport", str),
-            "INPUT_METRICS": ("input_metrics", _flag),
-            "PREFILTER": ("prefilter", _flag),
-            "EVENT_LOOP": ("event_loop", str),
-            "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
-            "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
-            "SWEEP_INTERVAL_S": ("sweep_interval_s", float),
-            "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float),
-            "PRESERVE_DAYS": ("preserve_days", int),
-            "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag),
-            "HTTP_HOST": ("http_host", str),
-            "HTTP_PORT": ("http_port", int),
-        }
+        simple = ENV_FIELDS
         for env_name, (attr, convert) in simple.items():
             raw = get(env_name)
             if raw is not None:

@@ -22,21 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 from mode import Service
 
 from streamsafe.agents.processor import StreamProcessor
 from streamsafe.control.broadcast import stop_consumer
+from streamsafe.enforcement.kafka import RETRY_BACKOFF_S
 from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.models import FrameBatch
+from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
 from streamsafe.settings import Settings
 
@@ -61,20 +70,45 @@ Record = tuple[bytes | None, bytes | None, SourceRecord]
 
 def screen_many(processor: StreamProcessor, records: Sequence[Record]) -> list[Screened]:
     """Decode and match frame-hash records as the agent path would; the PDQ hashes of
-    all of them are looked up in one index call."""
+    all of them are looked up in one index call. Never raises: a record whose screening
+    raises is dead-lettered ``processing_error`` (the batch is screened one by one to
+    find it)."""
     outcomes: list[Screened | None] = [None] * len(records)
     decoded: list[tuple[int, FrameBatch]] = []
     for i, (key, value, source) in enumerate(records):
         try:
-            event = processor.decoder.decode(FRAME_HASHES, key, value)
+            event = processor.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
         except RejectedInput as exc:
             outcomes[i] = Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
             continue
+        except Exception as exc:  # one record must never stop the screening
+            outcomes[i] = _failed(exc, key, value, source)
+            continue
         assert isinstance(event, FrameBatch)
         decoded.append((i, event))
-    for (i, _), matches in zip(decoded, processor.frame_matches_many([e for _, e in decoded]), strict=True):
-        outcomes[i] = Screened(forward=bool(matches))
+    try:
+        groups = processor.frame_matches_many([e for _, e in decoded])
+    except Exception:
+        groups = []
+        for i, event in decoded:
+            try:
+                groups.append(processor.frame_matches(event))
+            except Exception as exc:
+                key, value, source = records[i]
+                outcomes[i] = _failed(exc, key, value, source)
+                groups.append([])
+    for (i, _), matches in zip(decoded, groups, strict=True):
+        if outcomes[i] is None:
+            outcomes[i] = Screened(forward=bool(matches))
     return [o if o is not None else Screened() for o in outcomes]
+
+
+def _failed(exc: Exception, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
+    log.error("screening %s[%d]@%d raised %s; dead-lettered", source.topic, source.partition, source.offset,
+              type(exc).__name__)
+    log.debug("screening error", exc_info=True)
+    return Screened(dead_letter=DeadLetter("processing_error", f"{type(exc).__name__}: {exc}", source, key,
+                                           value))
 
 
 def screen(processor: StreamProcessor, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
@@ -108,7 +142,7 @@ class FramePreFilter(Service):
     """Screens ``livestream.frame-hashes`` and forwards matches (see the module doc)."""
 
     def __init__(self, settings: Settings, processor: StreamProcessor, ready: asyncio.Event, *,
-                 max_batch: int = 500, **kwargs: Any) -> None:
+                 max_batch: int = 500, health: DeliveryHealth | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.processor = processor
@@ -119,6 +153,10 @@ class FramePreFilter(Service):
         self.target = settings.topic_name(FRAME_MATCHES)
         self.dead_letters = settings.topic_name(DEAD_LETTER)
         self.batch_lock = asyncio.Lock()
+        self.batch_started: float | None = None  # monotonic, while a batch is in hand
+        self.running = False  # the screening loop is alive
+        self.timeout_s = settings.delivery_timeout_s
+        self.health = health if health is not None else DeliveryHealth()
         self.screened = 0
         self.forwarded = 0
         self.committed: dict[TopicPartition, int] = {}
@@ -154,14 +192,18 @@ class FramePreFilter(Service):
         await self.ready.wait()  # match with the banks and policies in force
         consumer = self._consumer
         assert consumer is not None
-        while not self.should_stop:
-            try:
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            except ConsumerStoppedError:
-                return  # the worker is stopping
-            if batch:
-                async with self.batch_lock:
-                    await self.screen_batch(batch)
+        self.running = True
+        try:
+            while not self.should_stop:
+                try:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                except ConsumerStoppedError:
+                    return  # the worker is stopping
+                if batch:
+                    async with self.batch_lock:
+                        await self.screen_batch(batch)
+        finally:
+            self.running = False
 
     def lag(self) -> dict[TopicPartition, int]:
         """Frames not yet screened and committed, per assigned partition."""
@@ -176,45 +218,71 @@ class FramePreFilter(Service):
         return lags
 
     async def screen_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Screen, forward, wait for the broker's acknowledgements, then commit."""
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None
+        """Screen, forward, wait for the broker's acknowledgements, then commit. A batch
+        whose sends fail or time out is screened again from its first offset after a
+        back-off (never skipped); :attr:`health` says so meanwhile."""
+        consumer = self._consumer
+        assert consumer is not None
+        self.batch_started = time.monotonic()
+        try:
+            if not await self._forward(batch):
+                for tp, records in batch.items():
+                    if records:
+                        consumer.seek(tp, records[0].offset)
+                wait = RETRY_BACKOFF_S[max(0, min(self.health.failures, len(RETRY_BACKOFF_S)) - 1)]
+                await asyncio.sleep(wait)
+                return
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            try:
+                await consumer.commit(offsets)
+                self.committed.update(offsets)
+            except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
+                log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
+                            len(offsets), type(exc).__name__)
+        finally:
+            self.batch_started = None
+
+    async def _forward(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
+        """Send the batch's matches and dead letters; True once the broker acknowledged all."""
+        producer = self._producer
+        assert producer is not None
         processor = self.processor
-        pending: list[asyncio.Future[Any]] = []
-        offsets: dict[TopicPartition, int] = {}
         every = [r for records in batch.values() for r in records]
-        outcomes = iter(screen_many(processor, [
-            (r.key, r.value, SourceRecord(r.topic, r.partition, r.offset, r.timestamp)) for r in every]))
-        for tp, records in batch.items():
-            for r in records:
-                outcome = next(outcomes)
+        outcomes = screen_many(processor, [
+            (r.key, r.value, SourceRecord(r.topic, r.partition, r.offset, r.timestamp)) for r in every])
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            for r, outcome in zip(every, outcomes, strict=True):
                 if outcome.dead_letter is not None:
                     processor.count_rejected(FRAME_HASHES, outcome.dead_letter)
-                    pending.append(await producer.send(self.dead_letters, outcome.dead_letter.encode(),
-                                                       key=r.topic.encode()))
+                    pending.append(await self._send_dead_letter(outcome.dead_letter))
                     continue
                 processor.count_input(FRAME_HASHES)
                 if outcome.forward:
                     header = f"{r.topic}:{r.partition}:{r.offset}".encode()
-                    pending.append(await producer.send(
+                    pending.append(await asyncio.wait_for(producer.send(
                         self.target, r.value, key=r.key, partition=r.partition, timestamp_ms=r.timestamp,
-                        headers=[(SOURCE_HEADER, header)]))
+                        headers=[(SOURCE_HEADER, header)]), self.timeout_s))
                     self.forwarded += 1
-            self.screened += len(records)
-            if records:
-                offsets[tp] = records[-1].offset + 1
-        if pending:
-            try:
-                await asyncio.gather(*pending)  # acks=all: the matches are durable before the commit
-            except KafkaError as exc:
-                log.error("pre-filter could not forward a batch (%s); screening it again", type(exc).__name__)
-                for tp, records in batch.items():
-                    if records:
-                        consumer.seek(tp, records[0].offset)
-                return
+            if pending:  # acks=all: the matches are durable before the commit
+                await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s)
+        except Exception as exc:  # KafkaError, a timeout, or anything else: never skip the batch
+            for future in pending:
+                future.cancel()
+            self.health.failed(type(exc).__name__, time.monotonic())
+            log.error("pre-filter could not forward a batch (%s); screening it again", type(exc).__name__)
+            return False
+        self.health.delivered()
+        self.screened += len(every)
+        return True
+
+    async def _send_dead_letter(self, rejected: DeadLetter) -> asyncio.Future[Any]:
+        producer = self._producer
+        assert producer is not None
+        key = rejected.source.topic.encode()
         try:
-            await consumer.commit(offsets)
-            self.committed.update(offsets)
-        except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
-            log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
-                        len(offsets), type(exc).__name__)
+            return await asyncio.wait_for(producer.send(self.dead_letters, rejected.encode(), key=key),
+                                          self.timeout_s)
+        except (MessageSizeTooLargeError, RecordTooLargeError):
+            return await asyncio.wait_for(producer.send(self.dead_letters, rejected.encode(keep_bytes=0), key=key),
+                                          self.timeout_s)

@@ -99,6 +99,7 @@ class StreamProcessor:
         self.count_inputs = True  # per-record metrics; off only to measure what they cost
         self._pending: ReviewOutcome | None = None  # reports made while deciding, sent after the decisions
         self.input_topic_names: set[str] = set()  # broker-side names, for lag
+        self.in_flight: dict[str, float] = {}  # topic -> when its record in hand started (monotonic)
 
     def use_policies(self, policies: PolicySet) -> None:
         """Switch policies (hot reload); the live policy also sets how banks match."""
@@ -135,12 +136,36 @@ class StreamProcessor:
         self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
         *, counted: bool = False,
     ) -> None:
-        """Process one record of contract topic ``topic``; never raises on bad input.
-        ``counted``: the record was already counted as input (forwarded by the pre-filter)."""
+        """Process one record of contract topic ``topic``; never raises (but for cancellation).
+        ``counted``: the record was already counted as input (forwarded by the pre-filter).
+
+        Bad input is dead-lettered with its contract reason; anything that raises while
+        deciding about the record dead-letters it as ``processing_error`` (with the
+        exception's type), so one odd record can neither stop the agent nor vanish."""
+        self.in_flight[topic] = time.monotonic()
+        try:
+            await self._handle(topic, key, value, source, counted)
+        except Exception as exc:  # one record must never take the agent down
+            self._pending = None
+            rejected = DeadLetter("processing_error", f"{type(exc).__name__}: {exc}", source, key, value)
+            log.error("processing %s[%d]@%d raised %s; dead-lettered", source.topic, source.partition,
+                      source.offset, type(exc).__name__)
+            log.debug("processing error", exc_info=True)
+            self.count_rejected(topic, rejected)
+            await self.publisher.dead_letter(rejected)
+        finally:
+            self.in_flight.pop(topic, None)
+
+    def oldest_in_flight(self) -> float | None:
+        """When (monotonic) the longest-running record still being handled started, if any."""
+        return min(self.in_flight.values(), default=None)
+
+    async def _handle(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
+                      counted: bool) -> None:
         if self.count_inputs and not counted:
             self._last_input[topic].set_to_current_time()
         try:
-            event = self.decoder.decode(topic, key, value)
+            event = self.decoder.decode(topic, key, value, source.timestamp_ms)
         except RejectedInput as exc:
             rejected = DeadLetter(exc.reason, exc.detail, source, key, value)
             self.count_rejected(topic, rejected)

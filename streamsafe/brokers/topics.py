@@ -30,9 +30,11 @@ async def apply_topics(
     *,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    internal: Mapping[str, TopicSpec] | None = None,
 ) -> list[TopicStatus]:
     """Create every missing contract topic; refuse (TopicMismatchError) when an existing
-    one has another partition count, since co-partitioning by stream id depends on it."""
+    one has another partition count, since co-partitioning by stream id depends on it.
+    ``internal``: more topics by their broker-side names (a worker's table changelogs)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=int(timeout_s * 1000),
@@ -45,6 +47,7 @@ async def apply_topics(
         raise BrokerError(f"cannot reach broker {settings.bootstrap_servers}: {exc!r}") from exc
     try:
         wanted = {settings.topic_name(name): spec for name, spec in contract.items()}
+        wanted.update(internal or {})
         existing = await _partition_counts(admin, list(wanted))
         missing = [
             NewTopic(name, spec.partitions, replication_factor, topic_configs=dict(spec.config))

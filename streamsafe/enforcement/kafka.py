@@ -1,21 +1,43 @@
-"""Publishing to the enforcement and dead-letter topics through the Faust producer."""
+"""Publishing to the enforcement and dead-letter topics through the Faust producer.
+
+Every send is guarded. A delivery that is not acknowledged within ``timeout_s``, or
+that the producer refuses, is sent again after a back-off, for as long as it takes:
+an input's offset is committed only after its decisions are acknowledged, so a
+record is never skipped; meanwhile :class:`~streamsafe.observability.liveness.DeliveryHealth`
+says the worker is failing, ``/readyz`` turns 503 and the stall alert fires. A
+resend after a timeout may duplicate a record; decisions carry deterministic ids,
+so consumers treat the copy as the same decision. A dead letter the broker refuses
+as too large is sent again without the original bytes (its size and SHA-256 stay).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from streamsafe.control.bank_publish import encode_entry
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import TimerTick
 from streamsafe.matching.banks import BankEntry
+from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 
-__all__ = ["KafkaPublisher"]
+__all__ = ["RETRY_BACKOFF_S", "KafkaPublisher"]
+
+log = logging.getLogger(__name__)
+
+#: waits between resends of a delivery that failed (the last one repeats)
+RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+Send = tuple[Any, bytes, bytes, int | None]  # topic, key, value, partition
 
 
 class KafkaPublisher:
@@ -23,7 +45,8 @@ class KafkaPublisher:
     rare, and a decision must not be lost between the send and the offset commit."""
 
     def __init__(self, actions: Any, escalations: Any, shadow: Any, dead_letters: Any, *, reports: Any,
-                 preservation: Any, bank_entries: Any, timers: Any) -> None:
+                 preservation: Any, bank_entries: Any, timers: Any, timeout_s: float = 10.0,
+                 health: DeliveryHealth | None = None) -> None:
         self._actions = actions
         self._escalations = escalations
         self._shadow = shadow
@@ -32,25 +55,61 @@ class KafkaPublisher:
         self._preservation = preservation
         self._bank_entries = bank_entries
         self._timers = timers
+        self.timeout_s = timeout_s
+        self.health = health if health is not None else DeliveryHealth()
+
+    async def _deliver(self, sends: Sequence[Send]) -> None:
+        """Send all, then wait for every acknowledgement; resend what failed until it is acknowledged."""
+        waiting = list(sends)
+        attempt = 0
+        while waiting:
+            pending = []
+            for send in waiting:
+                topic, key, value, partition = send
+                try:
+                    future = await asyncio.wait_for(topic.send(key=key, value=value, partition=partition),
+                                                    self.timeout_s)
+                except TOO_LARGE:
+                    raise
+                except (KafkaError, TimeoutError) as exc:
+                    pending.append((send, exc))
+                    continue
+                pending.append((send, future))
+            failed: list[tuple[Send, BaseException]] = []
+            for send, future in pending:
+                if isinstance(future, BaseException):
+                    failed.append((send, future))
+                    continue
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+                except TOO_LARGE:
+                    raise
+                except (KafkaError, TimeoutError) as exc:
+                    failed.append((send, exc))
+            if not failed:
+                self.health.delivered()
+                return
+            problem = type(failed[0][1]).__name__
+            self.health.failed(problem, time.monotonic())
+            wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+            log.error("%d of %d deliveries failed (%s); sending them again in %.1f s", len(failed),
+                      len(waiting), problem, wait)
+            attempt += 1
+            waiting = [send for send, _ in failed]
+            await asyncio.sleep(wait)
 
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         key = report.stream_id.encode()
-        sent = [await self._preservation.send(key=key, value=preservation.encode()),
-                await self._reports.send(key=key, value=report.encode())]
-        for delivery in sent:
-            await delivery
+        await self._deliver([(self._preservation, key, preservation.encode(), None),
+                             (self._reports, key, report.encode(), None)])
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         now = int(time.time() * 1000)
-        sent = [await self._bank_entries.send(key=e.entry_id.encode(), value=encode_entry(e, "reviewer", now))
-                for e in entries]
-        for delivery in sent:
-            await delivery
+        await self._deliver([(self._bank_entries, e.entry_id.encode(), encode_entry(e, "reviewer", now), None)
+                             for e in entries])
 
     async def send_tick(self, tick: TimerTick, partition: int) -> None:
-        delivery = await self._timers.send(key=tick.stream_id.encode(), value=orjson.dumps(tick.to_dict()),
-                                           partition=partition)
-        await delivery
+        await self._deliver([(self._timers, tick.stream_id.encode(), orjson.dumps(tick.to_dict()), partition)])
 
     def _topic_for(self, decision: Decision) -> Any:
         if decision.shadow:
@@ -62,12 +121,13 @@ class KafkaPublisher:
 
     async def publish_many(self, decisions: Sequence[Decision]) -> None:
         # all sent first, then all acknowledged: one round trip for an event's decisions
-        pending = [await self._topic_for(d).send(key=d.stream_id.encode(), value=d.encode()) for d in decisions]
-        for delivery in pending:
-            await delivery
+        await self._deliver([(self._topic_for(d), d.stream_id.encode(), d.encode(), None) for d in decisions])
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
-        delivery = await self._dead_letters.send(
-            key=rejected.source.topic.encode(), value=rejected.encode()
-        )
-        await delivery
+        key = rejected.source.topic.encode()
+        try:
+            await self._deliver([(self._dead_letters, key, rejected.encode(), None)])
+        except TOO_LARGE:
+            log.error("dead letter from %s[%d]@%d refused as too large; sent without the original bytes",
+                      rejected.source.topic, rejected.source.partition, rejected.source.offset)
+            await self._deliver([(self._dead_letters, key, rejected.encode(keep_bytes=0), None)])

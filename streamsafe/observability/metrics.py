@@ -52,6 +52,8 @@ class StreamSafeMetrics:
     false_positives: Counter
     sla_breaches: Counter
     reports: Counter
+    stalled: Gauge
+    delivery_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> StreamSafeMetrics:
@@ -108,6 +110,11 @@ class StreamSafeMetrics:
             sla_breaches=Counter("streamsafe_review_sla_breaches",
                                  "Escalations not reviewed within their SLA", ["priority"], registry=r),
             reports=Counter("streamsafe_reports", "Authority reports emitted", ["incident_type"], registry=r),
+            stalled=Gauge("streamsafe_stalled", "1 while this worker is stalled for the cause: an agent not "
+                          "running (agent), a record in hand too long (record), deliveries failing "
+                          "(delivery), lag without a commit (progress)", ["cause"], registry=r),
+            delivery_failures=Counter("streamsafe_delivery_failures", "Sends that timed out or were refused "
+                                      "(each is sent again)", registry=r),
         )
 
     def names(self) -> set[str]:

@@ -15,6 +15,9 @@ from streamsafe.events.decode import DEAD_LETTER_REASONS, InputDecoder
 from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
 
 
+T0 = 1764324061000  # an event time in the contract's range
+
+
 @pytest.fixture(scope="module")
 def decoder(contract):
     return InputDecoder(contract, max_message_bytes=4096)
@@ -87,14 +90,14 @@ def test_missing_version_is_unknown_version(decoder, example):
     "frames",
     [
         [],
-        [{"seq": 1, "ts_ms": 5}],  # no hash at all
-        [{"seq": 1, "ts_ms": 5, "pdq": "a" * 64}],  # pdq without quality
-        [{"seq": 1, "ts_ms": 5, "pdq": "a" * 63, "pdq_quality": 90}],
-        [{"seq": 1, "ts_ms": 5, "md5": "G" * 32}],
-        [{"seq": 1, "ts_ms": 5, "sha256": "a" * 64, "pdq_quality": 101, "pdq": "a" * 64}],
-        [{"seq": -1, "ts_ms": 5, "md5": "a" * 32}],
+        [{"seq": 1, "ts_ms": T0}],  # no hash at all
+        [{"seq": 1, "ts_ms": T0, "pdq": "a" * 64}],  # pdq without quality
+        [{"seq": 1, "ts_ms": T0, "pdq": "a" * 63, "pdq_quality": 90}],
+        [{"seq": 1, "ts_ms": T0, "md5": "G" * 32}],
+        [{"seq": 1, "ts_ms": T0, "sha256": "a" * 64, "pdq_quality": 101, "pdq": "a" * 64}],
+        [{"seq": -1, "ts_ms": T0, "md5": "a" * 32}],
         [{"seq": 1, "ts_ms": "2026-11-28T10:00:00Z", "md5": "a" * 32}],
-        [{"seq": 1, "ts_ms": 5, "md5": "a" * 32, "pixels": "..."}],
+        [{"seq": 1, "ts_ms": T0, "md5": "a" * 32, "pixels": "..."}],
     ],
 )
 def test_frame_schema_violations(decoder, example, frames):
@@ -117,6 +120,45 @@ def test_key_must_equal_stream_id(decoder, example, key):
 
 def test_violation_detail_does_not_echo_hash_values(decoder, example):
     secret = "c0ffee" * 10 + "zzzz"
-    value = example(FRAME_HASHES, frames=[{"seq": 1, "ts_ms": 5, "sha256": secret}])
+    value = example(FRAME_HASHES, frames=[{"seq": 1, "ts_ms": T0, "sha256": secret}])
     err = reject(decoder, FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
     assert secret not in err.detail
+
+
+@pytest.mark.parametrize(
+    ("ts", "named"),
+    [
+        (1764324061000 * 1000, "microseconds"),
+        (1764324061, "seconds"),
+        (1764324061000 * 1_000_000, "nanoseconds"),
+        (-5, ""),
+        (5_000_000_000_000, ""),
+    ],
+)
+def test_implausible_event_times_are_named(decoder, example, ts, named):
+    for topic, value in ((METADATA, example(METADATA, ts_ms=ts)),
+                         (FRAME_HASHES, example(FRAME_HASHES, frames=[{"seq": 1, "ts_ms": ts, "md5": "a" * 32}]))):
+        rejected = reject(decoder, topic, b"st-7f3a91", orjson.dumps(value))
+        assert rejected.reason == "implausible_time"
+        assert named in rejected.detail
+
+
+def test_event_time_far_ahead_of_the_broker_time_is_implausible(decoder, example):
+    value = orjson.dumps(example(METADATA, ts_ms=T0 + 2 * 3_600_000))
+    with pytest.raises(RejectedInput) as info:
+        decoder.decode(METADATA, b"st-7f3a91", value, T0)
+    assert info.value.reason == "implausible_time" and "ahead of the record's broker time" in info.value.detail
+    # a minute of producer clock skew, and any past time, are fine
+    decoder.decode(METADATA, b"st-7f3a91", orjson.dumps(example(METADATA, ts_ms=T0 + 60_000)), T0)
+    decoder.decode(METADATA, b"st-7f3a91", orjson.dumps(example(METADATA, ts_ms=T0 - 86_400_000 * 300)), T0)
+
+
+@pytest.mark.parametrize("stream_id", ["st\u202eevil", "st\x1b[31m", "st 1", "st\nx", "", "x" * 129, "-lead"])
+def test_unsafe_identifiers_are_schema_violations(decoder, example, stream_id):
+    stream_id = stream_id.encode().decode("unicode_escape")
+    value = example(METADATA, stream_id=stream_id)
+    rejected = reject(decoder, METADATA, stream_id.encode(), orjson.dumps(value))
+    assert rejected.reason == "schema_violation"
+    for field in ("broadcaster_id",):
+        bad = example(METADATA, **{field: stream_id})
+        assert reject(decoder, METADATA, b"st-7f3a91", orjson.dumps(bad)).reason == "schema_violation"

@@ -116,3 +116,28 @@ async def test_metrics_count_inputs_matches_decisions_and_latency(processor):
     assert value("streamsafe_decisions_total", action="block", priority="") == 1
     assert value("streamsafe_record_to_decision_seconds_count", action="block") == 1
     assert value("streamsafe_state_writes_total") == 1
+
+
+async def test_a_record_whose_processing_raises_is_dead_lettered_and_the_next_is_decided(processor, monkeypatch):
+    def explode(*args, **kwargs):
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr("streamsafe.agents.processor.report_if_due", explode)
+    value = frames("s-odd", KNOWN_MD5)
+    await processor.handle(FRAME_HASHES, b"s-odd", value, src(FRAME_HASHES, 1))
+    (dead,) = processor.publisher.dead_letters
+    assert dead.reason == "processing_error" and dead.detail.startswith("OverflowError")
+    assert dead.value == value and processor.in_flight == {}
+    monkeypatch.undo()
+    await processor.handle(FRAME_HASHES, b"s-next", frames("s-next", KNOWN_MD5), src(FRAME_HASHES, 2))
+    assert "block" in [d.action for d in processor.publisher.decisions if d.stream_id == "s-next"]
+
+
+async def test_a_microsecond_frame_time_is_dead_lettered_and_other_streams_still_block(processor):
+    bad = orjson.dumps({"schema_version": 1, "stream_id": "s-us",
+                        "frames": [{"seq": 1, "ts_ms": T0 * 1000, "md5": KNOWN_MD5}]})
+    await processor.handle(FRAME_HASHES, b"s-us", bad, src(FRAME_HASHES, 1))
+    (dead,) = processor.publisher.dead_letters
+    assert dead.reason == "implausible_time" and "microseconds" in dead.detail
+    await processor.handle(FRAME_HASHES, b"s-ok", frames("s-ok", KNOWN_MD5), src(FRAME_HASHES, 2))
+    assert [d.action for d in processor.publisher.decisions if d.action == "block"] == ["block"]
