@@ -76,18 +76,23 @@ def faust_credentials(security: KafkaSecurity) -> Any:
 
 
 def changelog_topics(settings: Settings, contract: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
-    """The tables' changelog topics, by Faust's names (``<app id>-<table>-changelog``), with
+    """The tables' changelog topics (and Faust's leader topic), by Faust's names
+    (``<app id>-<table>-changelog``), with
     the input topics' partition count. The worker creates them before Faust starts: left to
     Faust, a fresh worker under load sometimes found no partitions for one ("Ignoring
     missing topic") and every table write then raised ``PartitionsMismatch``."""
     partitions = contract[FRAME_HASHES].partitions
-    return {
+    topics = {
         f"{settings.app_id}-{table}-changelog": TopicSpec(
             name=f"{settings.app_id}-{table}-changelog", direction="internal",
             description=f"changelog of the {table} table", partitions=partitions, key="stream_id",
             config={"cleanup.policy": "compact"}, schema_versions=(), schema={}, example={})
         for table in (STATE_TABLE, INCIDENT_TABLE)
     }
+    leader = f"{settings.app_id}-__assignor-__leader"  # Faust's own, one partition
+    topics[leader] = TopicSpec(name=leader, direction="internal", description="Faust's leader election",
+                               partitions=1, key="none", config={}, schema_versions=(), schema={}, example={})
+    return topics
 
 
 def load_banks(settings: Settings) -> HashBanks:
@@ -128,6 +133,12 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
+        # Faust's default is 20 minutes: a send to a partition without a leader would wait that
+        # long; StreamSafe resends after delivery_timeout_s instead (enforcement/kafka.py)
+        producer_request_timeout=max(30.0, settings.delivery_timeout_s * 3),
+        # a changelog seen without partitions right after a rebalance is looked up again within
+        # 30 s, not Faust's 5 minutes (the topics are created before start: see changelog_topics)
+        consumer_metadata_max_age_ms=30_000,
         web_enabled=False,
         autodiscover=False,
     )

@@ -35,7 +35,7 @@ class BankControl:
             if record.value is None:
                 # keep order: additions before this removal must land first
                 if additions:
-                    self.banks.add_many(additions)
+                    self._add(additions, records, rejected)
                     additions = []
                 if record.key:
                     self.banks.remove(record.key.decode(errors="replace"))
@@ -44,9 +44,11 @@ class BankControl:
                 additions.append(decode_bank_entry(record.key, record.value))
             except RejectedInput as exc:
                 rejected.append((record, exc))
+            except Exception as exc:  # one odd entry must not cost the rest of the batch
+                rejected.append((record, RejectedInput("invalid_bank_entry", f"{type(exc).__name__}: {exc}")))
         if additions:
-            self.banks.add_many(additions)
-        for record, exc in rejected:
+            self._add(additions, records, rejected)
+        for record, exc in rejected:  # dead letters after every good entry is in force
             self.rejected += 1
             if self.metrics is not None:
                 self.metrics.bank_entries_rejected.labels(exc.reason).inc()
@@ -55,3 +57,20 @@ class BankControl:
             source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)
             await self.publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, record.key,
                                                         record.value))
+
+    def _add(self, additions: list[BankEntry], records: Sequence[ConsumerRecord],
+             rejected: list[tuple[ConsumerRecord, RejectedInput]]) -> None:
+        """Add a batch of entries; if the batch fails, add them one by one and reject the ones that fail."""
+        try:
+            self.banks.add_many(additions)
+            return
+        except Exception:
+            log.warning("adding %d bank entries failed; adding them one by one", len(additions))
+        by_id = {r.key.decode(errors="replace"): r for r in records if r.key}
+        for entry in additions:
+            try:
+                self.banks.add_many([entry])
+            except Exception as exc:
+                record = by_id.get(entry.entry_id)
+                if record is not None:
+                    rejected.append((record, RejectedInput("invalid_bank_entry", f"{type(exc).__name__}: {exc}")))

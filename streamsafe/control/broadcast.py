@@ -101,8 +101,15 @@ class BroadcastReader:
                     continue
                 try:
                     await self.on_batch(records)
-                except Exception:  # a bad batch must not stop the reader; the handler reports it
-                    log.exception("applying %d records from %s failed", len(records), tp)
+                except Exception as exc:  # handlers dead-letter bad records; this is the last guard
+                    log.error("applying %d records from %s raised %s; applying them one by one", len(records),
+                              tp, type(exc).__name__)
+                    for record in records:
+                        try:
+                            await self.on_batch([record])
+                        except Exception as one:
+                            log.error("record %s[%d]@%d could not be applied: %s", record.topic,
+                                      record.partition, record.offset, type(one).__name__)
                 self.records_applied += len(records)
                 if tp in pending and records[-1].offset + 1 >= pending[tp]:
                     del pending[tp]

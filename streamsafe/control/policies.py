@@ -21,6 +21,8 @@ __all__ = ["LIVE_KEY", "SHADOW_PREFIX", "PolicyControl"]
 
 LIVE_KEY = "live"
 SHADOW_PREFIX = "shadow/"
+#: a policy document is a few KiB; anything near the broker's 1 MB limit is not a policy
+MAX_POLICY_BYTES = 256 * 1024
 
 
 class PolicyControl:
@@ -37,8 +39,16 @@ class PolicyControl:
         self.refused = 0
 
     async def apply(self, records: Sequence[ConsumerRecord]) -> None:
+        """Apply records in order; each invalid one is dead-lettered and the rest go on."""
         for record in records:
-            problem = self._apply_one(record)
+            reason = "invalid_policy"
+            if record.value is not None and len(record.value) > MAX_POLICY_BYTES:
+                reason, problem = "oversized", f"{len(record.value)} bytes exceeds {MAX_POLICY_BYTES}"
+            else:
+                try:
+                    problem = self._apply_one(record)
+                except Exception as exc:  # whatever a malformed document raises, the next record goes on
+                    problem = f"{type(exc).__name__}: {exc}"
             if problem is not None:
                 self.refused += 1
                 if self.metrics is not None:
@@ -46,8 +56,7 @@ class PolicyControl:
                 self.log.error("refused policy at %s[%d]@%d: %s; the policy in force stays",
                                record.topic, record.partition, record.offset, problem)
                 source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)
-                await self._publisher.dead_letter(
-                    DeadLetter("invalid_policy", problem, source, record.key, record.value))
+                await self._publisher.dead_letter(DeadLetter(reason, problem, source, record.key, record.value))
 
     def _apply_one(self, record: ConsumerRecord) -> str | None:
         key = (record.key or b"").decode(errors="replace")

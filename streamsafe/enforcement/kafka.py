@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from faust.exceptions import ProducerSendError
 
 from streamsafe.control.bank_publish import encode_entry
 from streamsafe.events.dead_letter import DeadLetter
@@ -71,6 +72,11 @@ class KafkaPublisher:
                                                     self.timeout_s)
                 except TOO_LARGE:
                     raise
+                except ProducerSendError as exc:  # Faust's wrapper of what aiokafka's send() raised
+                    if isinstance(exc.__cause__, TOO_LARGE):
+                        raise exc.__cause__ from exc
+                    pending.append((send, exc))
+                    continue
                 except (KafkaError, TimeoutError) as exc:
                     pending.append((send, exc))
                     continue

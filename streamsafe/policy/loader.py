@@ -1,11 +1,31 @@
 """Load and validate a policy from YAML text (files) or a mapping (the control topic).
 
 The whole document is checked and every problem reported at once; an invalid
-policy raises :class:`PolicyError` and never replaces the one in force.
+policy raises :class:`PolicyError` and never replaces the one in force. Every
+section must have its type (a mapping, a list) and every number its range:
+
+==================================  =========================
+what                                range
+==================================  =========================
+durations (SLAs, half-lives)        > 0 and at most 30 days
+windows (weak matches, reports)     > 0 and at most 1 day
+fusion.prior_log_odds               -20 .. 20
+classifier slope / midpoint         0.1 .. 100 / 0 .. 1
+classifier weight, reports.weight   0 .. 10
+strong_match.log_odds               0 .. 50
+weak_match.log_odds / max_frames    0 .. 20 / 1 .. 64
+context log-odds, corroboration     -10 .. 10
+context.new_account_days            0 .. 3650
+rule values: counts / age in days   0 .. 10000 / 0 .. 36500
+rule values: risk and scores        0 .. 1
+==================================  =========================
+
+Non-finite numbers (``.nan``, ``.inf``) are refused everywhere.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -35,6 +55,11 @@ from streamsafe.scoring.fusion import (
 __all__ = ["default_policy_text", "load_policy", "parse_duration", "policy_from_mapping"]
 
 OPERATORS = ("gte", "gt", "lte", "lt", "eq")
+MAX_DURATION_S = 30 * 86400.0
+MAX_WINDOW_S = 86400.0
+#: the range of a rule's value for each kind of feature (risk and scores: 0..1)
+FEATURE_RANGES = {"strong_matches": 10_000, "weak_match_frames": 10_000, "reports.distinct": 10_000,
+                  "context.account_age_days": 36_500}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _FEATURES = re.compile(
@@ -84,7 +109,7 @@ class _Problems:
     def add(self, where: str, what: str) -> None:
         self.items.append(f"{where}: {what}")
 
-    def duration(self, where: str, value: Any, default: float) -> float:
+    def duration(self, where: str, value: Any, default: float, most_s: float = MAX_DURATION_S) -> float:
         if value is None:
             return default
         try:
@@ -92,17 +117,36 @@ class _Problems:
         except ValueError as exc:
             self.add(where, str(exc))
             return default
-        if seconds <= 0:
-            self.add(where, "must be positive")
+        if not 0 < seconds <= most_s:
+            self.add(where, f"must be positive and at most {most_s:.0f} s")
+            return default
         return seconds
 
-    def number(self, where: str, value: Any, default: float) -> float:
+    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float:
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             self.add(where, f"must be a number, got {value!r}")
             return default
+        if not low <= value <= high:
+            self.add(where, f"must be in {low:g}..{high:g}, got {value!r}")
+            return default
         return float(value)
+
+    def integer(self, where: str, value: Any, default: int, low: int, high: int) -> int:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            self.add(where, f"must be an integer, got {value!r}")
+            return default
+        return int(self.number(where, value, default, low, high))
+
+    def mapping(self, where: str, value: Any) -> Mapping[str, Any]:
+        """A section that must be a mapping (absent or null: empty)."""
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(where, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        return value
 
 
 def policy_from_mapping(document: Any) -> Policy:
@@ -116,21 +160,18 @@ def policy_from_mapping(document: Any) -> Policy:
     if not isinstance(version, str) or not version.strip():
         p.add("version", "must be a non-empty string")
         version = "?"
-    sla_doc = document.get("review_sla") or {}
+    sla_doc = p.mapping("review_sla", document.get("review_sla"))
     review_sla = {}
-    if not isinstance(sla_doc, Mapping):
-        p.add("review_sla", "must map P0..P3 to durations")
-    else:
-        for priority, value in sla_doc.items():
-            if priority not in PRIORITIES:
-                p.add(f"review_sla.{priority}", f"priority must be one of {PRIORITIES}")
-            review_sla[priority] = p.duration(f"review_sla.{priority}", value, 0)
-    matching = document.get("matching") or {}
+    for priority, value in sla_doc.items():
+        if priority not in PRIORITIES:
+            p.add(f"review_sla.{priority}", f"priority must be one of {PRIORITIES}")
+        review_sla[priority] = p.duration(f"review_sla.{priority}", value, 0)
+    matching = p.mapping("matching", document.get("matching"))
     strong = matching.get("strong_max_distance", 10)
     if not isinstance(strong, int) or not 0 <= strong <= 31:
         p.add("matching.strong_max_distance", "must be an integer in 0..31")
         strong = 10
-    weak_window = p.duration("matching.weak_window", matching.get("weak_window"), 600.0)
+    weak_window = p.duration("matching.weak_window", matching.get("weak_window"), 600.0, MAX_WINDOW_S)
     pdq_radius = matching.get("pdq_radius", 31)
     if not isinstance(pdq_radius, int) or not 0 <= pdq_radius <= 31:
         p.add("matching.pdq_radius", "must be an integer in 0..31 (31 is PDQ's confident-match threshold)")
@@ -144,14 +185,11 @@ def policy_from_mapping(document: Any) -> Policy:
             isinstance(r, int) and 0 <= r <= 31 for r in bank_radius.values()):
         p.add("matching.bank_radius", "must map bank names to radii in 0..31")
         bank_radius = {}
-    banks = document.get("banks") or {}
-    if not isinstance(banks, Mapping):
-        p.add("banks", "must map bank names to trust levels")
-        banks = {}
+    banks = p.mapping("banks", document.get("banks"))
     for bank, trust in banks.items():
         if trust not in TRUST_LEVELS:
             p.add(f"banks.{bank}", f"trust must be one of {TRUST_LEVELS}")
-    fusion = _fusion(p, document.get("fusion") or {})
+    fusion = _fusion(p, p.mapping("fusion", document.get("fusion")))
     rules_doc = document.get("rules")
     rules: list[Rule] = []
     if not isinstance(rules_doc, list) or not rules_doc:
@@ -179,62 +217,64 @@ def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) ->
     unknown = set(doc) - {"slope", "midpoint", "weight", "half_life"}
     if unknown:
         p.add(where, f"unknown keys {sorted(unknown)}")
-    weight = p.number(f"{where}.weight", doc.get("weight"), default.weight)
-    if weight < 0:
-        p.add(f"{where}.weight", "must not be negative")
+    weight = p.number(f"{where}.weight", doc.get("weight"), default.weight, 0, 10)
     return ClassifierModel(
-        Calibration(p.number(f"{where}.slope", doc.get("slope"), default.calibration.slope),
-                    p.number(f"{where}.midpoint", doc.get("midpoint"), default.calibration.midpoint)),
+        Calibration(p.number(f"{where}.slope", doc.get("slope"), default.calibration.slope, 0.1, 100),
+                    p.number(f"{where}.midpoint", doc.get("midpoint"), default.calibration.midpoint, 0, 1)),
         weight,
         p.duration(f"{where}.half_life", doc.get("half_life"), default.half_life_s),
     )
 
 
-def _fusion(p: _Problems, doc: Any) -> FusionModel:
-    if not isinstance(doc, Mapping):
-        p.add("fusion", "must be a mapping")
-        return FusionModel()
+def _fusion(p: _Problems, doc: Mapping[str, Any]) -> FusionModel:
     base = FusionModel()
     default = _classifier(p, "fusion.default_classifier", doc.get("default_classifier") or {},
                           base.default_classifier)
-    classifiers = {name: _classifier(p, f"fusion.classifiers.{name}", c, default)
-                   for name, c in (doc.get("classifiers") or {}).items()}
-    strong = doc.get("strong_match") or {}
-    weak = doc.get("weak_match") or {}
-    reports = doc.get("reports") or {}
-    context = doc.get("context") or {}
+    classifiers = {str(name): _classifier(p, f"fusion.classifiers.{name}", c, default)
+                   for name, c in p.mapping("fusion.classifiers", doc.get("classifiers")).items()}
+    strong = p.mapping("fusion.strong_match", doc.get("strong_match"))
+    weak = p.mapping("fusion.weak_match", doc.get("weak_match"))
+    reports = p.mapping("fusion.reports", doc.get("reports"))
+    context = p.mapping("fusion.context", doc.get("context"))
     groups = []
-    for i, g in enumerate(doc.get("corroboration") or []):
+    corroboration = doc.get("corroboration") or []
+    if not isinstance(corroboration, list):
+        p.add("fusion.corroboration", f"must be a list, got {type(corroboration).__name__}")
+        corroboration = []
+    for i, g in enumerate(corroboration):
         where = f"fusion.corroboration[{i}]"
         if not isinstance(g, Mapping) or not g.get("name") or not isinstance(g.get("members"), list) \
-                or len(g["members"]) < 2:
-            p.add(where, "needs a name and at least two members")
+                or len(g["members"]) < 2 or not all(isinstance(m, str) for m in g["members"]):
+            p.add(where, "needs a name and at least two members (classifier names or context.* flags)")
             continue
-        groups.append(CorroborationGroup(str(g["name"]), tuple(map(str, g["members"])),
-                                         p.number(f"{where}.bonus", g.get("bonus"), 1.0)))
+        groups.append(CorroborationGroup(str(g["name"]), tuple(g["members"]),
+                                         p.number(f"{where}.bonus", g.get("bonus"), 1.0, -10, 10)))
+
+    def context_odds(name: str, default: float) -> float:
+        return p.number(f"fusion.context.{name}", context.get(name), default, -10, 10)
+
     return FusionModel(
-        prior_log_odds=p.number("fusion.prior_log_odds", doc.get("prior_log_odds"), base.prior_log_odds),
+        prior_log_odds=p.number("fusion.prior_log_odds", doc.get("prior_log_odds"), base.prior_log_odds, -20, 20),
         classifiers=classifiers,
         default_classifier=default,
         strong_match_log_odds=p.number("fusion.strong_match.log_odds", strong.get("log_odds"),
-                                       base.strong_match_log_odds),
+                                       base.strong_match_log_odds, 0, 50),
         strong_match_half_life_s=p.duration("fusion.strong_match.half_life", strong.get("half_life"),
                                             base.strong_match_half_life_s),
         weak_match_log_odds=p.number("fusion.weak_match.log_odds", weak.get("log_odds"),
-                                     base.weak_match_log_odds),
-        weak_match_max_frames=int(p.number("fusion.weak_match.max_frames", weak.get("max_frames"),
-                                           base.weak_match_max_frames)),
+                                     base.weak_match_log_odds, 0, 20),
+        weak_match_max_frames=p.integer("fusion.weak_match.max_frames", weak.get("max_frames"),
+                                        base.weak_match_max_frames, 1, 64),
         weak_match_half_life_s=p.duration("fusion.weak_match.half_life", weak.get("half_life"),
                                           base.weak_match_half_life_s),
-        report_weight=p.number("fusion.reports.weight", reports.get("weight"), base.report_weight),
-        report_window_s=p.duration("fusion.reports.window", reports.get("window"), base.report_window_s),
-        private_log_odds=p.number("fusion.context.private", context.get("private"), base.private_log_odds),
-        new_account_days=int(p.number("fusion.context.new_account_days", context.get("new_account_days"),
-                                      base.new_account_days)),
-        new_account_log_odds=p.number("fusion.context.new_account", context.get("new_account"),
-                                      base.new_account_log_odds),
-        unverified_age_log_odds=p.number("fusion.context.unverified_age", context.get("unverified_age"),
-                                         base.unverified_age_log_odds),
+        report_weight=p.number("fusion.reports.weight", reports.get("weight"), base.report_weight, 0, 10),
+        report_window_s=p.duration("fusion.reports.window", reports.get("window"), base.report_window_s,
+                                   MAX_WINDOW_S),
+        private_log_odds=context_odds("private", base.private_log_odds),
+        new_account_days=p.integer("fusion.context.new_account_days", context.get("new_account_days"),
+                                   base.new_account_days, 0, 3650),
+        new_account_log_odds=context_odds("new_account", base.new_account_log_odds),
+        unverified_age_log_odds=context_odds("unverified_age", base.unverified_age_log_odds),
         corroboration=tuple(groups),
     )
 
@@ -280,6 +320,9 @@ def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[
     trust = condition.get("trust", ())
     if isinstance(trust, str):
         trust = (trust,)
+    if not isinstance(trust, list | tuple):
+        p.add(f"{where}.trust", f"must be a trust level or a list of them, got {trust!r}")
+        trust = ()
     for level in trust:
         if level not in TRUST_LEVELS:
             p.add(f"{where}.trust", f"{level!r} is not one of {TRUST_LEVELS}")
@@ -292,12 +335,14 @@ def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[
         if op not in OPERATORS:
             p.add(where, f"unknown operator {op!r}; use one of {OPERATORS}")
             continue
-        if not isinstance(value, int | float | bool):
+        if not isinstance(value, int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
             p.add(f"{where}.{op}", f"must be a number or boolean, got {value!r}")
             continue
         bounded = feature == "risk" or feature.startswith("score.")
         if bounded and (isinstance(value, bool) or not 0 <= value <= 1):
             p.add(f"{where}.{op}", "scores and risk are in [0, 1]")
+        elif feature in FEATURE_RANGES and not isinstance(value, bool) and not 0 <= value <= FEATURE_RANGES[feature]:
+            p.add(f"{where}.{op}", f"must be in 0..{FEATURE_RANGES[feature]}")
         out.append(Predicate(feature, op, value, tuple(trust), window_s))
     if not out:
         p.add(where, "has no condition")

@@ -14,7 +14,6 @@ from streamsafe.events.contract import (
 from streamsafe.events.decode import DEAD_LETTER_REASONS, InputDecoder
 from streamsafe.events.models import ClassifierSignal, FrameBatch, StreamMetadata, UserReport
 
-
 T0 = 1764324061000  # an event time in the contract's range
 
 
