@@ -230,6 +230,11 @@ class Settings:
         """The frame pre-filter's consumer group (see :mod:`streamsafe.agents.prefilter`)."""
         return f"{self.app_id}-prefilter"
 
+    @property
+    def prefilter_instance_id(self) -> str | None:
+        """The pre-filter's static member id, derived from :attr:`instance_id` (None: dynamic)."""
+        return None if self.instance_id is None else f"{self.instance_id}-prefilter"
+
     def topic_name(self, base: str) -> str:
         """The broker-side name of a contract topic (with the configured prefix)."""
         return f"{self.topic_prefix}{base}"

@@ -174,7 +174,7 @@ class FramePreFilter(Service):
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
-            fetch_max_wait_ms=10, **security,
+            fetch_max_wait_ms=10, group_instance_id=self.settings.prefilter_instance_id, **security,
         )
         self._consumer.subscribe([self.source], listener=_CommitOnRevoke(self))
         await self._consumer.start()
