@@ -55,7 +55,7 @@ from streamsafe.events.contract import (
     USER_REPORTS,
     load_contract,
 )
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 

@@ -11,23 +11,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
+from streamsafe.events.bank_entries import encode_bank_entry
 from streamsafe.events.contract import HASHBANK_ENTRIES
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry
 from streamsafe.settings import Settings
 
-__all__ = ["bank_sizes", "encode_entry", "publish_entries", "remove_entries"]
-
-
-def encode_entry(entry: BankEntry, source: str | None, added_ms: int) -> bytes:
-    value: dict[str, object] = {"schema_version": 1, "bank": entry.bank, "signal_type": entry.signal_type,
-                                "hash": entry.hash, "added_ms": added_ms}
-    if entry.label:
-        value["label"] = entry.label
-    if entry.quality is not None:
-        value["quality"] = entry.quality
-    if source:
-        value["source"] = source
-    return orjson.dumps(value)
+__all__ = ["bank_sizes", "publish_entries", "remove_entries"]
 
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
@@ -47,7 +36,7 @@ async def publish_entries(settings: Settings, entries: Iterable[BankEntry], sour
     pending = []
     try:
         for entry in entries:
-            pending.append(await producer.send(topic, encode_entry(entry, source, now),
+            pending.append(await producer.send(topic, encode_bank_entry(entry, source, now),
                                                key=entry.entry_id.encode()))
             sent += 1
             if len(pending) >= 5000:

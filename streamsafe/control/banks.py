@@ -12,7 +12,8 @@ from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
 from streamsafe.events.bank_entries import decode_bank_entry
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
-from streamsafe.matching.banks import BankEntry, HashBanks
+from streamsafe.events.models import BankEntry
+from streamsafe.matching.banks import HashBanks
 from streamsafe.observability.metrics import StreamSafeMetrics
 
 __all__ = ["BankControl"]

@@ -22,10 +22,9 @@ import orjson
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
 
-from streamsafe.control.bank_publish import encode_entry
+from streamsafe.events.bank_entries import encode_bank_entry
 from streamsafe.events.dead_letter import DeadLetter
-from streamsafe.events.models import TimerTick
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
@@ -111,7 +110,7 @@ class KafkaPublisher:
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         now = int(time.time() * 1000)
-        await self._deliver([(self._bank_entries, e.entry_id.encode(), encode_entry(e, "reviewer", now), None)
+        await self._deliver([(self._bank_entries, e.entry_id.encode(), encode_bank_entry(e, "reviewer", now), None)
                              for e in entries])
 
     async def send_tick(self, tick: TimerTick, partition: int) -> None:

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from streamsafe.events.dead_letter import DeadLetter
-from streamsafe.events.models import TimerTick
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 

@@ -7,15 +7,16 @@ spend. A unit test holds this decoder and the schema to the same verdicts.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 import orjson
 
 from streamsafe.errors import RejectedInput
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry
 
-__all__ = ["decode_bank_entry"]
+__all__ = ["decode_bank_entry", "encode_bank_entry", "entry_id_for"]
 
 _BANK = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -23,6 +24,26 @@ _LENGTH = {"pdq": 64, "md5": 32, "sha256": 64}
 _ALLOWED = frozenset({"schema_version", "bank", "signal_type", "hash", "quality", "label", "source",
                       "added_ms"})
 MAX_ENTRY_BYTES = 4096
+
+
+def entry_id_for(bank: str, signal_type: str, hash_hex: str) -> str:
+    """The record key of a bank entry: the bank and a digest of the hash (never the hash itself),
+    so importing the same hash twice is one entry."""
+    digest = hashlib.sha256(f"{signal_type}:{hash_hex}".encode()).hexdigest()[:20]
+    return f"{bank}:{digest}"
+
+
+def encode_bank_entry(entry: BankEntry, source: str | None, added_ms: int) -> bytes:
+    """The ``hashbank.entries`` value of an entry (its key is ``entry.entry_id``)."""
+    value: dict[str, object] = {"schema_version": 1, "bank": entry.bank, "signal_type": entry.signal_type,
+                                "hash": entry.hash, "added_ms": added_ms}
+    if entry.label:
+        value["label"] = entry.label
+    if entry.quality is not None:
+        value["quality"] = entry.quality
+    if source:
+        value["source"] = source
+    return orjson.dumps(value)
 
 
 def decode_bank_entry(key: bytes | None, value: bytes) -> BankEntry:

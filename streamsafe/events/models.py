@@ -5,8 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClassifierSignal", "Frame", "FrameBatch", "ReviewVerdict", "StreamMetadata", "TimerTick",
+from streamsafe.events.values import EvidenceRef
+
+__all__ = ["BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "ReviewVerdict", "StreamMetadata", "TimerTick",
            "UserReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class BankEntry:
+    """One known hash in a named bank (a ``hashbank.entries`` record, or a hash-list line)."""
+
+    entry_id: str
+    bank: str
+    signal_type: str
+    hash: str
+    label: str | None = None
+    quality: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +56,9 @@ class ClassifierSignal:
     chat_message_id: str | None = None
 
     @property
-    def evidence_ref(self) -> str | None:
-        """Where the classifier looked: ``frame:<seq>`` or ``msg:<chat message id>``."""
-        if self.frame_seq is not None:
-            return f"frame:{self.frame_seq}"
-        return f"msg:{self.chat_message_id}" if self.chat_message_id else None
+    def evidence_ref(self) -> EvidenceRef | None:
+        """Where the classifier looked: a frame or a chat message, if it said."""
+        return EvidenceRef.of(self.frame_seq, self.chat_message_id)
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ClassifierSignal:

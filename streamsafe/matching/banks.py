@@ -17,24 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamsafe.errors import BankError
-from streamsafe.events.models import Frame
+from streamsafe.events.models import BankEntry, Frame
 from streamsafe.matching.pdq_index import PDQIndex
 from streamsafe.matching.signal_types import SignalTypeRegistry, default_registry
 
-__all__ = ["BankEntry", "HashBanks", "HashListProblem", "Match", "read_hash_list"]
+__all__ = ["HashBanks", "HashListProblem", "Match", "read_hash_list"]
 
 _EXACT_BY_LENGTH = {32: "md5", 64: "sha256"}
 _TYPES = ("pdq", "md5", "sha256")
-
-
-@dataclass(frozen=True, slots=True)
-class BankEntry:
-    entry_id: str
-    bank: str
-    signal_type: str
-    hash: str
-    label: str | None = None
-    quality: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,14 @@ publishes the same entries again rather than duplicates.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.bank_entries import entry_id_for
+from streamsafe.events.models import BankEntry
 from streamsafe.matching.signal_types import default_registry
 
 __all__ = ["FORMATS", "ImportProblem", "detect_format", "entry_id_for", "read_entries"]
@@ -36,11 +36,6 @@ _PDQ_LINE = re.compile(r"^(?:pdq[\s,]+)?([0-9a-fA-F]{64})(?:[\s,]+(\d{1,3}))?$")
 class ImportProblem:
     line: int
     reason: str
-
-
-def entry_id_for(bank: str, signal_type: str, hash_hex: str) -> str:
-    digest = hashlib.sha256(f"{signal_type}:{hash_hex}".encode()).hexdigest()[:20]
-    return f"{bank}:{digest}"
 
 
 def detect_format(path: Path) -> str:

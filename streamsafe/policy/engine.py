@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from streamsafe.events.values import EvidenceRef
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy, Predicate, Rule
 from streamsafe.scoring.evidence import Evidence
@@ -95,10 +96,9 @@ def _evidence(policy: Policy, state: StreamState, rule: Rule, at_ms: int) -> tup
                         ("distance", m.distance), ("frame_seq", m.frame_seq))))
         elif name.startswith("score.") and (slot := state.scores.get(name[6:])) is not None:
             detail: list[tuple[str, Any]] = [("classifier", name[6:]), ("score", slot.score)]
-            if slot.ref and slot.ref.startswith("frame:"):
-                detail.append(("frame_seq", int(slot.ref[6:])))
-            elif slot.ref and slot.ref.startswith("msg:"):
-                detail.append(("chat_message_id", slot.ref[4:]))
+            ref = EvidenceRef.parse(slot.ref)
+            if ref is not None:
+                detail.extend(ref.fields().items())
             items.append(Evidence("classifier", slot.ts_ms, tuple(detail)))
         elif name == "reports.distinct" and state.reporters:
             count = state.distinct_reporters(at_ms - int((predicate.window_s or 600.0) * 1000))

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from streamsafe.events.values import Priority
 from streamsafe.scoring.fusion import FusionModel
 
 __all__ = ["ACTION_KINDS", "PRIORITIES", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Policy",
            "Predicate", "Rule"]
 
 ACTION_KINDS = ("monitor", "escalate", "restrict", "block", "report")
-PRIORITIES = ("P0", "P1", "P2", "P3")
+PRIORITIES = tuple(p.value for p in Priority)
 RESTRICTIONS = ("chat", "gifting", "discovery", "new_viewers")
 TRUST_LEVELS = ("authority", "internal", "partner", "allow")
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from streamsafe.events.values import EvidenceRef, Priority
 from streamsafe.matching.banks import Match
 from streamsafe.policy.decisions import Decision
-from streamsafe.scoring.state import PRIORITY_RANK
 
 __all__ = ["Escalation", "Incident", "MatchedFrame", "Verdict"]
 
@@ -81,7 +81,7 @@ class Incident:
                 top = _top_signal(d)
                 # a higher escalation supersedes the open lower ones: one deadline at a time
                 escalations = [replace(e, status="superseded") if e.status == "open"
-                               and PRIORITY_RANK[e.priority] < PRIORITY_RANK[d.priority] else e
+                               and Priority(e.priority).rank < Priority(d.priority).rank else e
                                for e in escalations]
                 escalations.append(Escalation(d.decision_id, d.priority, d.rule or "", top, d.decided_at_ms,
                                               d.review_due_ms))
@@ -102,10 +102,10 @@ class Incident:
         return replace(self, partition=partition, frames=tuple(sorted(frames[:MAX_FRAMES],
                                                                      key=lambda f: f.ts_ms)))
 
-    def with_classifier(self, classifier: str, score: float, ts_ms: int, ref: str | None) -> Incident:
+    def with_classifier(self, classifier: str, score: float, ts_ms: int, ref: EvidenceRef | None) -> Incident:
         entry: dict[str, Any] = {"c": classifier, "s": score, "t": ts_ms}
-        if ref:
-            entry["r"] = ref
+        if ref is not None:
+            entry["r"] = str(ref)
         if entry in self.classifier:
             return self
         kept = sorted((*self.classifier, entry), key=lambda e: (-e["s"], e["t"]))[:MAX_CLASSIFIER]

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from streamsafe.matching.banks import BankEntry
-from streamsafe.matching.importers import entry_id_for
+from streamsafe.events.bank_entries import entry_id_for
+from streamsafe.events.models import BankEntry
+from streamsafe.events.values import Priority
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy
 from streamsafe.review.incident import Escalation, Incident, Verdict
@@ -26,7 +27,6 @@ from streamsafe.scoring.state import StreamState
 
 __all__ = ["ReviewConfig", "ReviewOutcome", "apply_verdict", "miss_deadline", "report_if_due"]
 
-NEXT_PRIORITY = {"P3": "P2", "P2": "P1", "P1": "P0", "P0": "P0"}
 CONFIRMED_BANK = "internal-confirmed"
 
 
@@ -86,7 +86,7 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
         if outcome in ("unknown_escalation", "already_closed"):
             return ReviewOutcome(state, incident, outcome)
         closing = [target] if target else incident.open_escalations()
-        top = max((e.priority for e in closing), key=lambda p: "P3P2P1P0".index(p), default=None)
+        top = Priority.highest(e.priority for e in closing)
         incident = incident.close("benign", target.decision_id if target else None)
         state = state.benign_cooldown(verdict.ts_ms + int(config.benign_cooldown_s * 1000), top)
         blamed = closing[0].top_signal if closing else None
@@ -127,7 +127,7 @@ def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream
     if escalation.status != "open" or escalation.due_ms is None:
         return ReviewOutcome(state, incident, "not_due")
     due = escalation.due_ms
-    priority = NEXT_PRIORITY[escalation.priority]
+    priority = Priority(escalation.priority).raised.value
     reason = (f"{escalation.priority} escalation {escalation.decision_id} was not reviewed by "
               f"{utc(due)['utc']}")
     evidence = (Evidence("review", due, (("escalation_id", escalation.decision_id),

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from streamsafe.events.values import EvidenceRef
 from streamsafe.review.incident import Incident
 from streamsafe.scoring.state import StreamState
 
@@ -106,7 +107,7 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
     }
     if category:
         record["category"] = category
-    refs = [str(c.get("r") or "") for c in incident.classifier]
+    refs = [ref for c in incident.classifier if (ref := EvidenceRef.parse(c.get("r"))) is not None]
     preservation = {
         "schema_version": 1,
         "preservation_id": preservation_id,
@@ -117,8 +118,8 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
         "from_ms": max(0, first - margin_ms),
         "to_ms": last + margin_ms,
         "frame_seqs": sorted({f.frame_seq for f in incident.frames}
-                             | {int(r[6:]) for r in refs if r.startswith("frame:")}),
-        "chat_message_ids": sorted({r[4:] for r in refs if r.startswith("msg:")}),
+                             | {r.frame_seq for r in refs if r.frame_seq is not None}),
+        "chat_message_ids": sorted({r.chat_message_id for r in refs if r.chat_message_id is not None}),
         "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
     }
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
@@ -126,9 +127,7 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
 
 def _classifier(entry: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"classifier": entry["c"], "score": entry["s"], "at": utc(entry["t"])}
-    ref = str(entry.get("r") or "")
-    if ref.startswith("frame:"):
-        out["frame_seq"] = int(ref[6:])
-    elif ref.startswith("msg:"):
-        out["chat_message_id"] = ref[4:]
+    ref = EvidenceRef.parse(entry.get("r"))
+    if ref is not None:
+        out.update(ref.fields())
     return out

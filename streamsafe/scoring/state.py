@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamsafe.events.models import StreamMetadata
+from streamsafe.events.values import Priority
 from streamsafe.scoring.fusion import (
     Contribution,
     FusionModel,
@@ -28,14 +29,13 @@ __all__ = ["MatchRef", "ScoreSlot", "StreamState"]
 MAX_STRONG = 4
 MAX_WEAK = 8
 MAX_REPORTERS = 16
-PRIORITY_RANK = {"P3": 0, "P2": 1, "P1": 2, "P0": 3}
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreSlot:
     score: float
     ts_ms: int
-    ref: str | None = None  # "frame:12" or "msg:<id>": where the classifier looked
+    ref: str | None = None  # str(EvidenceRef): where the classifier looked, stored compactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,11 +298,10 @@ class StreamState:
 
     def cooling_down(self, priority: str, at_ms: int) -> bool:
         return (at_ms < self.cooldown_until_ms and self.cooldown_priority is not None
-                and PRIORITY_RANK[priority] <= PRIORITY_RANK[self.cooldown_priority])
+                and Priority(self.cooldown_priority).at_or_above(priority))
 
     def escalated_at_or_above(self, priority: str, shadow: str | None = None) -> bool:
-        rank = PRIORITY_RANK[priority]
-        return any(key.startswith("escalate:") and PRIORITY_RANK[key[9:]] >= rank
+        return any(key.startswith("escalate:") and Priority(key[9:]).at_or_above(priority)
                    for key in self.emitted_for(shadow))
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from streamsafe.control.bank_publish import publish_entries, remove_entries
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, FRAME_HASHES, HASHBANK_ENTRIES
-from streamsafe.matching.banks import BankEntry
+from streamsafe.events.models import BankEntry
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamsafe.errors import RejectedInput
-from streamsafe.events.bank_entries import decode_bank_entry
+from streamsafe.events.bank_entries import decode_bank_entry, entry_id_for
 from streamsafe.events.contract import HASHBANK_ENTRIES, load_contract
-from streamsafe.matching.banks import BankEntry
-from streamsafe.matching.importers import ImportProblem, entry_id_for, read_entries
+from streamsafe.events.models import BankEntry
+from streamsafe.matching.importers import ImportProblem, read_entries
 
 SCHEMA = fastjsonschema.compile(dict(load_contract()[HASHBANK_ENTRIES].schema))
 EXAMPLE = dict(load_contract()[HASHBANK_ENTRIES].example)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsafe.events.models import Frame
-from streamsafe.matching.banks import BankEntry, HashBanks, read_hash_list
+from streamsafe.events.models import BankEntry, Frame
+from streamsafe.matching.banks import HashBanks, read_hash_list
 from streamsafe.matching.signal_types import MD5, PDQ, SignalTypeRegistry
 
 

@@ -11,7 +11,8 @@ from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.events.contract import FRAME_HASHES
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
-from streamsafe.matching.banks import BankEntry, HashBanks
+from streamsafe.events.models import BankEntry
+from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 

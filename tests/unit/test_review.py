@@ -19,7 +19,8 @@ from streamsafe.events.contract import (
 )
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
-from streamsafe.matching.banks import BankEntry, HashBanks
+from streamsafe.events.models import BankEntry
+from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.loop import ReviewConfig
