@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
+from streamsafe import clients
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
@@ -109,8 +110,7 @@ def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str,
 
 
 async def produce(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20,
-                                max_batch_size=256 * 1024, enable_idempotence=False)
+    producer = clients.producer(settings, acks=1, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         futures = [await producer.send(settings.topic_name(t), v, key=k) for t, k, v in messages]
@@ -120,10 +120,8 @@ async def produce(settings: Settings, messages: list[tuple[str, bytes, bytes]]) 
 
 
 async def raw_consumer_rate(settings: Settings, n: int) -> float:
-    consumer = AIOKafkaConsumer(*(settings.topic_name(t) for t in INPUT_TOPICS),
-                                bootstrap_servers=settings.bootstrap_servers,
-                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", max_poll_records=5000,
+    consumer = clients.consumer(settings, *(settings.topic_name(t) for t in INPUT_TOPICS),
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}", max_poll_records=5000,
                                 session_timeout_ms=int(settings.session_timeout_s * 1000),
                                 rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000))
     await consumer.start()
@@ -205,10 +203,8 @@ async def decision_latency(settings: Settings, rate: float, seconds: float, work
     worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info",
                                            prefilter=prefilter),
                           workdir / f"{app_id}.log")
-    consumer = AIOKafkaConsumer(settings.topic_name(ACTIONS), bootstrap_servers=settings.bootstrap_servers,
-                                group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=5)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1,
-                                enable_idempotence=False)
+    consumer = clients.consumer(settings, settings.topic_name(ACTIONS), fetch_max_wait_ms=5)
+    producer = clients.producer(settings, acks=1, linger_ms=1)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     try:

@@ -323,7 +323,7 @@ def _observe(app: faust.App, settings: Settings, processor: StreamProcessor, con
         for shadow in processor.policies.shadows.values():
             metrics.policy_info.labels("shadow", shadow.version).set(1)
         consumer = app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
+        committed = consumer.committed_offsets() if hasattr(consumer, "committed_offsets") else {}
         metrics.consumer_lag.clear()
         observed = []
         for tp in consumer.assignment():

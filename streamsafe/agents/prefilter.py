@@ -38,6 +38,7 @@ from aiokafka.errors import (
 )
 from mode import Service
 
+from streamsafe import clients
 from streamsafe.agents.processor import StreamProcessor
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.enforcement.kafka import RETRY_BACKOFF_S
@@ -164,17 +165,14 @@ class FramePreFilter(Service):
         self._producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        security = self.settings.security.aiokafka_kwargs()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all",
-                                          enable_idempotence=False, linger_ms=1, **security)
+        self._producer = clients.producer(self.settings, linger_ms=1)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group,
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
+        self._consumer = clients.consumer(
+            self.settings, group_id=self.group, max_poll_records=self.max_batch,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
-            fetch_max_wait_ms=10, group_instance_id=self.settings.prefilter_instance_id, **security,
+            fetch_max_wait_ms=10, group_instance_id=self.settings.prefilter_instance_id,
         )
         self._consumer.subscribe([self.source], listener=_CommitOnRevoke(self))
         await self._consumer.start()

@@ -9,7 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamsafe import clients
 from streamsafe.errors import BrokerError
+from streamsafe.settings import Settings
 
 __all__ = ["BrokerProcess", "free_port", "stop_process", "wait_until_ready"]
 
@@ -64,7 +66,6 @@ class BrokerProcess:
 
 
 async def _metadata_ok(bootstrap: str) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
 
     host, _, port = bootstrap.rpartition(":")
     try:
@@ -73,7 +74,7 @@ async def _metadata_ok(bootstrap: str) -> bool:
     except OSError:
         return False  # not listening yet; skip the client and its error logging
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = clients.admin(Settings(broker_url=f"kafka://{bootstrap}"), request_timeout_ms=3000)
     try:
         await admin.start()
         await admin.list_topics()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.settings import Settings
 
@@ -18,7 +19,7 @@ __all__ = ["GroupOffsets", "end_offsets"]
 
 async def end_offsets(settings: Settings, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
     """The next offset to be written on each partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **settings.security.aiokafka_kwargs())
+    consumer = clients.consumer(settings)
     await consumer.start()
     try:
         return await consumer.end_offsets(list(partitions))
@@ -30,8 +31,7 @@ class GroupOffsets:
     """Reads a group's committed offsets without joining the group."""
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
-                                          enable_auto_commit=False, **settings.security.aiokafka_kwargs())
+        self._consumer = clients.consumer(settings, group_id=group)
 
     async def __aenter__(self) -> GroupOffsets:
         await self._consumer.start()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streamsafe import clients
 from streamsafe.errors import BrokerError, TopicMismatchError
 from streamsafe.events.contract import TopicSpec
 from streamsafe.settings import Settings
@@ -35,11 +36,7 @@ async def apply_topics(
     """Create every missing contract topic; refuse (TopicMismatchError) when an existing
     one has another partition count, since co-partitioning by stream id depends on it.
     ``internal``: more topics by their broker-side names (a worker's table changelogs)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        request_timeout_ms=int(timeout_s * 1000),
-        **settings.security.aiokafka_kwargs(),
-    )
+    admin = clients.admin(settings, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (TimeoutError, OSError, Exception) as exc:

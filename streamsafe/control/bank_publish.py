@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from streamsafe import clients
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
 from streamsafe.events.bank_entries import encode_bank_entry
 from streamsafe.events.contract import HASHBANK_ENTRIES
@@ -20,9 +21,7 @@ __all__ = ["bank_sizes", "publish_entries", "remove_entries"]
 
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
-                                acks="all", linger_ms=20, max_batch_size=512 * 1024,
-                                **settings.security.aiokafka_kwargs())
+    producer = clients.producer(settings, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     return producer
 
@@ -66,9 +65,7 @@ async def remove_entries(settings: Settings, entry_ids: Iterable[str]) -> int:
 
 async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
     """Live entries per (bank, signal type), read from the whole topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                **settings.security.aiokafka_kwargs())
+    consumer = clients.consumer(settings)
     await consumer.start()
     try:
         partitions = await assign_whole_topic(consumer, settings.topic_name(HASHBANK_ENTRIES))

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from streamsafe import clients
 from streamsafe.errors import BrokerError
 from streamsafe.settings import Settings
 
@@ -46,7 +47,7 @@ async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str,
     partitions = consumer.partitions_for_topic(topic)
     while not partitions and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
-        await consumer._client.force_metadata_update()
+        await clients.refresh_metadata(consumer)
         partitions = consumer.partitions_for_topic(topic)
     assigned = [TopicPartition(topic, p) for p in sorted(partitions or ())]
     if not assigned:
@@ -70,12 +71,8 @@ class BroadcastReader:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=8 * 1024 * 1024,
-            **self.settings.security.aiokafka_kwargs(),
-        )
+        consumer = clients.consumer(self.settings, fetch_max_wait_ms=self.fetch_max_wait_ms,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         assigned = await assign_whole_topic(consumer, self.topic)
         self._consumer = consumer

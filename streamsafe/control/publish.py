@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import yaml
-from aiokafka import AIOKafkaProducer
 
+from streamsafe import clients
 from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX, policy_message
 from streamsafe.events.contract import POLICY
 from streamsafe.policy.loader import load_policy
@@ -36,8 +36,7 @@ async def retire_shadow(settings: Settings, shadow: str) -> None:
 
 
 async def _send(settings: Settings, key: str, value: bytes | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
-                                acks="all", **settings.security.aiokafka_kwargs())
+    producer = clients.producer(settings)
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic_name(POLICY), value, key=key.encode())

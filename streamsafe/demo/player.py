@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streamsafe import clients
 from streamsafe.demo.scenario import ScenarioEvent, stamp
 from streamsafe.settings import Settings
 
@@ -16,14 +17,7 @@ __all__ = ["open_producer", "play"]
 
 
 async def open_producer(settings: Settings, **extra: object) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_idempotence=False,
-        linger_ms=2,
-        max_request_size=1_048_576,
-        **settings.security.aiokafka_kwargs(),
-        **extra,
-    )
+    producer = clients.producer(settings, acks=1, linger_ms=2, max_request_size=1_048_576, **extra)
     await producer.start()
     return producer
 

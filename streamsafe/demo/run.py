@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 
+from streamsafe import clients
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
@@ -61,9 +61,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def _watch(settings: Settings, observed: Observed, console: Console | None,
                  scenario: Scenario, stop: asyncio.Event) -> None:
     names = {settings.topic_name(t): t for t in (ACTIONS, ESCALATIONS, DEAD_LETTER, REPORTS)}
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
+    consumer = clients.consumer(settings, *names, fetch_max_wait_ms=10)
     await consumer.start()
     try:
         while not stop.is_set():

@@ -100,6 +100,11 @@ class SafeSeekConsumer(_aiokafka_driver.Consumer):
         self.stop_flow()
         await super().perform_seek()
 
+    def committed_offsets(self) -> Mapping[TP, int | None]:
+        """The offsets this worker last committed, per partition (None: never committed).
+        Faust keeps them in a private attribute; read here, behind the transport's pin."""
+        return dict(getattr(self, "_committed_offset", {}))
+
 
 
 @dataclass

@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from streamsafe import clients
 from streamsafe.brokers.base import free_port
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
@@ -58,10 +59,7 @@ class Pipeline:
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=False,
-                max_request_size=1_048_576,
-            )
+            self._producer = clients.producer(self.settings, max_request_size=1_048_576)
             await self._producer.start()
         return self._producer
 
@@ -80,10 +78,7 @@ class Pipeline:
         """Read output topics from the start until ``until`` holds (then keep reading
         ``settle_s`` longer, to catch records that should *not* be there)."""
         names = {self.topic(t): t for t in topics}
-        consumer = AIOKafkaConsumer(
-            *names, bootstrap_servers=self.settings.bootstrap_servers,
-            auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-        )
+        consumer = clients.consumer(self.settings, *names)
         await consumer.start()
         records = Records()
         try:

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from streamsafe import clients
+from streamsafe.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 16
@@ -48,16 +51,16 @@ def bootstrap(broker) -> Iterator[str]:
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
     async def run() -> None:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.admin import NewTopic
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        settings = Settings(broker_url=f"kafka://{bootstrap}")
+        admin = clients.admin(settings)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
         finally:
             await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+        producer = clients.producer(settings, acks=1, linger_ms=10)
         await producer.start()
         try:
             futures = [
@@ -228,9 +231,7 @@ class LiveProducer:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        producer = clients.producer(Settings(broker_url=f"kafka://{self.bootstrap}"), acks=1, linger_ms=5)
         await producer.start()
         try:
             started = time.monotonic()

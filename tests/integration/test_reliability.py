@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streamsafe import clients
 from streamsafe.control.publish import publish_policy
 from streamsafe.events.contract import (
     ACTIONS,
@@ -111,7 +112,7 @@ async def test_readiness_goes_false_while_a_delivery_cannot_complete_and_the_dec
         return status == 200 and body
 
     await poll(ready, 30, "ready")
-    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.settings.bootstrap_servers)
+    admin = clients.admin(pipeline.settings)
     await admin.start()
     actions = pipeline.topic(ACTIONS)
     try:

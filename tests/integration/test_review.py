@@ -8,8 +8,8 @@ import time
 import aiohttp
 import jsonschema
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import (
     ACTIONS,
@@ -156,8 +156,7 @@ async def test_state_of_ended_streams_is_released(pipeline):
     # every stream's state was written to the changelog and then deleted (a tombstone)
     changelog = f"{pipeline.settings.app_id}-stream-state-changelog"
     latest: dict[bytes, bytes | None] = {}
-    consumer = AIOKafkaConsumer(changelog, bootstrap_servers=pipeline.settings.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+    consumer = clients.consumer(pipeline.settings, changelog)
     await consumer.start()
     try:
         deadline = time.monotonic() + 40

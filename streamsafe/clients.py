@@ -1,0 +1,59 @@
+"""Every Kafka client StreamSafe opens comes from here: bootstrap servers and the
+TLS/SASL options of :class:`~streamsafe.settings.Settings` are applied once.
+
+Faust builds its own clients from the same settings (``app.py``:
+``faust_credentials``); everything else -- the frame pre-filter, control readers,
+publishers of policies and banks, the demo, replay, benchmarks and tests -- calls
+:func:`producer`, :func:`consumer` or :func:`admin`.
+
+Defaults: producers wait for every in-sync replica (``acks="all"``) and are not
+idempotent (the embedded demo broker does not support it; StreamSafe's records are
+idempotent by their ids instead).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamsafe.settings import Settings
+
+__all__ = ["admin", "consumer", "producer", "refresh_metadata"]
+
+log = logging.getLogger(__name__)
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.bootstrap_servers, **settings.security.aiokafka_kwargs()}
+
+
+def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    """A producer (not started); ``options`` override the defaults (acks=all, no idempotence)."""
+    return AIOKafkaProducer(**{**_common(settings), "acks": "all", "enable_idempotence": False, **options})
+
+
+def consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer (not started), subscribed to ``topics`` if any; no group unless ``group_id``."""
+    return AIOKafkaConsumer(*topics, **{**_common(settings), "enable_auto_commit": False,
+                                        "auto_offset_reset": "earliest", **options})
+
+
+def admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client (not started)."""
+    return AIOKafkaAdminClient(**{**_common(settings), **options})
+
+
+async def refresh_metadata(client: AIOKafkaConsumer) -> None:
+    """Ask the broker for fresh metadata now (a consumer learns of a new topic only at its
+    next refresh otherwise). aiokafka has no public call for it: this is the one place
+    StreamSafe reaches into its client, guarded so that a change in aiokafka degrades to
+    waiting for the periodic refresh instead of failing."""
+    inner = getattr(client, "_client", None)
+    update = getattr(inner, "force_metadata_update", None)
+    if update is None:
+        log.warning("aiokafka has no force_metadata_update: waiting for the periodic metadata refresh")
+        return
+    await update()
