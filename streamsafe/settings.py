@@ -21,6 +21,7 @@ instance_id                    STREAMSAFE_INSTANCE_ID                 none (stat
 delivery_timeout_s             STREAMSAFE_DELIVERY_TIMEOUT_S          10 (a send not acknowledged by then is resent)
 stall_after_s                  STREAMSAFE_STALL_AFTER_S               30 (not ready: a record in hand, or lag
                                                                       without a commit, for this long)
+clock                          STREAMSAFE_CLOCK                       wall (or records: replay's processing clock)
 input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
 prefilter                      STREAMSAFE_PREFILTER                   true (screen frames outside Faust)
 transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
@@ -120,6 +121,7 @@ ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "INSTANCE_ID": ("instance_id", str),
     "DELIVERY_TIMEOUT_S": ("delivery_timeout_s", float),
     "STALL_AFTER_S": ("stall_after_s", float),
+    "CLOCK": ("clock", str),
     "LOG_LEVEL": ("log_level", str),
     "LOG_FORMAT": ("log_format", str),
     "TRANSPORT": ("transport", str),
@@ -165,6 +167,7 @@ class Settings:
     instance_id: str | None = None
     delivery_timeout_s: float = 10.0
     stall_after_s: float = 30.0
+    clock: str = "wall"
     ended_stream_ttl_s: float = 3600.0
     inactive_stream_ttl_s: float = 21600.0
     sweep_interval_s: float = 5.0
@@ -188,6 +191,8 @@ class Settings:
             raise ConfigError(f"store must be one of {STORES}, got {self.store!r}")
         if self.transport not in ("fast", "stock"):
             raise ConfigError("transport must be fast or stock")
+        if self.clock not in ("wall", "records"):
+            raise ConfigError("clock must be wall or records")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ConfigError("event_loop must be uvloop or asyncio")
         if self.log_format not in ("json", "text"):

@@ -1,14 +1,15 @@
 """The frame pre-filter: frames screened against the banks outside Faust.
 
 Nearly every frame matches nothing, and a frame that matches nothing changes no
-state (:meth:`StreamProcessor._process` returns before touching it). So with
-``STREAMSAFE_PREFILTER=true`` a raw aiokafka group consumer (its own group,
-``<app id>-prefilter``) reads ``livestream.frame-hashes`` in batches, decodes and
-matches each message exactly as the agent would, and forwards only messages with
-a match to ``streamsafe.frame-matches``: the original bytes, key and timestamp, on
-the same partition (the stream's state lives there), with the source coordinates
-in a header. The Faust agent reads that topic instead; its decisions, decision ids
-included, are those the agent path makes from the same input.
+state. So with ``STREAMSAFE_PREFILTER=true`` a raw aiokafka group consumer (its own
+group, ``<app id>-prefilter``) reads ``livestream.frame-hashes`` in batches, screens
+them (:class:`~streamsafe.pipeline.screen.FrameScreen`: decode, validate, match; the
+batch's PDQ hashes in one index call) and forwards only the messages with a match to
+``streamsafe.frame-matches``, as what it found: the matched frames, their matches and
+the source record's coordinates, on the same partition (the stream's state lives
+there) with the source record's timestamp. The Faust agent reads that topic instead
+and steps on the matches without decoding or matching the frames again; its
+decisions, decision ids included, are those the agent path makes from the same input.
 
 Guarantees: at least once. A batch's offsets are committed only after every
 forwarded match and dead letter in it is acknowledged by the broker (acks=all);
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -39,91 +38,19 @@ from aiokafka.errors import (
 from mode import Service
 
 from streamsafe import clients
-from streamsafe.agents.processor import StreamProcessor
+from streamsafe.agents.records import RecordHandler
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.enforcement.kafka import RETRY_BACKOFF_S
-from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
-from streamsafe.events.models import FrameBatch
+from streamsafe.events.encode import encode_frame_matches
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
 from streamsafe.settings import Settings
 
-__all__ = ["SOURCE_HEADER", "FramePreFilter", "Screened", "screen", "screen_many", "source_of"]
+__all__ = ["FramePreFilter"]
 
 log = logging.getLogger(__name__)
-
-#: header of a forwarded match: ``topic:partition:offset`` of the original record
-SOURCE_HEADER = "streamsafe-source"
-
-
-@dataclass(frozen=True, slots=True)
-class Screened:
-    """What to do with one frame-hash record: forward it, dead-letter it, or neither."""
-
-    forward: bool = False
-    dead_letter: DeadLetter | None = None
-
-
-Record = tuple[bytes | None, bytes | None, SourceRecord]
-
-
-def screen_many(processor: StreamProcessor, records: Sequence[Record]) -> list[Screened]:
-    """Decode and match frame-hash records as the agent path would; the PDQ hashes of
-    all of them are looked up in one index call. Never raises: a record whose screening
-    raises is dead-lettered ``processing_error`` (the batch is screened one by one to
-    find it)."""
-    outcomes: list[Screened | None] = [None] * len(records)
-    decoded: list[tuple[int, FrameBatch]] = []
-    for i, (key, value, source) in enumerate(records):
-        try:
-            event = processor.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
-        except RejectedInput as exc:
-            outcomes[i] = Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
-            continue
-        except Exception as exc:  # one record must never stop the screening
-            outcomes[i] = _failed(exc, key, value, source)
-            continue
-        assert isinstance(event, FrameBatch)
-        decoded.append((i, event))
-    try:
-        groups = processor.frame_matches_many([e for _, e in decoded])
-    except Exception:
-        groups = []
-        for i, event in decoded:
-            try:
-                groups.append(processor.frame_matches(event))
-            except Exception as exc:
-                key, value, source = records[i]
-                outcomes[i] = _failed(exc, key, value, source)
-                groups.append([])
-    for (i, _), matches in zip(decoded, groups, strict=True):
-        if outcomes[i] is None:
-            outcomes[i] = Screened(forward=bool(matches))
-    return [o if o is not None else Screened() for o in outcomes]
-
-
-def _failed(exc: Exception, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
-    log.error("screening %s[%d]@%d raised %s; dead-lettered", source.topic, source.partition, source.offset,
-              type(exc).__name__)
-    log.debug("screening error", exc_info=True)
-    return Screened(dead_letter=DeadLetter("processing_error", f"{type(exc).__name__}: {exc}", source, key,
-                                           value))
-
-
-def screen(processor: StreamProcessor, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
-    """:func:`screen_many` of one record."""
-    return screen_many(processor, [(key, value, source)])[0]
-
-
-def source_of(headers: Sequence[tuple[str, bytes]] | None, fallback: SourceRecord) -> SourceRecord:
-    """The original coordinates of a forwarded match (``fallback`` if it carries none)."""
-    for name, raw in headers or ():
-        if name == SOURCE_HEADER:
-            topic, partition, offset = raw.decode().rsplit(":", 2)
-            return SourceRecord(topic, int(partition), int(offset), fallback.timestamp_ms)
-    return fallback
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -142,11 +69,11 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 class FramePreFilter(Service):
     """Screens ``livestream.frame-hashes`` and forwards matches (see the module doc)."""
 
-    def __init__(self, settings: Settings, processor: StreamProcessor, ready: asyncio.Event, *,
+    def __init__(self, settings: Settings, handler: RecordHandler, ready: asyncio.Event, *,
                  max_batch: int = 500, health: DeliveryHealth | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.processor = processor
+        self.handler = handler
         self.ready = ready
         self.max_batch = max_batch
         self.group = settings.prefilter_group
@@ -244,23 +171,22 @@ class FramePreFilter(Service):
         """Send the batch's matches and dead letters; True once the broker acknowledged all."""
         producer = self._producer
         assert producer is not None
-        processor = self.processor
+        handler = self.handler
         every = [r for records in batch.values() for r in records]
-        outcomes = screen_many(processor, [
-            (r.key, r.value, SourceRecord(r.topic, r.partition, r.offset, r.timestamp)) for r in every])
+        sources = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp) for r in every]
+        screened = handler.screen.screen([(r.key, r.value, s) for r, s in zip(every, sources, strict=True)])
         pending: list[asyncio.Future[Any]] = []
         try:
-            for r, outcome in zip(every, outcomes, strict=True):
+            for r, source, outcome in zip(every, sources, screened, strict=True):
                 if outcome.dead_letter is not None:
-                    processor.count_rejected(FRAME_HASHES, outcome.dead_letter)
+                    handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
                     pending.append(await self._send_dead_letter(outcome.dead_letter))
                     continue
-                processor.count_input(FRAME_HASHES)
-                if outcome.forward:
-                    header = f"{r.topic}:{r.partition}:{r.offset}".encode()
+                handler.count_input(FRAME_HASHES)
+                if outcome.matches is not None:
                     pending.append(await asyncio.wait_for(producer.send(
-                        self.target, r.value, key=r.key, partition=r.partition, timestamp_ms=r.timestamp,
-                        headers=[(SOURCE_HEADER, header)]), self.timeout_s))
+                        self.target, encode_frame_matches(outcome.matches, source), key=r.key,
+                        partition=r.partition, timestamp_ms=r.timestamp), self.timeout_s))
                     self.forwarded += 1
             if pending:  # acks=all: the matches are durable before the commit
                 await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s)

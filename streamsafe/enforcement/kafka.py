@@ -15,21 +15,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import orjson
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
 
 from streamsafe.events.bank_entries import encode_bank_entry
+from streamsafe.events.contract import (
+    ACTIONS,
+    DEAD_LETTER,
+    ESCALATIONS,
+    HASHBANK_ENTRIES,
+    PRESERVATION,
+    REPORTS,
+    SHADOW_DECISIONS,
+    TIMERS,
+)
 from streamsafe.events.dead_letter import DeadLetter
+from streamsafe.events.encode import encode_tick
 from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 
-__all__ = ["RETRY_BACKOFF_S", "KafkaPublisher"]
+__all__ = ["RETRY_BACKOFF_S", "KafkaPublisher", "OutputTopics", "Sendable"]
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +48,48 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
-Send = tuple[Any, bytes, bytes, int | None]  # topic, key, value, partition
+class Sendable(Protocol):
+    """What the publisher needs of a topic (a Faust topic of raw bytes is one): ``send``
+    returns a future resolved when the broker acknowledges the record."""
+
+    async def send(self, *, key: bytes, value: bytes, partition: int | None = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    """Every topic StreamSafe writes to from its agents, by role."""
+
+    actions: Sendable
+    escalations: Sendable
+    shadow_decisions: Sendable
+    dead_letters: Sendable
+    reports: Sendable
+    preservation: Sendable
+    bank_entries: Sendable
+    timers: Sendable
+
+    @classmethod
+    def of(cls, topic: Callable[[str], Sendable]) -> OutputTopics:
+        """Each role's topic from the contract name (``topic`` adds the prefix and builds it)."""
+        return cls(topic(ACTIONS), topic(ESCALATIONS), topic(SHADOW_DECISIONS), topic(DEAD_LETTER),
+                   topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS))
+
+    @classmethod
+    def every(cls, topic: Sendable) -> OutputTopics:
+        """One topic in every role (for tests)."""
+        return cls(*(topic,) * 8)
+
+
+Send = tuple[Sendable, bytes, bytes, int | None]  # topic, key, value, partition
 
 
 class KafkaPublisher:
     """Sends each record and waits for the broker's acknowledgement: decisions are
     rare, and a decision must not be lost between the send and the offset commit."""
 
-    def __init__(self, actions: Any, escalations: Any, shadow: Any, dead_letters: Any, *, reports: Any,
-                 preservation: Any, bank_entries: Any, timers: Any, timeout_s: float = 10.0,
+    def __init__(self, topics: OutputTopics, *, timeout_s: float = 10.0,
                  health: DeliveryHealth | None = None) -> None:
-        self._actions = actions
-        self._escalations = escalations
-        self._shadow = shadow
-        self._dead_letters = dead_letters
-        self._reports = reports
-        self._preservation = preservation
-        self._bank_entries = bank_entries
-        self._timers = timers
+        self.topics = topics
         self.timeout_s = timeout_s
         self.health = health if health is not None else DeliveryHealth()
 
@@ -105,21 +140,21 @@ class KafkaPublisher:
 
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         key = report.stream_id.encode()
-        await self._deliver([(self._preservation, key, preservation.encode(), None),
-                             (self._reports, key, report.encode(), None)])
+        await self._deliver([(self.topics.preservation, key, preservation.encode(), None),
+                             (self.topics.reports, key, report.encode(), None)])
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         now = int(time.time() * 1000)
-        await self._deliver([(self._bank_entries, e.entry_id.encode(), encode_bank_entry(e, "reviewer", now), None)
-                             for e in entries])
+        await self._deliver([(self.topics.bank_entries, e.entry_id.encode(), encode_bank_entry(e, "reviewer", now),
+                              None) for e in entries])
 
     async def send_tick(self, tick: TimerTick, partition: int) -> None:
-        await self._deliver([(self._timers, tick.stream_id.encode(), orjson.dumps(tick.to_dict()), partition)])
+        await self._deliver([(self.topics.timers, tick.stream_id.encode(), encode_tick(tick), partition)])
 
-    def _topic_for(self, decision: Decision) -> Any:
+    def _topic_for(self, decision: Decision) -> Sendable:
         if decision.shadow:
-            return self._shadow
-        return self._escalations if decision.is_escalation else self._actions
+            return self.topics.shadow_decisions
+        return self.topics.escalations if decision.is_escalation else self.topics.actions
 
     async def publish(self, decision: Decision) -> None:
         await self.publish_many((decision,))
@@ -131,8 +166,8 @@ class KafkaPublisher:
     async def dead_letter(self, rejected: DeadLetter) -> None:
         key = rejected.source.topic.encode()
         try:
-            await self._deliver([(self._dead_letters, key, rejected.encode(), None)])
+            await self._deliver([(self.topics.dead_letters, key, rejected.encode(), None)])
         except TOO_LARGE:
             log.error("dead letter from %s[%d]@%d refused as too large; sent without the original bytes",
                       rejected.source.topic, rejected.source.partition, rejected.source.offset)
-            await self._deliver([(self._dead_letters, key, rejected.encode(keep_bytes=0), None)])
+            await self._deliver([(self.topics.dead_letters, key, rejected.encode(keep_bytes=0), None)])

@@ -40,17 +40,21 @@ from streamsafe.events.contract import (
     USER_REPORTS,
     TopicSpec,
 )
-from streamsafe.events.dead_letter import DEAD_LETTER_REASONS
+from streamsafe.events.dead_letter import DEAD_LETTER_REASONS, SourceRecord
 from streamsafe.events.models import (
     ClassifierSignal,
+    Frame,
     FrameBatch,
+    FrameMatches,
+    Match,
     ReviewVerdict,
     StreamMetadata,
     TimerTick,
     UserReport,
 )
 
-__all__ = ["DEAD_LETTER_REASONS", "MAX_FUTURE_SKEW_MS", "InputDecoder", "InputEvent", "check_event_times"]
+__all__ = ["DEAD_LETTER_REASONS", "MAX_FUTURE_SKEW_MS", "InputDecoder", "InputEvent", "check_event_times",
+           "decode_frame_matches"]
 
 #: the contract's bounds on every event time (2000-01-01 .. 2100-01-01, epoch ms)
 EARLIEST_MS = 946_684_800_000
@@ -154,3 +158,23 @@ def check_event_times(doc: dict[str, Any], record_ts_ms: int | None = None) -> N
                                 f"time (at most {MAX_FUTURE_SKEW_MS // 1000} s of producer clock skew)")
         raise RejectedInput("implausible_time", f"{where} {ts} is outside 2000-01-01..2100-01-01 in epoch "
                             f"milliseconds{unit}")
+
+
+def decode_frame_matches(value: bytes | None) -> tuple[FrameMatches, SourceRecord]:
+    """A ``streamsafe.frame-matches`` record back: the screened frames and where they came from.
+    The pre-filter wrote it, so it is not validated against the schema again; a record this
+    version cannot read is rejected (``malformed_json`` / ``schema_violation``), never guessed at."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise RejectedInput("malformed_json", str(exc)) from None
+    try:
+        if doc["schema_version"] != 1:
+            raise RejectedInput("unknown_version", f"schema_version {doc['schema_version']!r} is not 1")
+        source = doc["source"]
+        screened = FrameMatches(doc["stream_id"], tuple(Frame(**f) for f in doc["frames"]),
+                                tuple(Match(**m) for m in doc["matches"]))
+        return screened, SourceRecord(source["topic"], source["partition"], source["offset"],
+                                      source["timestamp_ms"])
+    except (KeyError, TypeError) as exc:
+        raise RejectedInput("schema_violation", f"not a frame-matches record: {type(exc).__name__} {exc}") from None

@@ -7,8 +7,8 @@ from typing import Any
 
 from streamsafe.events.values import EvidenceRef
 
-__all__ = ["BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "ReviewVerdict", "StreamMetadata", "TimerTick",
-           "UserReport"]
+__all__ = ["BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "FrameMatches", "Match", "ReviewVerdict",
+           "StreamMetadata", "TimerTick", "UserReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,39 @@ class FrameBatch:
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> FrameBatch:
         return cls(value["stream_id"], tuple(Frame(**f) for f in value["frames"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One frame matched one bank entry."""
+
+    bank: str
+    entry_id: str
+    signal_type: str
+    distance: int
+    frame_seq: int
+    frame_ts_ms: int
+    quality: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMatches:
+    """A frame-hash message screened against the banks: the frames that matched and
+    their matches (what the stateful path needs; frames that matched nothing are gone)."""
+
+    stream_id: str
+    frames: tuple[Frame, ...]
+    matches: tuple[Match, ...]
+
+    @classmethod
+    def of(cls, batch: FrameBatch, matches: tuple[Match, ...] | list[Match]) -> FrameMatches:
+        matched = {m.frame_seq for m in matches}
+        return cls(batch.stream_id, tuple(f for f in batch.frames if f.seq in matched), tuple(matches))
+
+    def frame_hashes(self) -> dict[int, dict[str, str]]:
+        """Each matched frame's hashes by signal type (for report packets)."""
+        return {f.seq: {k: v for k, v in (("pdq", f.pdq), ("md5", f.md5), ("sha256", f.sha256)) if v}
+                for f in self.frames}
 
 
 @dataclass(frozen=True, slots=True)

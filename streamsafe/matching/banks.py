@@ -17,27 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamsafe.errors import BankError
-from streamsafe.events.models import BankEntry, Frame
+from streamsafe.events.models import BankEntry, Frame, Match
 from streamsafe.matching.pdq_index import PDQIndex
 from streamsafe.matching.signal_types import SignalTypeRegistry, default_registry
 
-__all__ = ["HashBanks", "HashListProblem", "Match", "read_hash_list"]
+__all__ = ["HashBanks", "HashListProblem", "read_hash_list"]
 
 _EXACT_BY_LENGTH = {32: "md5", 64: "sha256"}
 _TYPES = ("pdq", "md5", "sha256")
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """One frame matched one bank entry."""
-
-    bank: str
-    entry_id: str
-    signal_type: str
-    distance: int
-    frame_seq: int
-    frame_ts_ms: int
-    quality: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ policy emitted, which gives the promises enforcement relies on:
 * at most one ``block`` and one ``report`` per stream;
 * an escalation again only when its priority rises;
 * a restriction once (restrictions and blocks are never undone automatically);
+* a blocked stream is escalated only by a rule that blocks it (its confirm-the-block
+  review task): another rule's escalation would put a duplicate item in the queue;
 * re-processing the input that produced a decision re-emits the identical
   decision (same id), so a crash between the state write and the send loses nothing.
 """
@@ -150,6 +152,7 @@ def decide(
     explanation = evaluation.assessment.explanation()
     decisions: list[Decision] = []
     claimed: set[str] = set()
+    blocked = "block" in emitted or any(a.kind == "block" for rule, _ in evaluation.fired for a in rule.actions)
     for rule, observed in evaluation.fired:
         reasons = (f"rule {rule.name!r}: " + "; ".join(observed),)
         evidence = _evidence(policy, state, rule, at_ms)
@@ -162,8 +165,9 @@ def decide(
                 review_sla_s=policy.review_sla_s.get(action.priority or ""), shadow=shadow,
             )
 
+        blocks = any(a.kind == "block" for a in rule.actions)
         for action in rule.actions:
-            if action.kind == "monitor":
+            if action.kind == "monitor" or (action.kind == "escalate" and blocked and not blocks):
                 continue
             keys = _key(action)
             if action.kind == "restrict":

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from streamsafe.events.models import Match
 from streamsafe.events.values import EvidenceRef, Priority
-from streamsafe.matching.banks import Match
 from streamsafe.policy.decisions import Decision
 
 __all__ = ["Escalation", "Incident", "MatchedFrame", "Verdict"]

@@ -80,6 +80,7 @@ class StreamState:
     ended_at_ms: int | None = None
     last_event_ms: int = 0
     partition: int | None = None  # where the stream's records (and so its state) live
+    touched_ms: int = 0  # processing clock: when this state was last written (for expiry)
     cooldown_until_ms: int = 0  # a reviewer found the stream benign: no re-escalation until then
     cooldown_priority: str | None = None  # ... at this priority or below
     emitted: Mapping[str, str] = field(default_factory=dict)
@@ -238,11 +239,20 @@ class StreamState:
             record["cd"] = [self.cooldown_until_ms, self.cooldown_priority]
         if self.partition is not None:
             record["pt"] = self.partition
+        if self.touched_ms:
+            record["tc"] = self.touched_ms
         if self.emitted:
             record["e"] = dict(self.emitted)
         if self.shadow_emitted:
             record["se"] = {k: dict(v) for k, v in self.shadow_emitted.items()}
         return record
+
+    @staticmethod
+    def lifecycle_of(record: Mapping[str, Any]) -> tuple[int, bool, int | None]:
+        """``(touched_ms, ended, partition)`` of a stored record, without decoding the rest
+        (the expiry sweep reads every stream's record)."""
+        # a record written before "tc" existed: its newest event time is the best guess
+        return record.get("tc") or record.get("t", 0), record.get("en") is not None, record.get("pt")
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> StreamState:
@@ -262,6 +272,7 @@ class StreamState:
             ended_at_ms=record.get("en"),
             last_event_ms=record.get("t", 0),
             partition=record.get("pt"),
+            touched_ms=record.get("tc", 0),
             cooldown_until_ms=(record.get("cd") or [0, None])[0],
             cooldown_priority=(record.get("cd") or [0, None])[1],
             emitted=dict(record.get("e", {})),
@@ -277,7 +288,8 @@ class StreamState:
         not cost a table write each; the stored state lags the exact one by at most
         ``min_rise`` and decisions are always made on the exact one.
         """
-        if replace(self, scores={}, last_event_ms=0) != replace(stored, scores={}, last_event_ms=0):
+        if replace(self, scores={}, last_event_ms=0, touched_ms=0) != replace(stored, scores={}, last_event_ms=0,
+                                                                              touched_ms=0):
             return True
         for name, slot in self.scores.items():
             old = stored.scores.get(name)

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streamsafe.enforcement.kafka import KafkaPublisher
+from streamsafe.enforcement.kafka import KafkaPublisher, OutputTopics
 from streamsafe.observability.liveness import AgentRoster, DeliveryHealth, ProgressTracker
 
 
@@ -50,8 +50,7 @@ class Topic:
 
 
 def publisher(topic, health):
-    return KafkaPublisher(topic, topic, topic, topic, reports=topic, preservation=topic, bank_entries=topic,
-                          timers=topic, timeout_s=0.05, health=health)
+    return KafkaPublisher(OutputTopics.every(topic), timeout_s=0.05, health=health)
 
 
 async def test_a_delivery_that_times_out_marks_deliveries_failing_and_is_sent_again(monkeypatch):

@@ -1,16 +1,17 @@
-"""The frame pre-filter's screen, without a broker: it forwards exactly the messages
-whose processing could decide something, and decisions from forwarded messages are
-those of the agent path."""
+"""Screening frames, without a broker: the pre-filter forwards exactly the messages whose
+processing could decide something, as what it decoded and matched; the agent steps on
+that without decoding or matching again, and decides what the agent path decides."""
 
 import orjson
 import pytest
 
-from streamsafe.agents.prefilter import SOURCE_HEADER, screen, screen_many, source_of
-from streamsafe.agents.processor import StreamProcessor
+from streamsafe.agents.clock import RecordClock
+from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.events.contract import FRAME_HASHES
 from streamsafe.events.dead_letter import SourceRecord
-from streamsafe.events.decode import InputDecoder
+from streamsafe.events.decode import InputDecoder, decode_frame_matches
+from streamsafe.events.encode import encode_frame_matches
 from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import load_policy
@@ -21,17 +22,17 @@ ALLOWED_MD5 = "0cc175b9c0f1b6a831c399e269772661"
 T0 = 1_764_324_000_000
 
 
-def make_processor(contract) -> StreamProcessor:
+def make_handler(contract) -> RecordHandler:
     banks = HashBanks()
     banks.add(BankEntry("ncmec:1", "ncmec", "md5", KNOWN_MD5))
     banks.add(BankEntry("allow:1", "platform-allow", "md5", ALLOWED_MD5))
-    return StreamProcessor(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {},
-                           InMemoryPublisher())
+    return RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
+                         clock=RecordClock())
 
 
 @pytest.fixture
-def processor(contract):
-    return make_processor(contract)
+def handler(contract):
+    return make_handler(contract)
 
 
 def frames(stream, *digests, start=0):
@@ -43,62 +44,93 @@ def src(offset=0):
     return SourceRecord(FRAME_HASHES, 3, offset, T0 + offset)
 
 
-def test_benign_frames_are_screened_out(processor):
-    outcome = screen(processor, b"s1", frames("s1", "0" * 32, "1" * 32), src())
-    assert not outcome.forward and outcome.dead_letter is None
+def screen(handler, key, value, source):
+    return handler.screen.screen([(key, value, source)])[0]
 
 
-def test_a_message_with_a_bank_match_is_forwarded(processor):
-    outcome = screen(processor, b"s1", frames("s1", "0" * 32, KNOWN_MD5), src())
-    assert outcome.forward and outcome.dead_letter is None
+def test_benign_frames_are_screened_out(handler):
+    outcome = screen(handler, b"s1", frames("s1", "0" * 32, "1" * 32), src())
+    assert outcome.matches is None and outcome.dead_letter is None
 
 
-def test_bad_input_is_dead_lettered_with_its_source(processor):
-    outcome = screen(processor, b"s1", b"{not json", src(7))
-    assert not outcome.forward
+def test_a_message_with_a_bank_match_carries_only_its_matched_frames(handler):
+    outcome = screen(handler, b"s1", frames("s1", "0" * 32, KNOWN_MD5), src())
+    assert outcome.dead_letter is None and outcome.matches is not None
+    assert [f.seq for f in outcome.matches.frames] == [1]
+    assert [(m.entry_id, m.frame_seq) for m in outcome.matches.matches] == [("ncmec:1", 1)]
+
+
+def test_bad_input_is_dead_lettered_with_its_source(handler):
+    outcome = screen(handler, b"s1", b"{not json", src(7))
+    assert outcome.matches is None
     assert outcome.dead_letter is not None and outcome.dead_letter.reason == "malformed_json"
     assert outcome.dead_letter.source == src(7) and outcome.dead_letter.value == b"{not json"
-    key_mismatch = screen(processor, b"other", frames("s1", KNOWN_MD5), src())
+    key_mismatch = screen(handler, b"other", frames("s1", KNOWN_MD5), src())
     assert key_mismatch.dead_letter is not None and key_mismatch.dead_letter.reason == "key_mismatch"
 
 
-def test_a_frame_an_allow_bank_clears_is_not_forwarded(processor):
-    assert processor.policies.live.trust_of("platform-allow") == "allow"
-    assert not screen(processor, b"s1", frames("s1", ALLOWED_MD5), src()).forward
+def test_a_frame_an_allow_bank_clears_is_not_forwarded(handler):
+    assert handler.policies.live.trust_of("platform-allow") == "allow"
+    assert screen(handler, b"s1", frames("s1", ALLOWED_MD5), src()).matches is None
 
 
-def test_source_header_gives_the_original_coordinates():
-    fallback = SourceRecord("t.streamsafe.frame-matches", 3, 99, T0)
-    forwarded = source_of([(SOURCE_HEADER, b"t.livestream.frame-hashes:3:12345")], fallback)
-    assert forwarded == SourceRecord("t.livestream.frame-hashes", 3, 12345, T0)
-    assert source_of([], fallback) == fallback and source_of(None, fallback) == fallback
+def test_the_forwarded_record_round_trips_and_validates(handler, contract):
+    import fastjsonschema
+
+    outcome = screen(handler, b"s1", frames("s1", "0" * 32, KNOWN_MD5), src(12))
+    encoded = encode_frame_matches(outcome.matches, src(12))
+    fastjsonschema.compile(dict(contract["streamsafe.frame-matches"].schema))(orjson.loads(encoded))
+    assert decode_frame_matches(encoded) == (outcome.matches, src(12))
 
 
 async def test_forwarded_matches_decide_as_the_agent_path_does(contract):
     """Every message to the agent path vs only the forwarded ones through the
-    pre-filter's counted path: the same decisions, ids included."""
+    pre-filter: the same decisions, ids included."""
     messages = [(b"s1", frames("s1", f"{i:032x}", start=i)) for i in range(20)]
     messages[7] = (b"s1", frames("s1", KNOWN_MD5, start=7))
     messages.append((b"s2", frames("s2", KNOWN_MD5, "2" * 32)))
-    everything, screened = make_processor(contract), make_processor(contract)
+    everything, screened = make_handler(contract), make_handler(contract)
     forwarded = 0
     for offset, (key, value) in enumerate(messages):
         await everything.handle(FRAME_HASHES, key, value, src(offset))
-        if screen(screened, key, value, src(offset)).forward:
-            screened.count_input(FRAME_HASHES)
+        outcome = screen(screened, key, value, src(offset))
+        screened.count_input(FRAME_HASHES)
+        if outcome.matches is not None:
             forwarded += 1
-            await screened.handle(FRAME_HASHES, key, value, src(offset), counted=True)
-        else:
-            screened.count_input(FRAME_HASHES)
+            fallback = SourceRecord("streamsafe.frame-matches", 3, forwarded, T0 + offset)
+            await screened.handle_forwarded(key, encode_frame_matches(outcome.matches, src(offset)), fallback)
     assert forwarded == 2
     assert everything.publisher.decisions and everything.publisher.decisions == screened.publisher.decisions
     assert everything.stats.accepted == screened.stats.accepted
 
 
-def test_screening_many_at_once_screens_each_as_alone(processor):
+async def test_a_forwarded_frame_is_decoded_and_matched_once(contract, monkeypatch):
+    handler = make_handler(contract)
+    calls = {"decode": 0, "match": 0}
+    decode, match = handler.decoder.decode, handler.banks.match_frame_groups
+
+    def counting_decode(*args, **kwargs):
+        calls["decode"] += 1
+        return decode(*args, **kwargs)
+
+    def counting_match(*args, **kwargs):
+        calls["match"] += 1
+        return match(*args, **kwargs)
+
+    monkeypatch.setattr(handler.decoder, "decode", counting_decode)
+    monkeypatch.setattr(handler.banks, "match_frame_groups", counting_match)
+    records = [(b"s1", frames("s1", KNOWN_MD5), src(0)), (b"s2", frames("s2", "3" * 32), src(1))]
+    screened = handler.screen.screen(records)  # the pre-filter: one decode each, one index call
+    assert calls == {"decode": 2, "match": 1}
+    await handler.handle_forwarded(b"s1", encode_frame_matches(screened[0].matches, src(0)), src(0))
+    assert calls == {"decode": 2, "match": 1}  # the agent neither decodes nor matches again
+    assert [d.action for d in handler.publisher.decisions if d.action == "block"] == ["block"]
+
+
+def test_screening_many_at_once_screens_each_as_alone(handler):
     records = [(b"s1", frames("s1", "0" * 32), src(0)), (b"s2", b"{bad", src(1)),
                (b"s3", frames("s3", KNOWN_MD5), src(2)), (b"s4", frames("s4", ALLOWED_MD5), src(3))]
-    together = screen_many(processor, records)
-    assert together == [screen(processor, *r) for r in records]
-    assert [o.forward for o in together] == [False, False, True, False]
+    together = handler.screen.screen(records)
+    assert together == [screen(handler, *r) for r in records]
+    assert [o.matches is not None for o in together] == [False, False, True, False]
     assert together[1].dead_letter is not None

@@ -3,7 +3,8 @@
 import orjson
 import pytest
 
-from streamsafe.agents.processor import StreamProcessor
+from streamsafe.agents.clock import RecordClock
+from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.events.contract import CLASSIFIER_SIGNALS, FRAME_HASHES, METADATA, USER_REPORTS
 from streamsafe.events.dead_letter import SourceRecord
@@ -29,8 +30,8 @@ class CountingDict(dict):
 def processor(contract):
     banks = HashBanks()
     banks.add(BankEntry("ncmec:1", "ncmec", "md5", KNOWN_MD5))
-    return StreamProcessor(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), CountingDict(),
-                           InMemoryPublisher())
+    return RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), CountingDict(),
+                         InMemoryPublisher(), clock=RecordClock())
 
 
 def src(topic, offset=0):
@@ -123,7 +124,7 @@ async def test_a_record_whose_processing_raises_is_dead_lettered_and_the_next_is
     def explode(*args, **kwargs):
         raise OverflowError("date value out of range")
 
-    monkeypatch.setattr("streamsafe.agents.processor.report_if_due", explode)
+    monkeypatch.setattr("streamsafe.pipeline.step.report_if_due", explode)
     value = frames("s-odd", KNOWN_MD5)
     await processor.handle(FRAME_HASHES, b"s-odd", value, src(FRAME_HASHES, 1))
     (dead,) = processor.publisher.dead_letters

@@ -6,7 +6,8 @@ import jsonschema
 import orjson
 import pytest
 
-from streamsafe.agents.processor import StreamProcessor
+from streamsafe.agents.clock import RecordClock
+from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.events.contract import (
     CLASSIFIER_SIGNALS,
@@ -21,9 +22,10 @@ from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.decode import InputDecoder
 from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
+from streamsafe.pipeline.review import ReviewConfig
+from streamsafe.pipeline.step import Lifecycle
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
-from streamsafe.review.loop import ReviewConfig
 
 T0 = 1_764_324_000_000
 CASE = "ab" * 32
@@ -33,8 +35,8 @@ CASE = "ab" * 32
 def processor(contract):
     banks = HashBanks()
     banks.add(BankEntry("partner:1", "partner-list", "pdq", CASE))
-    return StreamProcessor(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
-                           incidents={}, review=ReviewConfig(benign_cooldown_s=600))
+    return RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
+                         incidents={}, review=ReviewConfig(benign_cooldown_s=600), clock=RecordClock())
 
 
 def src(topic, offset=0, partition=3):
@@ -125,7 +127,7 @@ async def test_unknown_escalations_are_counted_not_fatal(processor):
 async def test_missed_deadline_reescalates_and_restricts_once(processor):
     escalation = await weak_matches(processor, "s3")
     due = escalation.review_due_ms
-    ticks = processor.due_ticks(due + 1, 3_600_000, 21_600_000)
+    ticks = processor.due_ticks(due + 1)
     assert [(t.kind, t.escalation_id, p) for t, p in ticks] == [("sla_check", escalation.decision_id, 3)]
     tick = ticks[0][0]
     for offset in (20, 21):  # a repeated tick changes nothing
@@ -149,6 +151,7 @@ async def test_ended_streams_are_released_unless_escalations_are_open(processor)
     await send(processor, METADATA, {"schema_version": 1, "event": "stream.ended", "stream_id": "held",
                                      "ts_ms": T0 + 5000, "broadcaster_id": "b"}, 500)
     assert len(processor.states) == 51
-    for tick, _ in processor.due_ticks(T0 + 5000 + 60_001, 60_000, 3_600_000):
+    processor.lifecycle = Lifecycle(ended_ttl_ms=60_000, inactive_ttl_ms=3_600_000)
+    for tick, _ in processor.due_ticks(T0 + 5000 + 60_001):
         await processor.handle(TIMERS, tick.stream_id.encode(), orjson.dumps(tick.to_dict()), src(TIMERS, 1))
     assert list(processor.states) == ["held"] and list(processor.incidents) == ["held"]

@@ -53,7 +53,7 @@ def test_every_setting_survives_the_spawned_workers_environment(tmp_path):
         broker_url="kafka://b1:9093", topic_prefix="p.", app_id="a1", store="rocksdb://", data_dir=tmp_path,
         hash_list=tmp_path / "h.txt", policy_file=tmp_path / "p.yaml", max_message_bytes=2048,
         session_timeout_s=7.0, rebalance_timeout_s=8.0, commit_interval_s=1.5, instance_id="w-0",
-        delivery_timeout_s=4.0, stall_after_s=12.0, ended_stream_ttl_s=5.0, inactive_stream_ttl_s=6.0,
+        delivery_timeout_s=4.0, stall_after_s=12.0, clock="records", ended_stream_ttl_s=5.0, inactive_stream_ttl_s=6.0,
         sweep_interval_s=2.0, benign_cooldown_s=3.0, preserve_days=90, p0_breach_restrict=False,
         input_metrics=False, prefilter=False, transport="stock", event_loop="asyncio", log_level="debug",
         log_format="text", http_host="127.0.0.1", http_port=9999,

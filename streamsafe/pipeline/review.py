@@ -1,5 +1,6 @@
-"""What verdicts and missed review deadlines do to a stream. Pure:
-(policy, state, incident, input) -> outcome, with deterministic decision and report ids.
+"""What verdicts and missed review deadlines do to a stream (the human review loop). Pure:
+(policy, state, incident, input) -> :class:`~streamsafe.pipeline.outcome.Outcome`, with
+deterministic decision and report ids.
 
 * ``confirmed``: block (if not already), a report with its preservation request (one
   per incident), and the matched frames' hashes proposed to the internal-confirmed bank.
@@ -13,11 +14,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from streamsafe.events.bank_entries import entry_id_for
 from streamsafe.events.models import BankEntry
 from streamsafe.events.values import Priority
+from streamsafe.pipeline.outcome import Outcome
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy
 from streamsafe.review.incident import Escalation, Incident, Verdict
@@ -25,7 +27,7 @@ from streamsafe.review.reports import PreservationRequest, ReportPacket, build_r
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["ReviewConfig", "ReviewOutcome", "apply_verdict", "miss_deadline", "report_if_due"]
+__all__ = ["ReviewConfig", "apply_verdict", "miss_deadline", "report_if_due"]
 
 CONFIRMED_BANK = "internal-confirmed"
 
@@ -35,20 +37,6 @@ class ReviewConfig:
     benign_cooldown_s: float = 1800.0
     p0_breach_restrictions: tuple[str, ...] = ("chat", "discovery", "gifting", "new_viewers")
     preserve_days: int = 365
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewOutcome:
-    state: StreamState
-    incident: Incident
-    outcome: str
-    decisions: tuple[Decision, ...] = ()
-    reports: tuple[ReportPacket, ...] = ()
-    preservations: tuple[PreservationRequest, ...] = ()
-    proposals: tuple[BankEntry, ...] = ()
-    false_positive: str | None = None  # classifier (or signal kind) charged with a false positive
-    sla_breach: str | None = None  # priority of a missed review deadline
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _frame_evidence(incident: Incident) -> list[Evidence]:
@@ -63,17 +51,17 @@ def _emit(state: StreamState, decision: Decision, key: str) -> StreamState:
 
 def report_if_due(stream_id: str, state: StreamState, incident: Incident, *, trigger: str,
                   category: str | None, at_ms: int, config: ReviewConfig
-                  ) -> tuple[Incident, tuple[ReportPacket, ...], tuple[PreservationRequest, ...]]:
-    """The incident's one report (and preservation request), unless it was already made."""
+                  ) -> tuple[Incident, tuple[tuple[ReportPacket, PreservationRequest], ...]]:
+    """The incident's one report (and its preservation request), unless it was already made."""
     if incident.report_id is not None:
-        return incident, (), ()
+        return incident, ()
     report, preservation = build_report(stream_id, incident, state, trigger=trigger, category=category,
                                         reported_at_ms=at_ms, preserve_days=config.preserve_days)
-    return replace(incident, report_id=report.report_id, reported_at_ms=at_ms), (report,), (preservation,)
+    return replace(incident, report_id=report.report_id, reported_at_ms=at_ms), ((report, preservation),)
 
 
 def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,
-                  record_ts_ms: int, config: ReviewConfig, propose_hashes: bool = True) -> ReviewOutcome:
+                  record_ts_ms: int, config: ReviewConfig, propose_hashes: bool = True) -> Outcome:
     target = incident.escalation(verdict.escalation_id) if verdict.escalation_id else None
     if verdict.escalation_id and target is None:
         outcome = "unknown_escalation"
@@ -84,15 +72,15 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
     incident = incident.with_verdict(verdict)
     if verdict.verdict == "benign":
         if outcome in ("unknown_escalation", "already_closed"):
-            return ReviewOutcome(state, incident, outcome)
+            return Outcome(state, incident, review=outcome)
         closing = [target] if target else incident.open_escalations()
         top = Priority.highest(e.priority for e in closing)
         incident = incident.close("benign", target.decision_id if target else None)
         state = state.benign_cooldown(verdict.ts_ms + int(config.benign_cooldown_s * 1000), top)
         blamed = closing[0].top_signal if closing else None
-        return ReviewOutcome(state, incident, outcome, false_positive=_classifier_of(blamed))
+        return Outcome(state, incident, review=outcome, false_positive=_classifier_of(blamed))
     if verdict.verdict == "needs_more_context":
-        return ReviewOutcome(state, incident, outcome)
+        return Outcome(state, incident, review=outcome)
     # confirmed: act even on an unknown or closed escalation; a person has seen abuse
     incident = incident.close("confirmed")
     decisions: list[Decision] = []
@@ -107,25 +95,24 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
             state = _emit(state, block, "block")
         decisions.append(block)
     incident = incident.with_decisions(decisions, incident.partition)
-    incident, reports, preservations = report_if_due(stream_id, state, incident, trigger="reviewer",
-                                                     category=verdict.category, at_ms=verdict.ts_ms,
-                                                     config=config)
+    incident, reports = report_if_due(stream_id, state, incident, trigger="reviewer",
+                                      category=verdict.category, at_ms=verdict.ts_ms, config=config)
     proposals = tuple(
         BankEntry(entry_id_for(CONFIRMED_BANK, f.signal_type, f.frame_hash), CONFIRMED_BANK, f.signal_type,
                   f.frame_hash, f"confirmed {verdict.category or ''} {incident.report_id}".strip())
         for f in incident.frames if f.frame_hash and f.bank != CONFIRMED_BANK
     ) if propose_hashes else ()
-    return ReviewOutcome(state, incident, outcome, tuple(decisions), reports, preservations,
-                         tuple({p.entry_id: p for p in proposals}.values()))
+    return Outcome(state, incident, decisions=tuple(decisions), reports=reports,
+                   proposals=tuple({p.entry_id: p for p in proposals}.values()), review=outcome)
 
 
 def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream_id: str,
-                  escalation: Escalation, config: ReviewConfig) -> ReviewOutcome:
+                  escalation: Escalation, config: ReviewConfig) -> Outcome:
     """An escalation was not reviewed by its deadline: escalate to the next priority
     (a missed P0 is raised again and restricts the stream). Decided at the deadline,
     so a repeated tick yields the same decisions."""
     if escalation.status != "open" or escalation.due_ms is None:
-        return ReviewOutcome(state, incident, "not_due")
+        return Outcome(review="not_due")
     due = escalation.due_ms
     priority = Priority(escalation.priority).raised.value
     reason = (f"{escalation.priority} escalation {escalation.decision_id} was not reviewed by "
@@ -148,7 +135,8 @@ def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream
             decisions.append(restrict)
     incident = incident.close("breached", escalation.decision_id)
     incident = incident.with_decisions(decisions, incident.partition)
-    return ReviewOutcome(state, incident, "sla_breach", tuple(decisions), sla_breach=escalation.priority)
+    return Outcome(state, incident, decisions=tuple(decisions), review="sla_breach",
+                   sla_breach=escalation.priority)
 
 
 def _classifier_of(signal: str | None) -> str | None:

@@ -1,0 +1,242 @@
+"""The imperative shell around :func:`~streamsafe.pipeline.step.step`: one record in,
+its outcome written and published. Free of Faust, so unit tests drive it directly.
+
+For each record: decode it (or screen it, for frames), read the stream's state and
+incident, ``step``, write what the outcome names -- all without an ``await`` -- then
+publish its decisions, report packets, bank proposals and dead letters, and count
+it. Anything that raises on the way dead-letters the record as ``processing_error``:
+one odd record can neither stop the agent nor vanish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streamsafe.agents.clock import ProcessingClock, WallClock
+from streamsafe.enforcement.publisher import DecisionPublisher
+from streamsafe.errors import RejectedInput
+from streamsafe.events.contract import FRAME_HASHES, INPUT_TOPICS, REVIEW_VERDICTS, TIMERS
+from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.events.decode import InputDecoder, decode_frame_matches
+from streamsafe.events.models import FrameMatches, TimerTick
+from streamsafe.matching.banks import HashBanks
+from streamsafe.observability.metrics import StreamSafeMetrics
+from streamsafe.pipeline.outcome import Outcome
+from streamsafe.pipeline.review import ReviewConfig
+from streamsafe.pipeline.screen import FrameScreen, processing_error
+from streamsafe.pipeline.step import Lifecycle, StepContext, StepEvent, expiry_ms, step
+from streamsafe.policy.decisions import Decision
+from streamsafe.policy.policyset import PolicySet
+from streamsafe.review.incident import Incident
+from streamsafe.scoring.state import StreamState
+
+__all__ = ["RecordHandler", "RecordStats"]
+
+VERDICT_OUTCOMES = {"confirmed", "benign", "needs_more_context", "unknown_escalation", "already_closed"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordStats:
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    decided: Counter[str] = field(default_factory=Counter)
+    shadow_decided: Counter[str] = field(default_factory=Counter)
+    state_writes: int = 0
+
+
+class RecordHandler:
+    def __init__(
+        self,
+        decoder: InputDecoder,
+        banks: HashBanks,
+        policies: PolicySet,
+        states: MutableMapping[str, Any],
+        publisher: DecisionPublisher,
+        metrics: StreamSafeMetrics | None = None,
+        incidents: MutableMapping[str, Any] | None = None,
+        review: ReviewConfig | None = None,
+        lifecycle: Lifecycle | None = None,
+        clock: ProcessingClock | None = None,
+    ) -> None:
+        self.incidents = incidents if incidents is not None else {}
+        self.review = review or ReviewConfig()
+        self.lifecycle = lifecycle or Lifecycle()
+        self.clock = clock or WallClock()
+        self.metrics = metrics or StreamSafeMetrics.create()
+        topics = (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS)
+        self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
+        self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
+        self.decoder = decoder
+        self.banks = banks
+        self.screen = FrameScreen(decoder, banks, lambda: self.policies.live)
+        self.policies = policies
+        self.use_policies(policies)
+        self.states = states
+        self.publisher = publisher
+        self.stats = RecordStats()
+        self.count_inputs = True  # per-record metrics; off only to measure what they cost
+        self.input_topic_names: set[str] = set()  # broker-side names, for lag
+        self.in_flight: dict[str, float] = {}  # topic -> when its record in hand started (monotonic)
+
+    def use_policies(self, policies: PolicySet) -> None:
+        """Switch policies (hot reload); the live policy also sets how banks match."""
+        self.policies = policies
+        live = policies.live
+        self.banks.pdq_radius = live.pdq_radius
+        self.banks.pdq_min_quality = live.pdq_min_quality
+        self.banks.bank_radius = dict(live.bank_radius)
+
+    # -- counting -------------------------------------------------------------------
+
+    def count_input(self, topic: str) -> None:
+        """Count an accepted input record."""
+        self.stats.accepted[topic] += 1
+        if self.count_inputs:
+            self._last_input[topic].set_to_current_time()
+            self._accepted[topic].inc()
+
+    def count_rejected(self, topic: str, rejected: DeadLetter) -> None:
+        """Count (and log, without content) an input record on its way to the dead-letter topic."""
+        self.stats.rejected[rejected.reason] += 1
+        self.metrics.input_messages.labels(topic, "dead_lettered", rejected.reason).inc()
+        source = rejected.source
+        log.info("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
+
+    def oldest_in_flight(self) -> float | None:
+        """When (monotonic) the longest-running record still being handled started, if any."""
+        return min(self.in_flight.values(), default=None)
+
+    # -- records --------------------------------------------------------------------
+
+    async def handle(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> None:
+        """One record of contract topic ``topic`` (frames: screened here, the agent-only path)."""
+        await self._run(topic, key, value, source, lambda: self._decoded(topic, key, value, source))
+
+    async def handle_forwarded(self, key: bytes | None, value: bytes | None, fallback: SourceRecord) -> None:
+        """A ``streamsafe.frame-matches`` record: frames the pre-filter already decoded,
+        matched and counted; its source is the original frame-hash record."""
+        try:
+            screened, source = decode_frame_matches(value)
+        except RejectedInput as exc:
+            rejected = DeadLetter(exc.reason, exc.detail, fallback, key, value)
+            self.count_rejected(FRAME_HASHES, rejected)
+            await self.publisher.dead_letter(rejected)
+            return
+        await self._run(FRAME_HASHES, key, value, source, lambda: self._apply(screened, source))
+
+    async def _run(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
+                   decide: Any) -> None:
+        self.in_flight[topic] = time.monotonic()
+        try:
+            self.clock.observe(source.timestamp_ms)
+            await self.publish(decide(), topic)
+        except Exception as exc:  # one record must never take the agent down
+            rejected = processing_error(exc, key, value, source)
+            self.count_rejected(topic, rejected)
+            await self.publisher.dead_letter(rejected)
+        finally:
+            self.in_flight.pop(topic, None)
+
+    def _decoded(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> Outcome:
+        if self.count_inputs:
+            self._last_input[topic].set_to_current_time()
+        if topic == FRAME_HASHES:
+            (screened,) = self.screen.screen([(key, value, source)])
+            if screened.dead_letter is not None:
+                return Outcome(dead_letters=(screened.dead_letter,))
+            self.count_input(topic)
+            return self._apply(screened.matches, source) if screened.matches is not None else Outcome()
+        try:
+            event = self.decoder.decode(topic, key, value, source.timestamp_ms)
+        except RejectedInput as exc:
+            return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
+        self.count_input(topic)
+        assert not isinstance(event, FrameMatches)
+        return self._apply(event, source)  # type: ignore[arg-type]
+
+    def _apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
+        """Read, step, write: synchronous on purpose (no await between the read and the write)."""
+        stream_id = event.stream_id
+        stored_state, stored_incident = self.states.get(stream_id), self.incidents.get(stream_id)
+        state = StreamState.from_record(stored_state) if stored_state is not None else None
+        incident = Incident.from_record(stored_incident) if stored_incident is not None else None
+        ctx = StepContext(self.policies, source.timestamp_ms or 0, source.partition, self.clock.now_ms(),
+                          self.review, self.lifecycle)
+        outcome = step(event, state, incident, ctx)
+        if outcome.release:
+            self.states.pop(stream_id, None)
+            self.incidents.pop(stream_id, None)
+            return outcome
+        if outcome.state is not None and outcome.state != state:
+            record = outcome.state.to_record()
+            self.states[stream_id] = record
+            self.stats.state_writes += 1
+            self.metrics.state_writes.inc()
+            self.metrics.state_bytes.observe(len(orjson.dumps(record)))
+        if outcome.incident is not None and outcome.incident != incident:
+            self.incidents[stream_id] = outcome.incident.to_record()
+        for m in outcome.matches:
+            self.metrics.hash_matches.labels(m.bank, m.signal_type).inc()
+        for d in outcome.decisions:
+            (self.stats.shadow_decided if d.shadow else self.stats.decided)[d.action] += 1
+        return outcome
+
+    async def publish(self, outcome: Outcome, topic: str = "") -> None:
+        """Send what an outcome carries, in order, each acknowledged; then count it."""
+        for rejected in outcome.dead_letters:
+            self.count_rejected(topic, rejected)
+            await self.publisher.dead_letter(rejected)
+        if outcome.decisions:
+            await self.publisher.publish_many(outcome.decisions)
+            for decision in outcome.decisions:
+                self._observe_sent(decision)
+        for report, preservation in outcome.reports:
+            await self.publisher.publish_report(report, preservation)
+            self.metrics.reports.labels(str(report.record["incident_type"])).inc()
+        if outcome.proposals:
+            await self.publisher.propose_entries(outcome.proposals)
+        if outcome.review in VERDICT_OUTCOMES:
+            self.metrics.review_verdicts.labels(outcome.review).inc()
+        if outcome.false_positive:
+            self.metrics.false_positives.labels(outcome.false_positive).inc()
+        if outcome.sla_breach:
+            self.metrics.sla_breaches.labels(outcome.sla_breach).inc()
+
+    def _observe_sent(self, decision: Decision) -> None:
+        now = time.time()
+        if decision.shadow:
+            self.metrics.shadow_decisions.labels(decision.policy_version, decision.action).inc()
+            return
+        self.metrics.decisions.labels(decision.action, decision.priority or "").inc()
+        self.metrics.event_to_decision.labels(decision.action).observe(max(0.0, now - decision.event_ts_ms / 1000))
+        self.metrics.record_to_decision.labels(decision.action).observe(
+            max(0.0, now - decision.decided_at_ms / 1000))
+        log.debug("decision %s %s for stream %s by rule %s", decision.decision_id, decision.action,
+                  decision.stream_id, decision.rule)
+
+    # -- review deadlines and state lifecycle (found by a timer, carried out by ticks) --
+
+    def due_ticks(self, now_ms: int | None = None) -> list[tuple[TimerTick, int]]:
+        """Ticks to send now (processing clock): overdue escalations, and streams whose state may go."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        ticks: list[tuple[TimerTick, int]] = []
+        for stream_id, record in list(self.incidents.items()):
+            incident = Incident.from_record(record)
+            for escalation in incident.overdue(now):
+                ticks.append((TimerTick(stream_id, "sla_check", escalation.due_ms or now, escalation.decision_id),
+                              incident.partition))
+        for stream_id, record in list(self.states.items()):
+            touched, ended, partition = StreamState.lifecycle_of(record)
+            due = expiry_ms(touched, ended, self.lifecycle)
+            if due <= now and partition is not None:
+                ticks.append((TimerTick(stream_id, "expire", due), partition))
+        return ticks

@@ -1,0 +1,106 @@
+"""Screening frame-hash records: decode and validate them against the contract and match
+their hashes against the banks, once.
+
+The frame pre-filter screens whole consumer batches (the PDQ hashes of a batch in one
+index call) and forwards only the records with a match, as
+:class:`~streamsafe.events.models.FrameMatches`; the agent path (pre-filter off) screens
+one record at a time with the same function. Either way the stateful step receives the
+matches, and a frame is decoded and matched exactly once.
+
+Never raises: a record the contract rejects carries its dead letter; a record whose
+screening raises carries a ``processing_error`` dead letter (the batch is then matched
+one record at a time to find it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from streamsafe.errors import RejectedInput
+from streamsafe.events.contract import FRAME_HASHES
+from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.events.decode import InputDecoder
+from streamsafe.events.models import FrameBatch, FrameMatches, Match
+from streamsafe.matching.banks import HashBanks
+from streamsafe.policy.model import Policy
+
+__all__ = ["FrameScreen", "RawRecord", "Screened", "processing_error"]
+
+log = logging.getLogger(__name__)
+
+RawRecord = tuple[bytes | None, bytes | None, SourceRecord]  # key, value, where it came from
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """One frame-hash record screened: its matches (None: nothing matched), or its dead letter."""
+
+    matches: FrameMatches | None = None
+    dead_letter: DeadLetter | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.dead_letter is None
+
+
+def processing_error(exc: Exception, key: bytes | None, value: bytes | None, source: SourceRecord) -> DeadLetter:
+    """The dead letter of a record whose handling raised (the exception type leads the detail)."""
+    log.error("%s[%d]@%d raised %s; dead-lettered", source.topic, source.partition, source.offset,
+              type(exc).__name__)
+    log.debug("processing error", exc_info=exc)
+    return DeadLetter("processing_error", f"{type(exc).__name__}: {exc}", source, key, value)
+
+
+class FrameScreen:
+    """Decode + validate + match for ``livestream.frame-hashes``, with the live policy's
+    view of the banks (radius, quality floor, allow banks)."""
+
+    def __init__(self, decoder: InputDecoder, banks: HashBanks, live_policy: Callable[[], Policy]) -> None:
+        self.decoder = decoder
+        self.banks = banks
+        self.live_policy = live_policy
+
+    def screen(self, records: Sequence[RawRecord]) -> list[Screened]:
+        """Screen records in order; their PDQ hashes are looked up in one index call."""
+        out: list[Screened | None] = [None] * len(records)
+        decoded: list[tuple[int, FrameBatch]] = []
+        for i, (key, value, source) in enumerate(records):
+            try:
+                event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
+            except RejectedInput as exc:
+                out[i] = Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
+                continue
+            except Exception as exc:  # one record must never stop the screening
+                out[i] = Screened(dead_letter=processing_error(exc, key, value, source))
+                continue
+            assert isinstance(event, FrameBatch)
+            decoded.append((i, event))
+        try:
+            groups = self.banks.match_frame_groups([e.frames for _, e in decoded])
+        except Exception:
+            groups = [self._match_one(i, e, records, out) for i, e in decoded]
+        trust = self.live_policy().trust_of
+        for (i, event), matches in zip(decoded, groups, strict=True):
+            if out[i] is None:
+                kept = _without_allowed(matches, trust)
+                out[i] = Screened(matches=FrameMatches.of(event, kept) if kept else None)
+        return [s if s is not None else Screened() for s in out]
+
+    def _match_one(self, i: int, event: FrameBatch, records: Sequence[RawRecord],
+                   out: list[Screened | None]) -> list[Match]:
+        try:
+            return self.banks.match_frames(event.frames)
+        except Exception as exc:
+            key, value, source = records[i]
+            out[i] = Screened(dead_letter=processing_error(exc, key, value, source))
+            return []
+
+
+def _without_allowed(matches: list[Match], trust: Callable[[str], str]) -> list[Match]:
+    """A match in an allow bank (overlays, test cards, black frames) clears its frame."""
+    if not matches:
+        return matches
+    allowed = {m.frame_seq for m in matches if trust(m.bank) == "allow"}
+    return [m for m in matches if m.frame_seq not in allowed] if allowed else matches
