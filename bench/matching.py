@@ -103,7 +103,7 @@ def _latencies(fn: Any, items: list[Any]) -> tuple[float, float, float, list[Any
 
 
 def _worker_ours(data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from streamsafe.matching.pdq_index import PDQIndex
+    from streamsafe.matching.pdq import PDQIndex
 
     ids = np.load(data / "ids.npy")
     hashes = np.load(data / "hashes.npy")

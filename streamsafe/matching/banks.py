@@ -18,7 +18,7 @@ from pathlib import Path
 
 from streamsafe.errors import BankError
 from streamsafe.events.models import BankEntry, Frame, Match
-from streamsafe.matching.pdq_index import PDQIndex
+from streamsafe.matching.pdq import PDQIndex
 from streamsafe.matching.signal_types import SignalTypeRegistry, default_registry
 
 __all__ = ["HashBanks", "HashListProblem", "read_hash_list"]

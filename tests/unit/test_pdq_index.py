@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from streamsafe.matching.pdq_index import (
+from streamsafe.matching.pdq import (
     PDQ_CONFIDENT_MATCH_THRESHOLD,
     PDQIndex,
     auto_widths,
