@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,62 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             settings = Settings.from_env(broker_url=broker, topic_prefix=topic_prefix)
         except StreamSafeError as exc:
             raise click.UsageError(str(exc)) from exc
+        _uses_broker(settings)
         return func(settings, **kwargs)
 
     return wrapper
 
 
-@click.group()
+_BROKER = "streamsafe.broker"  # ctx.meta key: the bootstrap servers a broker command talks to
+
+
+class _StreamSafeGroup(click.Group):
+    """The one place errors become exit codes: a ``StreamSafeError`` is printed as one
+    ``Error:`` line (exit 1), and so is a broker that cannot be reached while a broker
+    command runs, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StreamSafeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            message = _broker_failure(ctx, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
+
+
+def _broker_failure(ctx: click.Context, exc: Exception) -> str | None:
+    """One line for a connection failure of a broker command, or None for anything else."""
+    import socket
+
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    servers = ctx.meta.get(_BROKER)
+    # socket failures only: a file the command cannot read is an OSError too, not the broker's
+    unreachable = KafkaConnectionError | KafkaTimeoutError | ConnectionError | TimeoutError | socket.gaierror
+    if servers is None or not isinstance(exc, unreachable):
+        return None
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot reach the broker at {servers}: {detail}"
+
+
+def _uses_broker(settings: Settings) -> None:
+    """Note that the running command talks to ``settings``' broker, for its error line.
+
+    A one-shot command has no logging set up, so aiokafka's own error records (a refused
+    connection, then an "Unclosed" client report at exit) would print as stray lines
+    around that one line; a failure reaches the user as the exception instead. The
+    worker configures logging itself and keeps them."""
+    ctx = click.get_current_context()
+    ctx.meta[_BROKER] = settings.bootstrap_servers
+    if ctx.command.name != "worker":
+        for name in ("aiokafka", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@click.group(cls=_StreamSafeGroup)
 @click.version_option(package_name="streamsafe")
 def cli() -> None:
     """StreamSafe: stop child sexual abuse and grooming while a stream is live."""
@@ -53,11 +104,8 @@ def worker(settings: Settings, **options: Any) -> None:
     """Run a StreamSafe worker against a broker."""
     from streamsafe.runner import run_worker
 
-    try:
-        settings = settings.replace(**_present(options))
-        run_worker(settings)
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = settings.replace(**_present(options))
+    run_worker(settings)
 
 
 @cli.group()
@@ -73,12 +121,9 @@ def topics_apply(settings: Settings, replication_factor: int) -> None:
     from streamsafe.brokers.topics import apply_topics
     from streamsafe.events.contract import load_contract
 
-    try:
-        statuses = asyncio.run(
-            apply_topics(settings, load_contract(), replication_factor=replication_factor)
-        )
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    statuses = asyncio.run(
+        apply_topics(settings, load_contract(), replication_factor=replication_factor)
+    )
     for status in statuses:
         click.echo(f"{status.status:8} {status.name} ({status.partitions} partitions)")
 
@@ -92,10 +137,7 @@ def demo(as_json: bool, broker_kind: str, streams: int) -> None:
     """Run the built-in scenario end to end on an embedded broker."""
     from streamsafe.demo.run import run_demo
 
-    try:
-        ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams)
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams)
     sys.exit(0 if ok else 1)
 
 
@@ -154,10 +196,7 @@ def replay(path: Path, policies: tuple[Path, ...], broker: str | None, broker_ki
     from streamsafe.replay.pipeline import replay as run_replay
     from streamsafe.replay.recording import read_recording
 
-    try:
-        result = run_replay(read_recording(path), policies, broker, broker_kind)
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = run_replay(read_recording(path), policies, broker, broker_kind)
     lines = b"".join(orjson.dumps(d) + b"\n" for d in result.decisions)
     if out is None:
         sys.stdout.buffer.write(lines)
@@ -181,13 +220,10 @@ def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_
     from streamsafe.replay.pipeline import replay as run_replay
     from streamsafe.replay.recording import read_recording
 
-    try:
-        recording = read_recording(path)
-        if not recording.labels:
-            raise click.ClickException(f"{path} has no label lines to evaluate against")
-        result = run_replay(recording, policies, broker, broker_kind)
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    recording = read_recording(path)
+    if not recording.labels:
+        raise click.ClickException(f"{path} has no label lines to evaluate against")
+    result = run_replay(recording, policies, broker, broker_kind)
     scores = score_policies(recording, result.decisions, result.policy_versions)
     if as_json:
         for score in scores:
@@ -226,10 +262,7 @@ def policy_check(path: Path) -> None:
     """Validate a policy file and summarise it."""
     from streamsafe.policy.loader import load_policy
 
-    try:
-        loaded = load_policy(path)
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    loaded = load_policy(path)
     click.echo(f"policy {loaded.version}: {len(loaded.rules)} rules")
     for rule in loaded.rules:
         conditions = " and ".join(p.describe() for p in rule.predicates)
@@ -244,10 +277,7 @@ def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
     """Publish a policy; every worker switches to it without a restart."""
     from streamsafe.control.publish import publish_policy
 
-    try:
-        published = asyncio.run(publish_policy(settings, path, shadow))
-    except StreamSafeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    published = asyncio.run(publish_policy(settings, path, shadow))
     role = f"shadow {shadow!r}" if shadow else "live"
     click.echo(f"published policy {published.version if published else '?'} as {role}")
 
@@ -295,6 +325,7 @@ def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str
         from streamsafe.demo.player import open_producer
 
         settings = Settings.from_env(broker_url=broker)
+        _uses_broker(settings)
         now = int(time.time() * 1000)
         batch = {"schema_version": 1, "stream_id": stream_id, "frames": [
             {"seq": h.frame_seq if h.frame_seq is not None else i,
