@@ -298,48 +298,52 @@ def policy_retire_shadow(settings: Settings, name: str) -> None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--fps", default=1.0, show_default=True, help="frames sampled per second of video")
 @click.option("--emit", is_flag=True, help="send the hashes to livestream.frame-hashes")
-@click.option("--stream-id", help="stream the frames belong to (with --emit)")
+@click.option("--stream-id", help="stream the frames belong to (needed with --emit; default: one stream "
+                                  "per file, named after it)")
+@click.option("--start-ms", type=click.IntRange(946_684_800_000, 4_102_444_800_000),
+              help="epoch ms of each file's first frame (default: now)")
 @click.option("--broker", help="kafka://host:port (with --emit; env STREAMSAFE_BROKER)")
-def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str | None,
+def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str | None, start_ms: int | None,
                  broker: str | None) -> None:
-    """PDQ (+ quality), MD5 and SHA-256 of images and sampled video frames, one JSON line each."""
+    """PDQ (+ quality), MD5 and SHA-256 of images and sampled video frames, one
+    livestream.frame-hashes message (one frame) a line, ready for a producer."""
     import time
+    from collections import Counter
 
     import orjson
 
-    from streamsafe.hashing.frames import hash_path
+    from streamsafe.hashing.frames import frame_hashes_messages, hash_path, stream_id_for
 
     if emit and not stream_id:
         raise click.UsageError("--emit needs --stream-id")
+    start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     failed = 0
     frames = []
+    next_seq: Counter[str] = Counter()  # seq runs on across the files of one stream
     for path in paths:
+        stream = stream_id or stream_id_for(path)
         try:
             for hashes in hash_path(path, fps):
-                click.echo(orjson.dumps(hashes.as_record()).decode())
-                frames.append(hashes)
+                frame = hashes.as_frame(next_seq[stream], start_ms + (hashes.frame_ts_ms or 0))
+                next_seq[stream] += 1
+                click.echo(orjson.dumps(frame_hashes_messages(stream, [frame])[0]).decode())
+                frames.append(frame)
         except Exception as exc:  # one unreadable file must not stop the others
             failed += 1
             click.echo(f"{path}: cannot hash: {exc}", err=True)
-    if emit and frames:
+    if emit and stream_id and frames:
         from streamsafe.demo.player import open_producer
+        from streamsafe.events.contract import FRAME_HASHES
 
         settings = Settings.from_env(broker_url=broker)
         _uses_broker(settings)
-        now = int(time.time() * 1000)
-        batch = {"schema_version": 1, "stream_id": stream_id, "frames": [
-            {"seq": h.frame_seq if h.frame_seq is not None else i,
-             "ts_ms": now + (h.frame_ts_ms or 0), "pdq": h.pdq, "pdq_quality": h.pdq_quality,
-             "md5": h.md5, "sha256": h.sha256} for i, h in enumerate(frames)]}
+        messages = frame_hashes_messages(stream_id, frames)
 
         async def send() -> None:
-            from streamsafe.events.contract import FRAME_HASHES
-
             producer = await open_producer(settings)
             try:
-                for start in range(0, len(batch["frames"]), 64):  # the contract allows 64 a message
-                    part = {**batch, "frames": batch["frames"][start:start + 64]}
-                    await producer.send_and_wait(settings.topic_name(FRAME_HASHES), orjson.dumps(part),
+                for message in messages:
+                    await producer.send_and_wait(settings.topic_name(FRAME_HASHES), orjson.dumps(message),
                                                  key=stream_id.encode())
             finally:
                 await producer.stop()

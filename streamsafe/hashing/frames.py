@@ -4,11 +4,16 @@ PDQ comes from ``pdqhash`` (Python bindings of Meta's reference implementation);
 its 256 bits are packed most significant bit first, Meta's hex convention. For an
 image file, MD5/SHA-256 are digests of the file's bytes (what authority hash lists
 hold); for a video frame, of its decoded RGB pixels.
+
+What ``streamsafe hash`` prints and sends are ``livestream.frame-hashes`` messages, in
+the contract's own field names (``seq``, ``ts_ms`` in epoch milliseconds), so its
+output can be piped to a producer as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,10 +24,13 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-__all__ = ["FrameHashes", "hash_image_array", "hash_image_file", "hash_path", "hash_video",
-           "is_video", "pdq_hex"]
+__all__ = ["MAX_FRAMES_PER_MESSAGE", "FrameHashes", "frame_hashes_messages", "hash_image_array",
+           "hash_image_file", "hash_path", "hash_video", "is_video", "pdq_hex", "stream_id_for"]
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".m4v"}
+
+MAX_FRAMES_PER_MESSAGE = 64
+"""The contract's ``maxItems`` for ``frames`` in one livestream.frame-hashes message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +41,26 @@ class FrameHashes:
     md5: str
     sha256: str
     frame_ts_ms: int | None = None  # offset of a video frame from the start of the video
-    frame_seq: int | None = None
+    frame_seq: int | None = None  # position among the video's sampled frames
 
-    def as_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"path": self.path, "pdq": self.pdq, "pdq_quality": self.pdq_quality,
-                                  "md5": self.md5, "sha256": self.sha256}
-        if self.frame_ts_ms is not None:
-            record["frame_ts"] = self.frame_ts_ms
-            record["frame_seq"] = self.frame_seq
-        return record
+    def as_frame(self, seq: int, ts_ms: int) -> dict[str, Any]:
+        """One entry of a livestream.frame-hashes message's ``frames``: ``seq`` within the
+        stream, ``ts_ms`` the frame's epoch time (not the offset within its video)."""
+        return {"seq": seq, "ts_ms": ts_ms, "pdq": self.pdq, "pdq_quality": self.pdq_quality,
+                "md5": self.md5, "sha256": self.sha256}
+
+
+def frame_hashes_messages(stream_id: str, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``frames`` (from ``FrameHashes.as_frame``) as livestream.frame-hashes messages of at
+    most ``MAX_FRAMES_PER_MESSAGE`` frames each."""
+    return [{"schema_version": 1, "stream_id": stream_id, "frames": frames[i:i + MAX_FRAMES_PER_MESSAGE]}
+            for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE)]
+
+
+def stream_id_for(path: Path) -> str:
+    """A contract-valid stream id named after a file, for frames hashed without one."""
+    name = re.sub(r"[^A-Za-z0-9._:@-]", "-", path.name)
+    return (name if re.match(r"[A-Za-z0-9]", name) else "f" + name)[:128]
 
 
 def pdq_hex(bits: np.ndarray) -> str:

@@ -6,14 +6,19 @@ import logging
 import time
 from pathlib import Path
 
+import fastjsonschema
 import numpy as np
+import orjson
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from streamsafe.brokers.base import free_port
 from streamsafe.cli import cli
+from streamsafe.events.contract import FRAME_HASHES, load_contract
+from streamsafe.hashing.frames import frame_hashes_messages
 from streamsafe.policy.loader import default_policy_text
+from tests.unit.test_hashing import write_video
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +80,59 @@ def test_other_failures_are_not_called_broker_failures(tmp_path):
     missing = tmp_path / "missing-dir" / "out.jsonl"
     result = CliRunner().invoke(cli, ["simulate", "--scenarios", "--streams", "2", "--out", str(missing)])
     assert isinstance(result.exception, OSError)  # a file problem, not "cannot reach the broker"
+
+
+def frame_hashes_validator():
+    return fastjsonschema.compile(dict(load_contract()[FRAME_HASHES].schema))
+
+
+def test_hash_prints_frame_hashes_messages_of_the_contract(tmp_path):
+    valid = frame_hashes_validator()
+    video = tmp_path / "my clip.mp4"
+    write_video(video, seconds=3)
+    result = CliRunner().invoke(cli, ["hash", str(image(tmp_path / "frame.png")), str(video),
+                                      "--start-ms", "1790000000000"])
+    assert result.exit_code == 0, result.output
+    messages = [orjson.loads(line) for line in result.stdout.splitlines()]
+    for message in messages:
+        valid(message)  # raises JsonSchemaException if the contract would reject it
+    assert [m["stream_id"] for m in messages] == ["frame.png", "my-clip.mp4", "my-clip.mp4", "my-clip.mp4"]
+    assert [m["frames"][0]["seq"] for m in messages] == [0, 0, 1, 2]
+    assert [m["frames"][0]["ts_ms"] for m in messages] == [1_790_000_000_000 + t for t in (0, 0, 1000, 2000)]
+
+
+def test_hash_emit_sends_contract_messages_of_at_most_64_frames(tmp_path, monkeypatch):
+    valid = frame_hashes_validator()
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    class Producer:
+        async def send_and_wait(self, topic, value, key):
+            sent.append((topic, value, key))
+
+        async def stop(self):
+            pass
+
+    async def open_producer(settings):
+        return Producer()
+
+    monkeypatch.setattr("streamsafe.demo.player.open_producer", open_producer)
+    video = tmp_path / "clip.mp4"
+    write_video(video, seconds=2)
+    result = CliRunner().invoke(cli, ["hash", str(video), str(video), "--emit", "--stream-id", "st-1",
+                                      "--broker", "kafka://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    assert len(sent) == 1 and sent[0][0] == "livestream.frame-hashes" and sent[0][2] == b"st-1"
+    message = orjson.loads(sent[0][1])
+    valid(message)
+    assert [f["seq"] for f in message["frames"]] == [0, 1, 2, 3]  # one stream: seq runs on across files
+    for line in result.stdout.splitlines():
+        valid(orjson.loads(line))
+
+
+def test_frames_are_split_into_messages_the_contract_accepts():
+    valid = frame_hashes_validator()
+    frames = [{"seq": i, "ts_ms": 1_790_000_000_000 + i, "md5": "0" * 32} for i in range(130)]
+    messages = frame_hashes_messages("st-1", frames)
+    assert [len(m["frames"]) for m in messages] == [64, 64, 2]
+    for message in messages:
+        valid(message)

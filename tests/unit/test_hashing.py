@@ -59,5 +59,7 @@ def test_video_is_sampled_at_the_requested_rate(tmp_path):
     assert [f.frame_seq for f in one_per_second] == [0, 1, 2, 3]
     assert len({f.pdq for f in one_per_second}) == 4  # four different scenes
     assert len(list(hash_video(video, fps=2.0))) == 8
-    record = one_per_second[1].as_record()
-    assert set(record) >= {"path", "pdq", "pdq_quality", "md5", "sha256", "frame_ts"}
+    frame = one_per_second[1].as_frame(seq=7, ts_ms=1_790_000_001_000)
+    assert frame == {"seq": 7, "ts_ms": 1_790_000_001_000, "pdq": one_per_second[1].pdq,
+                     "pdq_quality": one_per_second[1].pdq_quality, "md5": one_per_second[1].md5,
+                     "sha256": one_per_second[1].sha256}
