@@ -2,10 +2,18 @@
 
 Control records in the recording (bank entries, policies) are published before the
 worker starts, so it decides with them from the first event. Input events are sent
-in recorded order; their record timestamps keep the recorded spacing, shifted to now
-(brokers delete records older than the topic's retention). The run is complete when
-the worker's committed offsets cover every input record: decisions are acknowledged
-before offsets are committed, so by then every decision is on its topic.
+in recorded order. The run is complete when the worker's committed offsets cover
+every input record: decisions are acknowledged before offsets are committed, so by
+then every decision is on its topic.
+
+Every time a replay sets is taken from the recording, never from the clock, so that
+two replays of one recording decide alike, decision ids included (a decision's id
+covers ``decided_at_ms``, its record's broker timestamp). An input record's timestamp
+is its own event time when that is plausible (2000-01-01 .. 2100-01-01), else the
+recording's time origin: the earliest plausible event time (a record the worker will
+reject must not move it). Control records and policies are stamped with the origin.
+The replay's topics keep records of any age (``retention.ms`` -1) and accept times
+ahead of the broker's clock, since recorded times are neither recent nor past.
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +46,21 @@ from streamsafe.events.contract import (
     INPUT_TOPICS,
     POLICY,
     SHADOW_DECISIONS,
+    TopicSpec,
     load_contract,
 )
+from streamsafe.events.decode import EARLIEST_MS, LATEST_MS
 from streamsafe.policy.loader import default_policy_text, load_policy
 from streamsafe.replay.recording import Recording
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
-__all__ = ["ReplayResult", "replay"]
+__all__ = ["ReplayResult", "record_times", "replay", "replay_contract"]
 
 CONTROL_TOPICS = (HASHBANK_ENTRIES, POLICY)
+
+#: topic settings of a replay's own topics: keep records whatever their (recorded) time
+REPLAY_TOPIC_CONFIG = {"retention.ms": "-1", "message.timestamp.after.max.ms": str(2**63 - 1)}
 
 
 @dataclass
@@ -70,43 +83,58 @@ def _policy_documents(policy_files: Sequence[Path]) -> list[tuple[str, dict[str,
     return documents
 
 
-def _timestamp(event_ts: int | None, first_ts: int, base_ms: int) -> int:
-    return base_ms + max(0, (event_ts if event_ts is not None else first_ts) - first_ts)
+def _plausible(ts: int | None) -> bool:
+    return ts is not None and EARLIEST_MS <= ts <= LATEST_MS
+
+
+def record_times(recording: Recording) -> tuple[int, list[int]]:
+    """The time origin and every input record's broker timestamp, in recorded order,
+    from the recording alone (see the module docstring)."""
+    inputs = [e.event_ts_ms() for e in recording.events if e.topic in INPUT_TOPICS]
+    origin = min((ts for ts in inputs if _plausible(ts)), default=EARLIEST_MS)
+    return origin, [ts if ts is not None and _plausible(ts) else origin for ts in inputs]
+
+
+def replay_contract() -> Mapping[str, TopicSpec]:
+    """The contract's topics with ``REPLAY_TOPIC_CONFIG``: recorded times may lie beyond
+    the retention or ahead of the broker's clock."""
+    return {name: replace(spec, config={**spec.config, **REPLAY_TOPIC_CONFIG})
+            for name, spec in load_contract().items()}
 
 
 async def _publish_controls(settings: Settings, recording: Recording,
-                            documents: list[tuple[str, dict[str, Any]]], base_ms: int) -> None:
+                            documents: list[tuple[str, dict[str, Any]]], origin_ms: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
                                 linger_ms=5, **settings.security.aiokafka_kwargs())
     await producer.start()
     try:
         for i, (_, document) in enumerate(documents):
             key = LIVE_KEY if i == 0 else f"{SHADOW_PREFIX}{i}"
-            message = policy_message(document, "replay", base_ms)
-            await producer.send_and_wait(settings.topic_name(POLICY), message, key=key.encode())
+            message = policy_message(document, "replay", origin_ms)
+            await producer.send_and_wait(settings.topic_name(POLICY), message, key=key.encode(),
+                                         timestamp_ms=origin_ms)
         controls = [e for e in recording.events if e.topic in CONTROL_TOPICS]
         for event in controls:
             value = None if event.value is None else orjson.dumps(event.value)
             await producer.send(settings.topic_name(event.topic), value,
-                                key=None if event.key is None else event.key.encode())
+                                key=None if event.key is None else event.key.encode(), timestamp_ms=origin_ms)
         await producer.flush()
     finally:
         await producer.stop()
 
 
-async def _send_inputs(settings: Settings, recording: Recording, base_ms: int) -> dict[TopicPartition, int]:
+async def _send_inputs(settings: Settings, recording: Recording) -> dict[TopicPartition, int]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
                                 linger_ms=5, **settings.security.aiokafka_kwargs())
     await producer.start()
     inputs = [e for e in recording.events if e.topic in INPUT_TOPICS]
-    first_ts = min((e.event_ts_ms() for e in inputs if e.event_ts_ms() is not None), default=0)
+    _, timestamps = record_times(recording)
     last: dict[TopicPartition, int] = {}
     try:
         pending = []
-        for event in inputs:
+        for event, timestamp in zip(inputs, timestamps, strict=True):
             value = None if event.value is None else orjson.dumps(event.value)
             key = None if event.key is None else event.key.encode()
-            timestamp = _timestamp(event.event_ts_ms(), first_ts, base_ms)
             pending.append(await producer.send(settings.topic_name(event.topic), value, key=key,
                                                timestamp_ms=timestamp))
         for future in pending:
@@ -176,17 +204,17 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
     """Play ``recording`` through a real worker; every decision of every policy, in event-time order."""
     documents = _policy_documents(policy_files)
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="streamsafe-replay-"))
     run_id = uuid.uuid4().hex[:8]
+    origin_ms, _ = record_times(recording)
+    workdir = Path(tempfile.mkdtemp(prefix="streamsafe-replay-"))
 
     def run(settings: Settings) -> ReplayResult:
-        asyncio.run(apply_topics(settings, load_contract()))
-        base_ms = int(time.time() * 1000)
-        asyncio.run(_publish_controls(settings, recording, documents, base_ms))
+        asyncio.run(apply_topics(settings, replay_contract()))
+        asyncio.run(_publish_controls(settings, recording, documents, origin_ms))
         worker = spawn_worker(settings, workdir / "worker.log")
         try:
             worker.wait_ready(120)
-            last = asyncio.run(_send_inputs(settings, recording, base_ms))
+            last = asyncio.run(_send_inputs(settings, recording))
             asyncio.run(_wait_committed(settings, last, timeout_s))
             decisions = asyncio.run(_read_decisions(settings))
         finally:

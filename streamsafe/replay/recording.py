@@ -34,15 +34,23 @@ class RecordedEvent:
     value: dict[str, Any] | None
 
     def event_ts_ms(self) -> int | None:
+        """The record's event time (a frame batch's latest frame), or None when it has none;
+        a malformed value is the worker's to reject, not a reason to stop the replay."""
         if not self.value:
             return None
         if "frames" in self.value:
-            return max(f["ts_ms"] for f in self.value["frames"])
+            frames = self.value["frames"]
+            times = [f.get("ts_ms") for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
+            return max((ts for ts in times if _is_int(ts)), default=None)
         ts = self.value.get("ts_ms")
-        return ts if isinstance(ts, int) else None
+        return ts if _is_int(ts) else None
 
     def to_line(self) -> bytes:
         return orjson.dumps({"topic": self.topic, "key": self.key, "value": self.value})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,28 @@ def test_replay_writes_every_decision_with_its_policy_version(broker, scenarios,
     assert all(d["explanation"]["top_contributions"] for d in decisions)
 
 
+def test_two_replays_of_one_recording_decide_byte_for_byte_alike(broker, tmp_path):
+    recording = tmp_path / "small.jsonl"
+    made = cli("simulate", "--scenarios", "--streams", "12", "--seed", "5", "--out", str(recording), timeout=60)
+    assert made.returncode == 0, made.stderr
+    lines = recording.read_text().splitlines()
+    values = [json.loads(line).get("value") or {} for line in lines]
+    times = [v["ts_ms"] for v in values if "ts_ms" in v] + [f["ts_ms"] for v in values for f in v.get("frames", [])]
+    # a record the worker rejects (implausible_time) must not move the replay's times
+    rejected = {"topic": "livestream.metadata", "key": "st-neg",
+                "value": {"schema_version": 1, "stream_id": "st-neg", "event": "start", "ts_ms": -1}}
+    recording.write_text("\n".join([json.dumps(rejected), *lines]) + "\n")
+    outputs = []
+    for run in ("first", "second"):
+        out = tmp_path / f"{run}.jsonl"
+        result = cli("replay", str(recording), "--broker", broker.url, "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        outputs.append(out.read_bytes())
+    first = [json.loads(line) for line in outputs[0].splitlines()]
+    assert first and outputs[0] == outputs[1]
+    assert all(min(times) <= d["decided_at_ms"] <= max(times) for d in first)
+
+
 def load_policy_path():
     from importlib import resources
 

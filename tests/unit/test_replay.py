@@ -5,7 +5,8 @@ import pytest
 
 from streamsafe.errors import ConfigError
 from streamsafe.replay.evaluate import per_kind, score_policies
-from streamsafe.replay.recording import read_recording, write_recording
+from streamsafe.replay.pipeline import record_times, replay_contract
+from streamsafe.replay.recording import RecordedEvent, Recording, read_recording, write_recording
 from streamsafe.replay.scenarios import KINDS, generate_scenarios
 
 
@@ -60,3 +61,38 @@ def test_scores(tmp_path):
     assert not live.shadow and shadow.shadow
     assert shadow.recall_harmful == 0.5 and shadow.tta_p50_ms == 7000.0
     assert per_kind(recording, decisions, "p1") == {"unlabelled": {"block": 1, "escalate": 2, "none": 1}}
+
+
+def events(*times):
+    return Recording([RecordedEvent("livestream.metadata", f"s{i}", None if ts is None else
+                                    {"schema_version": 1, "stream_id": f"s{i}", "ts_ms": ts})
+                      for i, ts in enumerate(times)])
+
+
+def test_record_times_come_from_the_recording_not_the_clock(monkeypatch):
+    recording = events(1_790_000_005_000, 1_790_000_000_000, None, 1_790_000_009_000)
+    first = record_times(recording)
+    monkeypatch.setattr("time.time", lambda: 4_000_000_000.0)
+    assert record_times(recording) == first
+    assert first == (1_790_000_000_000, [1_790_000_005_000, 1_790_000_000_000, 1_790_000_000_000,
+                                         1_790_000_009_000])
+
+
+def test_an_implausible_event_time_does_not_move_the_origin():
+    recording = events(-1, 1_790_000_005_000, 5, 1_790_000_000_000, 99_999_999_999_999, 1_790_000_000)
+    origin, times = record_times(recording)
+    assert origin == 1_790_000_000_000  # not -1, 5 or seconds: those records will be rejected
+    assert times == [origin, 1_790_000_005_000, origin, origin, origin, origin]
+
+
+def test_a_malformed_frame_batch_has_no_event_time_rather_than_an_error():
+    batch = RecordedEvent("livestream.frame-hashes", "s", {"frames": [{"seq": 1}, "x", {"ts_ms": True}]})
+    assert batch.event_ts_ms() is None
+    assert RecordedEvent("livestream.frame-hashes", "s", {"frames": 3}).event_ts_ms() is None
+
+
+def test_replay_topics_keep_recorded_times():
+    for spec in replay_contract().values():
+        assert spec.config["retention.ms"] == "-1"
+        assert int(spec.config["message.timestamp.after.max.ms"]) == 2**63 - 1
+
