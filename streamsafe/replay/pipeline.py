@@ -206,27 +206,29 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
     origin_ms, _ = record_times(recording)
-    workdir = Path(tempfile.mkdtemp(prefix="streamsafe-replay-"))
+    # the worker's tables, its log and the embedded broker's data: gone when the replay ends
+    with tempfile.TemporaryDirectory(prefix="streamsafe-replay-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
 
-    def run(settings: Settings) -> ReplayResult:
-        asyncio.run(apply_topics(settings, replay_contract()))
-        asyncio.run(_publish_controls(settings, recording, documents, origin_ms))
-        worker = spawn_worker(settings, workdir / "worker.log")
-        try:
-            worker.wait_ready(120)
-            last = asyncio.run(_send_inputs(settings, recording))
-            asyncio.run(_wait_committed(settings, last, timeout_s))
-            decisions = asyncio.run(_read_decisions(settings))
-        finally:
-            worker.stop()
-        sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
-        return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
+        def run(settings: Settings) -> ReplayResult:
+            asyncio.run(apply_topics(settings, replay_contract()))
+            asyncio.run(_publish_controls(settings, recording, documents, origin_ms))
+            worker = spawn_worker(settings, workdir / "worker.log")
+            try:
+                worker.wait_ready(120)
+                last = asyncio.run(_send_inputs(settings, recording))
+                asyncio.run(_wait_committed(settings, last, timeout_s))
+                decisions = asyncio.run(_read_decisions(settings))
+            finally:
+                worker.stop()
+            sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
+            return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
 
-    common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
-                  data_dir=workdir / "data")
-    if broker_url:
-        return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
-    with start_broker(broker_kind, workdir / "broker") as broker:
-        tansu = broker_kind == "tansu"
-        return run(Settings(broker_url=broker.url, session_timeout_s=2.0 if tansu else 10.0,
-                            rebalance_timeout_s=2.0 if tansu else 10.0, **common))
+        common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
+                      data_dir=workdir / "data")
+        if broker_url:
+            return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
+        with start_broker(broker_kind, workdir / "broker") as broker:
+            tansu = broker_kind == "tansu"
+            return run(Settings(broker_url=broker.url, session_timeout_s=2.0 if tansu else 10.0,
+                                rebalance_timeout_s=2.0 if tansu else 10.0, **common))

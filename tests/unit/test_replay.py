@@ -1,11 +1,14 @@
 """Recordings and policy scoring, without a broker."""
 
+import tempfile
+
 import orjson
 import pytest
 
-from streamsafe.errors import ConfigError
+from streamsafe.brokers.base import free_port
+from streamsafe.errors import ConfigError, StreamSafeError
 from streamsafe.replay.evaluate import per_kind, score_policies
-from streamsafe.replay.pipeline import record_times, replay_contract
+from streamsafe.replay.pipeline import record_times, replay, replay_contract
 from streamsafe.replay.recording import RecordedEvent, Recording, read_recording, write_recording
 from streamsafe.replay.scenarios import KINDS, generate_scenarios
 
@@ -96,3 +99,9 @@ def test_replay_topics_keep_recorded_times():
         assert spec.config["retention.ms"] == "-1"
         assert int(spec.config["message.timestamp.after.max.ms"]) == 2**63 - 1
 
+
+def test_replay_removes_its_working_directory_even_when_it_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(StreamSafeError):
+        replay(events(1_790_000_000_000), broker_url=f"kafka://127.0.0.1:{free_port()}", timeout_s=5)
+    assert not list(tmp_path.glob("streamsafe-replay-*"))
