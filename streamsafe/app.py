@@ -27,7 +27,7 @@ from streamsafe.errors import BankError
 from streamsafe.events.contract import FRAME_HASHES, HASHBANK_ENTRIES, POLICY, TopicSpec, load_contract
 from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
-from streamsafe.matching.pdq_index import warm_up as warm_up_matching
+from streamsafe.matching.pdq import warm_up as warm_up_matching
 from streamsafe.observability.liveness import AgentRoster, DeliveryHealth, ProgressTracker
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.pipeline.review import ReviewConfig

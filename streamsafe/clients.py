@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streamsafe.settings import Settings
 
-__all__ = ["admin", "consumer", "producer", "refresh_metadata"]
+__all__ = ["admin", "consumer", "producer", "refresh_metadata", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,14 @@ async def refresh_metadata(client: AIOKafkaConsumer) -> None:
         log.warning("aiokafka has no force_metadata_update: waiting for the periodic metadata refresh")
         return
     await update()
+
+
+async def start(client: Any) -> Any:
+    """Start a producer or consumer; if it cannot start (no broker), close it before the
+    error propagates, so nothing is left half-open."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client

@@ -137,7 +137,8 @@ class RecordHandler:
                    decide: Any) -> None:
         self.in_flight[topic] = time.monotonic()
         try:
-            self.clock.observe(source.timestamp_ms)
+            if topic != TIMERS:  # a tick carries the sweep's send time, not the input's
+                self.clock.observe(source.timestamp_ms)
             await self.publish(decide(), topic)
         except Exception as exc:  # one record must never take the agent down
             rejected = processing_error(exc, key, value, source)

@@ -41,7 +41,7 @@ async def apply_topics(
         await asyncio.wait_for(admin.start(), timeout_s)
     except (TimeoutError, OSError, Exception) as exc:
         await admin.close()
-        raise BrokerError(f"cannot reach broker {settings.bootstrap_servers}: {exc!r}") from exc
+        raise BrokerError(f"cannot reach the broker at {settings.bootstrap_servers}: {exc}") from exc
     try:
         wanted = {settings.topic_name(name): spec for name, spec in contract.items()}
         wanted.update(internal or {})

@@ -22,7 +22,7 @@ __all__ = ["bank_sizes", "publish_entries", "remove_entries"]
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
     producer = clients.producer(settings, linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
+    await clients.start(producer)
     return producer
 
 
@@ -66,7 +66,7 @@ async def remove_entries(settings: Settings, entry_ids: Iterable[str]) -> int:
 async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
     """Live entries per (bank, signal type), read from the whole topic."""
     consumer = clients.consumer(settings)
-    await consumer.start()
+    await clients.start(consumer)
     try:
         partitions = await assign_whole_topic(consumer, settings.topic_name(HASHBANK_ENTRIES))
         end = await consumer.end_offsets(partitions)

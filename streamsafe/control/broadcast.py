@@ -73,7 +73,7 @@ class BroadcastReader:
     async def start(self) -> None:
         consumer = clients.consumer(self.settings, fetch_max_wait_ms=self.fetch_max_wait_ms,
                                     max_partition_fetch_bytes=8 * 1024 * 1024)
-        await consumer.start()
+        await clients.start(consumer)
         assigned = await assign_whole_topic(consumer, self.topic)
         self._consumer = consumer
         end = await consumer.end_offsets(assigned) if assigned else {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import fastjsonschema
 import orjson
@@ -79,8 +79,3 @@ class PolicyControl:
         else:
             self._put(current.with_shadow(key[len(SHADOW_PREFIX):], policy))
         return None
-
-
-def policy_message(document: Mapping[str, object], published_by: str, now_ms: int) -> bytes:
-    return orjson.dumps({"schema_version": 1, "policy": document, "published_by": published_by,
-                         "published_at_ms": now_ms})

@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from streamsafe import clients
-from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX, policy_message
+from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX
 from streamsafe.events.contract import POLICY
+from streamsafe.events.encode import encode_policy_message
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.model import Policy
 from streamsafe.settings import Settings
@@ -27,7 +28,7 @@ async def publish_policy(settings: Settings, source: Path | str, shadow: str | N
     policy = load_policy(text) if check else None
     document = yaml.safe_load(text)
     key = LIVE_KEY if shadow is None else SHADOW_PREFIX + shadow
-    await _send(settings, key, policy_message(document, getpass.getuser(), int(time.time() * 1000)))
+    await _send(settings, key, encode_policy_message(document, getpass.getuser(), int(time.time() * 1000)))
     return policy
 
 
@@ -37,7 +38,7 @@ async def retire_shadow(settings: Settings, shadow: str) -> None:
 
 async def _send(settings: Settings, key: str, value: bytes | None) -> None:
     producer = clients.producer(settings)
-    await producer.start()
+    await clients.start(producer)
     try:
         await producer.send_and_wait(settings.topic_name(POLICY), value, key=key.encode())
     finally:

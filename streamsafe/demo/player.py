@@ -18,7 +18,7 @@ __all__ = ["open_producer", "play"]
 
 async def open_producer(settings: Settings, **extra: object) -> AIOKafkaProducer:
     producer = clients.producer(settings, acks=1, linger_ms=2, max_request_size=1_048_576, **extra)
-    await producer.start()
+    await clients.start(producer)
     return producer
 
 

@@ -29,13 +29,14 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
+from streamsafe import clients
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
-from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX, policy_message
+from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX
 from streamsafe.errors import ConfigError, StreamSafeError
 from streamsafe.events.contract import (
     ACTIONS,
@@ -50,6 +51,7 @@ from streamsafe.events.contract import (
     load_contract,
 )
 from streamsafe.events.decode import EARLIEST_MS, LATEST_MS
+from streamsafe.events.encode import encode_policy_message
 from streamsafe.policy.loader import default_policy_text, load_policy
 from streamsafe.replay.recording import Recording
 from streamsafe.runner import spawn_worker
@@ -104,13 +106,12 @@ def replay_contract() -> Mapping[str, TopicSpec]:
 
 async def _publish_controls(settings: Settings, recording: Recording,
                             documents: list[tuple[str, dict[str, Any]]], origin_ms: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
-                                linger_ms=5, **settings.security.aiokafka_kwargs())
+    producer = clients.producer(settings, linger_ms=5)
     await producer.start()
     try:
         for i, (_, document) in enumerate(documents):
             key = LIVE_KEY if i == 0 else f"{SHADOW_PREFIX}{i}"
-            message = policy_message(document, "replay", origin_ms)
+            message = encode_policy_message(document, "replay", origin_ms)
             await producer.send_and_wait(settings.topic_name(POLICY), message, key=key.encode(),
                                          timestamp_ms=origin_ms)
         controls = [e for e in recording.events if e.topic in CONTROL_TOPICS]
@@ -124,8 +125,7 @@ async def _publish_controls(settings: Settings, recording: Recording,
 
 
 async def _send_inputs(settings: Settings, recording: Recording) -> dict[TopicPartition, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=False,
-                                linger_ms=5, **settings.security.aiokafka_kwargs())
+    producer = clients.producer(settings, linger_ms=5)
     await producer.start()
     inputs = [e for e in recording.events if e.topic in INPUT_TOPICS]
     _, timestamps = record_times(recording)
@@ -180,9 +180,7 @@ async def _last_offsets(settings: Settings, name: str) -> dict[TopicPartition, i
 
 async def _read_decisions(settings: Settings) -> list[dict[str, Any]]:
     names = [settings.topic_name(t) for t in (ACTIONS, ESCALATIONS, SHADOW_DECISIONS)]
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100,
-                                **settings.security.aiokafka_kwargs())
+    consumer = clients.consumer(settings, *names, fetch_max_wait_ms=100)
     await consumer.start()
     decisions: list[dict[str, Any]] = []
     try:
@@ -224,8 +222,9 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
             sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
             return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
 
+        # the worker's processing clock is record time: deadlines and expiry in the recording's timeline
         common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
-                      data_dir=workdir / "data")
+                      data_dir=workdir / "data", clock="records")
         if broker_url:
             return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
         with start_broker(broker_kind, workdir / "broker") as broker:
