@@ -1,11 +1,10 @@
-"""The ``streamsafe`` command."""
+"""Commands of the ``streamsafe`` command: worker, topics, demo, simulate, replay, evaluate,
+policy and local brokers (hash lists and banks are in :mod:`.banks`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,87 +12,14 @@ from typing import Any
 
 import click
 
-from streamsafe.errors import StreamSafeError
+from streamsafe.cli.base import cli, present, settings_options
 from streamsafe.settings import Settings
 
-__all__ = ["main"]
-
-
-def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that talks to a broker; unset ones fall back
-    to STREAMSAFE_* environment variables, then to defaults."""
-
-    @click.option("--broker", help="kafka://host:port (env STREAMSAFE_BROKER)")
-    @click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
-    @functools.wraps(func)
-    def wrapper(broker: str | None, topic_prefix: str | None, **kwargs: Any) -> Any:
-        try:
-            settings = Settings.from_env(broker_url=broker, topic_prefix=topic_prefix)
-        except StreamSafeError as exc:
-            raise click.UsageError(str(exc)) from exc
-        _uses_broker(settings)
-        return func(settings, **kwargs)
-
-    return wrapper
-
-
-_BROKER = "streamsafe.broker"  # ctx.meta key: the bootstrap servers a broker command talks to
-
-
-class _StreamSafeGroup(click.Group):
-    """The one place errors become exit codes: a ``StreamSafeError`` is printed as one
-    ``Error:`` line (exit 1), and so is a broker that cannot be reached while a broker
-    command runs, instead of a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except StreamSafeError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except Exception as exc:
-            message = _broker_failure(ctx, exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from exc
-
-
-def _broker_failure(ctx: click.Context, exc: Exception) -> str | None:
-    """One line for a connection failure of a broker command, or None for anything else."""
-    import socket
-
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
-
-    servers = ctx.meta.get(_BROKER)
-    # socket failures only: a file the command cannot read is an OSError too, not the broker's
-    unreachable = KafkaConnectionError | KafkaTimeoutError | ConnectionError | TimeoutError | socket.gaierror
-    if servers is None or not isinstance(exc, unreachable):
-        return None
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    return f"cannot reach the broker at {servers}: {detail}"
-
-
-def _uses_broker(settings: Settings) -> None:
-    """Note that the running command talks to ``settings``' broker, for its error line.
-
-    A one-shot command has no logging set up, so aiokafka's own error records (a refused
-    connection, then an "Unclosed" client report at exit) would print as stray lines
-    around that one line; a failure reaches the user as the exception instead. The
-    worker configures logging itself and keeps them."""
-    ctx = click.get_current_context()
-    ctx.meta[_BROKER] = settings.bootstrap_servers
-    if ctx.command.name != "worker":
-        for name in ("aiokafka", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-@click.group(cls=_StreamSafeGroup)
-@click.version_option(package_name="streamsafe")
-def cli() -> None:
-    """StreamSafe: stop child sexual abuse and grooming while a stream is live."""
+__all__: list[str] = []
 
 
 @cli.command()
-@_settings_options
+@settings_options
 @click.option("--store", type=click.Choice(["memory://", "rocksdb://"]), help="table store")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="where rocksdb tables live")
 @click.option("--hash-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -104,7 +30,7 @@ def worker(settings: Settings, **options: Any) -> None:
     """Run a StreamSafe worker against a broker."""
     from streamsafe.runner import run_worker
 
-    settings = settings.replace(**_present(options))
+    settings = settings.replace(**present(options))
     run_worker(settings)
 
 
@@ -114,7 +40,7 @@ def topics() -> None:
 
 
 @topics.command("apply")
-@_settings_options
+@settings_options
 @click.option("--replication-factor", default=1, show_default=True)
 def topics_apply(settings: Settings, replication_factor: int) -> None:
     """Create missing topics and check existing ones against the contract."""
@@ -142,7 +68,7 @@ def demo(as_json: bool, broker_kind: str, streams: int) -> None:
 
 
 @cli.command()
-@_settings_options
+@settings_options
 @click.option("--streams", default=100, show_default=True, help="concurrent live streams")
 @click.option("--rate", default=500.0, show_default=True, help="messages per second (0: as fast as possible)")
 @click.option("--count", default=10_000, show_default=True, help="messages to send")
@@ -270,7 +196,7 @@ def policy_check(path: Path) -> None:
 
 
 @policy.command("publish")
-@_settings_options
+@settings_options
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--shadow", metavar="NAME", help="publish as shadow policy NAME instead of live")
 def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
@@ -283,7 +209,7 @@ def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
 
 
 @policy.command("retire-shadow")
-@_settings_options
+@settings_options
 @click.argument("name")
 def policy_retire_shadow(settings: Settings, name: str) -> None:
     """Stop evaluating shadow policy NAME."""
@@ -291,134 +217,6 @@ def policy_retire_shadow(settings: Settings, name: str) -> None:
 
     asyncio.run(retire_shadow(settings, name))
     click.echo(f"retired shadow policy {name!r}")
-
-
-@cli.command("hash")
-@click.argument("paths", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--fps", default=1.0, show_default=True, help="frames sampled per second of video")
-@click.option("--emit", is_flag=True, help="send the hashes to livestream.frame-hashes")
-@click.option("--stream-id", help="stream the frames belong to (needed with --emit; default: one stream "
-                                  "per file, named after it)")
-@click.option("--start-ms", type=click.IntRange(946_684_800_000, 4_102_444_800_000),
-              help="epoch ms of each file's first frame (default: now)")
-@click.option("--broker", help="kafka://host:port (with --emit; env STREAMSAFE_BROKER)")
-def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str | None, start_ms: int | None,
-                 broker: str | None) -> None:
-    """PDQ (+ quality), MD5 and SHA-256 of images and sampled video frames, one
-    livestream.frame-hashes message (one frame) a line, ready for a producer."""
-    import time
-    from collections import Counter
-
-    import orjson
-
-    from streamsafe.hashing.frames import frame_hashes_messages, hash_path, stream_id_for
-
-    if emit and not stream_id:
-        raise click.UsageError("--emit needs --stream-id")
-    start_ms = int(time.time() * 1000) if start_ms is None else start_ms
-    failed = 0
-    frames = []
-    next_seq: Counter[str] = Counter()  # seq runs on across the files of one stream
-    for path in paths:
-        stream = stream_id or stream_id_for(path)
-        try:
-            for hashes in hash_path(path, fps):
-                frame = hashes.as_frame(next_seq[stream], start_ms + (hashes.frame_ts_ms or 0))
-                next_seq[stream] += 1
-                click.echo(orjson.dumps(frame_hashes_messages(stream, [frame])[0]).decode())
-                frames.append(frame)
-        except Exception as exc:  # one unreadable file must not stop the others
-            failed += 1
-            click.echo(f"{path}: cannot hash: {exc}", err=True)
-    if emit and stream_id and frames:
-        from streamsafe.demo.player import open_producer
-        from streamsafe.events.contract import FRAME_HASHES
-
-        settings = Settings.from_env(broker_url=broker)
-        _uses_broker(settings)
-        messages = frame_hashes_messages(stream_id, frames)
-
-        async def send() -> None:
-            producer = await open_producer(settings)
-            try:
-                for message in messages:
-                    await producer.send_and_wait(settings.topic_name(FRAME_HASHES), orjson.dumps(message),
-                                                 key=stream_id.encode())
-            finally:
-                await producer.stop()
-
-        asyncio.run(send())
-        click.echo(f"sent {len(frames)} frames for stream {stream_id}", err=True)
-    if failed:
-        sys.exit(1)
-
-
-@cli.group()
-def bank() -> None:
-    """Hash banks: import hash files, show sizes."""
-
-
-@bank.command("import")
-@_settings_options
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--bank", "bank_name", required=True, help="bank name, e.g. ncmec, internal-confirmed")
-@click.option("--format", "fmt", type=click.Choice(["auto", "lines", "csv", "pdq"]), default="auto",
-              show_default=True)
-@click.option("--signal-type", type=click.Choice(["pdq", "md5", "sha256"]),
-              help="type of bare 64-hex hashes (PDQ and SHA-256 look alike)")
-@click.option("--source", help="where the list came from (stored with each entry)")
-def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal_type: str | None,
-                source: str | None) -> None:
-    """Publish a hash file's entries to hashbank.entries; bad lines are reported and skipped."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from streamsafe.control.bank_publish import publish_entries
-    from streamsafe.matching.importers import ImportProblem, detect_format, read_entries
-
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    console = Console(stderr=True, highlight=False)
-    problems: list[ImportProblem] = []
-    total_lines = sum(1 for _ in path.open("rb"))
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, disable=total_lines < 10_000) as progress:
-        task = progress.add_task(f"importing {path.name} ({fmt}) into {bank_name}", total=total_lines)
-
-        def entries():  # type: ignore[no-untyped-def]
-            for item in read_entries(path, bank_name, fmt, signal_type, source or path.name):
-                if isinstance(item, ImportProblem):
-                    problems.append(item)
-                else:
-                    yield item
-
-        sent = asyncio.run(publish_entries(settings, entries(), source or path.name,
-                                           on_sent=lambda n: progress.update(task, completed=n)))
-    for problem in problems[:50]:
-        console.print(f"[yellow]line {problem.line}[/]: {problem.reason} (skipped)")
-    if len(problems) > 50:
-        console.print(f"... and {len(problems) - 50} more bad lines")
-    click.echo(f"published {sent} entries to bank {bank_name!r}; {len(problems)} bad lines skipped")
-    if sent == 0:
-        sys.exit(1)
-
-
-@bank.command("stats")
-@_settings_options
-def bank_stats(settings: Settings) -> None:
-    """Live entries per bank and signal type, read from hashbank.entries."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from streamsafe.control.bank_publish import bank_sizes
-
-    sizes = asyncio.run(bank_sizes(settings))
-    table = Table("bank", "signal type", "entries")
-    for (bank_name, signal_type), count in sorted(sizes.items()):
-        table.add_row(bank_name, signal_type, f"{count:,}")
-    Console().print(table)
-    click.echo(f"{sum(sizes.values())} entries in {len({b for b, _ in sizes})} banks")
 
 
 @cli.group()
@@ -439,11 +237,3 @@ def broker_start(kind: str) -> None:
         click.echo(f"{running.kind} ready: --broker {running.url}  (Ctrl-C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
             running.process.wait()
-
-
-def _present(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
-
-
-def main() -> None:
-    cli(prog_name="streamsafe")

@@ -1,0 +1,13 @@
+"""The ``streamsafe`` command: ``base`` holds the group and its error path, ``commands``
+and ``banks`` the commands (importing them registers them on the group)."""
+
+from __future__ import annotations
+
+from streamsafe.cli import banks, commands  # noqa: F401  (registers the commands)
+from streamsafe.cli.base import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="streamsafe")

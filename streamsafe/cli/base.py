@@ -1,0 +1,93 @@
+"""The ``streamsafe`` command group, its shared options and its one error-to-exit-code path."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from streamsafe.errors import StreamSafeError
+from streamsafe.settings import Settings
+
+__all__ = ["cli", "present", "settings_options", "uses_broker"]
+
+
+def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that talks to a broker; unset ones fall back
+    to STREAMSAFE_* environment variables, then to defaults."""
+
+    @click.option("--broker", help="kafka://host:port (env STREAMSAFE_BROKER)")
+    @click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
+    @functools.wraps(func)
+    def wrapper(broker: str | None, topic_prefix: str | None, **kwargs: Any) -> Any:
+        try:
+            settings = Settings.from_env(broker_url=broker, topic_prefix=topic_prefix)
+        except StreamSafeError as exc:
+            raise click.UsageError(str(exc)) from exc
+        uses_broker(settings)
+        return func(settings, **kwargs)
+
+    return wrapper
+
+
+_BROKER = "streamsafe.broker"  # ctx.meta key: the bootstrap servers a broker command talks to
+
+
+class _StreamSafeGroup(click.Group):
+    """The one place errors become exit codes: a ``StreamSafeError`` is printed as one
+    ``Error:`` line (exit 1), and so is a broker that cannot be reached while a broker
+    command runs, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StreamSafeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            message = _broker_failure(ctx, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
+
+
+def _broker_failure(ctx: click.Context, exc: Exception) -> str | None:
+    """One line for a connection failure of a broker command, or None for anything else."""
+    import socket
+
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    servers = ctx.meta.get(_BROKER)
+    # socket failures only: a file the command cannot read is an OSError too, not the broker's
+    unreachable = KafkaConnectionError | KafkaTimeoutError | ConnectionError | TimeoutError | socket.gaierror
+    if servers is None or not isinstance(exc, unreachable):
+        return None
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot reach the broker at {servers}: {detail}"
+
+
+def uses_broker(settings: Settings) -> None:
+    """Note that the running command talks to ``settings``' broker, for its error line.
+
+    A one-shot command has no logging set up, so aiokafka's own error records (a refused
+    connection, then an "Unclosed" client report at exit) would print as stray lines
+    around that one line; a failure reaches the user as the exception instead. The
+    worker configures logging itself and keeps them."""
+    ctx = click.get_current_context()
+    ctx.meta[_BROKER] = settings.bootstrap_servers
+    if ctx.command.name != "worker":
+        for name in ("aiokafka", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@click.group(cls=_StreamSafeGroup)
+@click.version_option(package_name="streamsafe")
+def cli() -> None:
+    """StreamSafe: stop child sexual abuse and grooming while a stream is live."""
+
+
+def present(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a user gave (the rest fall back to the environment)."""
+    return {k: v for k, v in options.items() if v is not None}
