@@ -19,10 +19,11 @@ from typing import Any
 
 from streamsafe.events.values import EvidenceRef
 from streamsafe.policy.decisions import Decision
-from streamsafe.policy.model import Action, Policy, Predicate, Rule
+from streamsafe.policy.features import feature_named, trusted
+from streamsafe.policy.model import Action, Policy, Rule
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.fusion import RiskAssessment
-from streamsafe.scoring.state import MatchRef, StreamState
+from streamsafe.scoring.state import StreamState
 
 __all__ = ["Evaluation", "decide", "evaluate_rules"]
 
@@ -43,39 +44,14 @@ class Evaluation:
     fired: tuple[tuple[Rule, tuple[str, ...]], ...]  # (rule, the conditions as observed)
 
 
-def _feature(policy: Policy, state: StreamState, predicate: Predicate, at_ms: int,
-             assessment: RiskAssessment) -> Any:
-    name = predicate.feature
-    if name == "risk":
-        return assessment.risk
-    if name.startswith("score."):
-        return state.decayed_score(policy.fusion, name[6:], at_ms)
-    if name == "strong_matches":
-        return sum(1 for m in state.strong_matches if _trusted(policy, m, predicate))
-    if name == "weak_match_frames":
-        since = at_ms - int((predicate.window_s or policy.weak_window_s) * 1000)
-        return len({m.frame_seq for m in state.weak_matches
-                    if m.ts_ms >= since and _trusted(policy, m, predicate)})
-    if name == "reports.distinct":
-        return state.distinct_reporters(at_ms - int((predicate.window_s or 600.0) * 1000))
-    if name == "context.account_age_days":
-        return state.account_age_days
-    if name == "context.age_verified":
-        return state.age_verified
-    return state.context_flags(policy.fusion).get(name)
-
-
-def _trusted(policy: Policy, match: MatchRef, predicate: Predicate) -> bool:
-    return not predicate.trust or policy.trust_of(match.bank) in predicate.trust
-
-
 def evaluate_rules(policy: Policy, state: StreamState, at_ms: int) -> Evaluation:
     assessment = state.assess(policy.fusion, at_ms)
     fired = []
     for rule in policy.rules:
         observed = []
         for predicate in rule.predicates:
-            value = _feature(policy, state, predicate, at_ms, assessment)
+            feature = feature_named(predicate.feature)
+            value = None if feature is None else feature.read(policy, state, predicate, at_ms, assessment)
             if value is None or not _OPS[predicate.op](value, predicate.value):
                 break
             shown = f"{value:.2f}" if isinstance(value, float) else str(value)
@@ -92,7 +68,7 @@ def _evidence(policy: Policy, state: StreamState, rule: Rule, at_ms: int) -> tup
         if name in ("strong_matches", "weak_match_frames"):
             refs = state.strong_matches if name == "strong_matches" else state.weak_matches
             for m in refs:
-                if _trusted(policy, m, predicate):
+                if trusted(policy, m, predicate):
                     items.append(Evidence("hash_match", m.ts_ms, (
                         ("signal_type", m.signal_type), ("bank", m.bank), ("entry_id", m.entry_id),
                         ("distance", m.distance), ("frame_seq", m.frame_seq))))

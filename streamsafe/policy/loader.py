@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from streamsafe.errors import PolicyError
+from streamsafe.policy.features import FEATURES, feature_named
 from streamsafe.policy.model import (
     ACTION_KINDS,
     PRIORITIES,
@@ -57,15 +58,9 @@ __all__ = ["default_policy_text", "load_policy", "parse_duration", "policy_from_
 OPERATORS = ("gte", "gt", "lte", "lt", "eq")
 MAX_DURATION_S = 30 * 86400.0
 MAX_WINDOW_S = 86400.0
-#: the range of a rule's value for each kind of feature (risk and scores: 0..1)
-FEATURE_RANGES = {"strong_matches": 10_000, "weak_match_frames": 10_000, "reports.distinct": 10_000,
-                  "context.account_age_days": 36_500}
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_FEATURES = re.compile(
-    r"^(risk|score\.[a-z0-9][a-z0-9_.-]*|strong_matches|weak_match_frames|reports\.distinct"
-    r"|context\.(private|new_account|unverified_age|account_age_days|age_verified))$"
-)
 
 
 def parse_duration(value: Any) -> float:
@@ -310,9 +305,10 @@ def _rule(p: _Problems, where: str, doc: Any) -> Rule | None:
 
 
 def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[Predicate]:
-    if not _FEATURES.match(feature):
-        p.add(where, "unknown feature (risk, score.<classifier>, strong_matches, weak_match_frames, "
-                     "reports.distinct, context.*)")
+    row = feature_named(feature)
+    if row is None:
+        names = ", ".join(n + "<classifier>" if n == "score." else n for n in FEATURES)
+        p.add(where, f"unknown feature; one of {names}")
         return []
     if not isinstance(condition, Mapping):
         p.add(where, "must map an operator (gte, gt, lte, lt, eq) to a value")
@@ -338,11 +334,11 @@ def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[
         if not isinstance(value, int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
             p.add(f"{where}.{op}", f"must be a number or boolean, got {value!r}")
             continue
-        bounded = feature == "risk" or feature.startswith("score.")
-        if bounded and (isinstance(value, bool) or not 0 <= value <= 1):
+        unit = row.high == 1 and row.name in ("risk", "score.")
+        if unit and (isinstance(value, bool) or not 0 <= value <= 1):
             p.add(f"{where}.{op}", "scores and risk are in [0, 1]")
-        elif feature in FEATURE_RANGES and not isinstance(value, bool) and not 0 <= value <= FEATURE_RANGES[feature]:
-            p.add(f"{where}.{op}", f"must be in 0..{FEATURE_RANGES[feature]}")
+        elif not isinstance(value, bool) and not row.low <= value <= row.high:
+            p.add(f"{where}.{op}", f"must be in {row.low:g}..{row.high:g}")
         out.append(Predicate(feature, op, value, tuple(trust), window_s))
     if not out:
         p.add(where, "has no condition")

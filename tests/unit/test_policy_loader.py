@@ -47,3 +47,18 @@ def test_degenerate_documents_are_refused(text):
                                                 ("1d", 86400), ("250ms", 0.25)])
 def test_durations(value, seconds):
     assert parse_duration(value) == seconds
+
+
+def test_every_feature_in_the_table_loads_and_evaluates():
+    from streamsafe.policy.engine import evaluate_rules
+    from streamsafe.policy.features import FEATURES
+    from streamsafe.scoring.state import StreamState
+
+    names = [n + "nudity" if n == "score." else n for n in FEATURES]
+    rules = "\n".join(f"  - name: r{i}\n    when: {{{name}: {{gte: 0}}}}\n    then: [monitor]"
+                      for i, name in enumerate(names))
+    policy = load_policy(f"version: t\nrules:\n{rules}\n")
+    assert [p.feature for r in policy.rules for p in r.predicates] == names
+    evaluate_rules(policy, StreamState(), 1_764_324_000_000)  # every row reads an empty state
+    with pytest.raises(PolicyError, match="unknown feature"):
+        load_policy("version: t\nrules:\n  - name: r\n    when: {score.: {gte: 0}}\n    then: [monitor]\n")
