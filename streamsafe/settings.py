@@ -1,48 +1,12 @@
 """One frozen settings object, built from the environment (prefix ``STREAMSAFE_``)
 and command-line overrides, validated when built and never read at import time.
 
-Each field: default, environment variable, meaning.
-
-=============================  =====================================  ==================
-field                          env                                    default
-=============================  =====================================  ==================
-broker_url                     STREAMSAFE_BROKER                      kafka://127.0.0.1:9092
-topic_prefix                   STREAMSAFE_TOPIC_PREFIX                "" (none)
-app_id                         STREAMSAFE_APP_ID                      streamsafe
-store                          STREAMSAFE_STORE                       memory://
-data_dir                       STREAMSAFE_DATA_DIR                    .streamsafe-data
-hash_list                      STREAMSAFE_HASH_LIST                   none (no bank)
-policy_file                    STREAMSAFE_POLICY_FILE                 the packaged default policy
-max_message_bytes              STREAMSAFE_MAX_MESSAGE_BYTES           65536
-session_timeout_s              STREAMSAFE_SESSION_TIMEOUT_S           10
-rebalance_timeout_s            STREAMSAFE_REBALANCE_TIMEOUT_S         10
-commit_interval_s              STREAMSAFE_COMMIT_INTERVAL_S           2.8
-instance_id                    STREAMSAFE_INSTANCE_ID                 none (static group membership when set)
-delivery_timeout_s             STREAMSAFE_DELIVERY_TIMEOUT_S          10 (a send not acknowledged by then is resent)
-stall_after_s                  STREAMSAFE_STALL_AFTER_S               30 (not ready: a record in hand, or lag
-                                                                      without a commit, for this long)
-clock                          STREAMSAFE_CLOCK                       wall (or records: replay's processing clock)
-input_metrics                  STREAMSAFE_INPUT_METRICS               true (per-record counters)
-prefilter                      STREAMSAFE_PREFILTER                   true (screen frames outside Faust)
-transport                      STREAMSAFE_TRANSPORT                   fast (task-free delivery), or stock (Faust's loop)
-event_loop                     STREAMSAFE_EVENT_LOOP                  uvloop (or asyncio)
-log_level                      STREAMSAFE_LOG_LEVEL                   info
-ended_stream_ttl_s             STREAMSAFE_ENDED_STREAM_TTL_S          3600 (state kept after stream.ended)
-inactive_stream_ttl_s          STREAMSAFE_INACTIVE_STREAM_TTL_S       21600 (state kept after the last event)
-sweep_interval_s               STREAMSAFE_SWEEP_INTERVAL_S            5 (review deadlines and expiry checks)
-benign_cooldown_s              STREAMSAFE_BENIGN_COOLDOWN_S           1800 (no re-escalation after benign)
-preserve_days                  STREAMSAFE_PRESERVE_DAYS               365 (preservation requests)
-p0_breach_restrict             STREAMSAFE_P0_BREACH_RESTRICT          true (restrict on a missed P0 SLA)
-log_format                     STREAMSAFE_LOG_FORMAT                  json (or text)
-http_host                      STREAMSAFE_HTTP_HOST                   0.0.0.0
-http_port                      STREAMSAFE_HTTP_PORT                   8466 (0: no HTTP server)
-security_protocol              STREAMSAFE_SECURITY_PROTOCOL           PLAINTEXT
-ssl_cafile / certfile / keyfile  STREAMSAFE_SSL_CAFILE / _CERTFILE / _KEYFILE  none
-sasl_mechanism                 STREAMSAFE_SASL_MECHANISM              PLAIN
-sasl_username                  STREAMSAFE_SASL_USERNAME               none
-sasl_password                  STREAMSAFE_SASL_PASSWORD, or a file named by
-                               STREAMSAFE_SASL_PASSWORD_FILE          none
-=============================  =====================================  ==================
+Every setting, its environment variable, default and meaning are in one table,
+:data:`ENV_FIELDS`: :meth:`Settings.from_env` reads it, :meth:`Settings.to_env` writes it
+(the environment of a spawned worker), and the table below is rendered from it when
+this module is imported (``python -c "import streamsafe.settings as s; print(s.__doc__)"``).
+Kafka TLS/SASL options are in :data:`SECURITY_ENV`; the SASL password may also come from
+a file named by ``STREAMSAFE_SASL_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
@@ -104,38 +68,37 @@ def _text_flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-#: environment variable (without the prefix) -> (field, parse); the one table from which
-#: :meth:`Settings.from_env` reads and :meth:`Settings.to_env` writes
-ENV_FIELDS: dict[str, tuple[str, Any]] = {
-    "BROKER": ("broker_url", str),
-    "TOPIC_PREFIX": ("topic_prefix", str),
-    "APP_ID": ("app_id", str),
-    "STORE": ("store", str),
-    "DATA_DIR": ("data_dir", Path),
-    "HASH_LIST": ("hash_list", Path),
-    "POLICY_FILE": ("policy_file", Path),
-    "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
-    "SESSION_TIMEOUT_S": ("session_timeout_s", float),
-    "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
-    "COMMIT_INTERVAL_S": ("commit_interval_s", float),
-    "INSTANCE_ID": ("instance_id", str),
-    "DELIVERY_TIMEOUT_S": ("delivery_timeout_s", float),
-    "STALL_AFTER_S": ("stall_after_s", float),
-    "CLOCK": ("clock", str),
-    "LOG_LEVEL": ("log_level", str),
-    "LOG_FORMAT": ("log_format", str),
-    "TRANSPORT": ("transport", str),
-    "INPUT_METRICS": ("input_metrics", _flag),
-    "PREFILTER": ("prefilter", _flag),
-    "EVENT_LOOP": ("event_loop", str),
-    "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float),
-    "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float),
-    "SWEEP_INTERVAL_S": ("sweep_interval_s", float),
-    "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float),
-    "PRESERVE_DAYS": ("preserve_days", int),
-    "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag),
-    "HTTP_HOST": ("http_host", str),
-    "HTTP_PORT": ("http_port", int),
+#: environment variable (without the prefix) -> (field, parse, meaning): the one table of settings
+ENV_FIELDS: dict[str, tuple[str, Any, str]] = {
+    "BROKER": ("broker_url", str, "kafka://host:port[,host:port]"),
+    "TOPIC_PREFIX": ("topic_prefix", str, "prefix of every topic name"),
+    "APP_ID": ("app_id", str, "consumer group and table namespace"),
+    "STORE": ("store", str, "table store: memory:// or rocksdb://"),
+    "DATA_DIR": ("data_dir", Path, "where rocksdb tables live"),
+    "HASH_LIST": ("hash_list", Path, "a hash list loaded as a bank at start"),
+    "POLICY_FILE": ("policy_file", Path, "policy until one is published (default: the packaged one)"),
+    "MAX_MESSAGE_BYTES": ("max_message_bytes", int, "larger input values are dead-lettered as oversized"),
+    "SESSION_TIMEOUT_S": ("session_timeout_s", float, "consumer group session timeout"),
+    "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float, "consumer group rebalance timeout"),
+    "COMMIT_INTERVAL_S": ("commit_interval_s", float, "offset commit interval"),
+    "INSTANCE_ID": ("instance_id", str, "static group membership: a stable id per worker (none: dynamic)"),
+    "DELIVERY_TIMEOUT_S": ("delivery_timeout_s", float, "a send not acknowledged by then is resent"),
+    "STALL_AFTER_S": ("stall_after_s", float, "not ready: a record in hand, or lag without a commit, for this long"),
+    "CLOCK": ("clock", str, "processing clock: wall, or records (replay)"),
+    "LOG_LEVEL": ("log_level", str, "debug, info, warning or error"),
+    "LOG_FORMAT": ("log_format", str, "json or text"),
+    "TRANSPORT": ("transport", str, "fast (task-free delivery) or stock (Faust's loop)"),
+    "INPUT_METRICS": ("input_metrics", _flag, "per-record input counters"),
+    "PREFILTER": ("prefilter", _flag, "screen frames outside Faust, forward only matches"),
+    "EVENT_LOOP": ("event_loop", str, "uvloop or asyncio"),
+    "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float, "state kept after stream.ended"),
+    "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float, "state kept after it was last touched"),
+    "SWEEP_INTERVAL_S": ("sweep_interval_s", float, "how often review deadlines and expiry are checked"),
+    "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float, "no re-escalation after a benign verdict for this long"),
+    "PRESERVE_DAYS": ("preserve_days", int, "how long preservation requests ask evidence to be kept"),
+    "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag, "restrict a stream whose P0 review deadline was missed"),
+    "HTTP_HOST": ("http_host", str, "address of /metrics, /healthz, /readyz"),
+    "HTTP_PORT": ("http_port", int, "port of /metrics, /healthz, /readyz (0: no HTTP server)"),
 }
 #: environment variable -> KafkaSecurity field (the password travels as SASL_PASSWORD)
 SECURITY_ENV = {
@@ -251,7 +214,7 @@ class Settings:
         """The ``STREAMSAFE_*`` environment that :meth:`from_env` turns back into these
         settings (for spawned workers: every setting, security included)."""
         env: dict[str, str] = {}
-        for name, (attr, _) in ENV_FIELDS.items():
+        for name, (attr, _, _) in ENV_FIELDS.items():
             value = getattr(self, attr)
             if value is not None:
                 env[ENV_PREFIX + name] = _text_flag(value) if isinstance(value, bool) else str(value)
@@ -272,7 +235,7 @@ class Settings:
 
         values: dict[str, Any] = {}
         simple = ENV_FIELDS
-        for env_name, (attr, convert) in simple.items():
+        for env_name, (attr, convert, _) in simple.items():
             raw = get(env_name)
             if raw is not None:
                 try:
@@ -298,3 +261,20 @@ class Settings:
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def settings_table() -> str:
+    """Every setting as a table: field, environment variable, default, meaning."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    rows = [(attr, ENV_PREFIX + name, "none" if defaults[attr] in (None, "") else str(defaults[attr]), meaning)
+            for name, (attr, _, meaning) in ENV_FIELDS.items()]
+    rows += [(f"security.{attr}", ENV_PREFIX + name, "PLAINTEXT" if attr == "protocol" else
+              "PLAIN" if attr == "sasl_mechanism" else "none", "Kafka TLS/SASL") for name, attr in SECURITY_ENV.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(("field", "env", "default", "meaning"), widths, strict=True)),
+             rule, *("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows), rule]
+    return "\n".join(lines)
+
+
+__doc__ = f"{__doc__}\n{settings_table()}\n"

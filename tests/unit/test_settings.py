@@ -64,3 +64,18 @@ def test_every_setting_survives_the_spawned_workers_environment(tmp_path):
     assert "STREAMSAFE_SASL_PASSWORD" in env
     defaults = Settings()
     assert Settings.from_env(worker_environment(defaults)) == defaults
+
+
+def test_one_table_names_every_setting_and_the_readme_documents_each():
+    import dataclasses
+    from pathlib import Path
+
+    from streamsafe import settings as module
+
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"security"}
+    assert {attr for attr, _, _ in module.ENV_FIELDS.values()} == fields
+    readme = (Path(module.__file__).parents[1] / "README.md").read_text()
+    for name in [*module.ENV_FIELDS, *module.SECURITY_ENV, "SASL_PASSWORD_FILE"]:
+        assert f"STREAMSAFE_{name}" in readme, name
+        if name != "SASL_PASSWORD_FILE":
+            assert f"STREAMSAFE_{name}" in module.__doc__, name
