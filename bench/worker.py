@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -254,8 +255,9 @@ async def decision_latency(settings: Settings, rate: float, seconds: float, work
         worker.stop()
 
 
-def pct(values: list[float], q: int) -> float:
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else 0.0
+def pct(values: list[float], q: int) -> float | None:
+    """The q-th percentile, or None when too few values were measured to give one (never 0.0)."""
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else None
 
 
 def main() -> None:
@@ -313,8 +315,11 @@ def main() -> None:
         if "fast uvloop, metrics off" in mix else None,
         "rows": rows,
     }
+    measured = len(latencies) > 1 and len(by_agents) > 1
     if args.json:
         print(orjson.dumps(result).decode())
+        if not measured:
+            sys.exit(f"decision latency measured nothing: {len(latencies)} and {len(by_agents)} blocks timed")
         return
     print(f"broker: {result['broker']}, {args.messages} messages per workload")
     print(f"{'workload':<8} {'path':<24} {'msgs/s':>10} {'CPU us/msg':>11} {'ratio to raw':>13}")
@@ -328,6 +333,8 @@ def main() -> None:
     print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default path's rate): "
           f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks; agents alone "
           f"p50 {result['agents_p50_ms']} ms, p99 {result['agents_p99_ms']} ms over {len(by_agents)} blocks")
+    if not measured:
+        sys.exit(f"decision latency measured nothing: {len(latencies)} and {len(by_agents)} blocks timed")
 
 if __name__ == "__main__":
     main()
