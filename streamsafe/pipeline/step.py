@@ -8,10 +8,10 @@ interleave.
 Clocks, one per question:
 
 * **Event time** (each record's own ``ts_ms``) for evidence: decay, windows, and the
-  time a decision is judged at. A decision is judged at the newest event time the
-  stream has seen (``max`` of the triggering event's time and the state's), so it
-  never cites evidence from its own future, and evidence that arrives out of order
-  is weighed when it is known.
+  time a decision is judged at: the triggering event's time, or the newest evidence
+  the decision cites if that is later (``policy/engine.py``), so it never cites
+  evidence from its own future, and evidence that arrived out of order is weighed at
+  its own time.
 * **The triggering record's broker timestamp** for a decision's identity and
   ``decided_at_ms``, and so for review deadlines (``decided_at_ms`` + SLA).
 * **The processing clock** (``context.now_ms``: the worker's clock, or in a replay the
@@ -134,11 +134,13 @@ def _observe(event: StepEvent, stored: StreamState, incident: Incident | None, o
     stream_id = event.stream_id
     if stored.partition != ctx.partition:
         observed = replace(observed, partition=ctx.partition)
-    judged_at = max(at_ms, observed.last_event_ms)  # never before evidence the state already holds
     live = ctx.policies.live
-    state, decisions = decide(live, observed, stream_id, judged_at, ctx.record_ts_ms)
+    # judged at the event's own time (or the newest evidence it cites, see policy/engine.py):
+    # input topics are consumed independently, so another topic's newer events may already
+    # be in the state without bearing on this decision
+    state, decisions = decide(live, observed, stream_id, at_ms, ctx.record_ts_ms)
     for shadow in ctx.policies.shadows.values():
-        state, shadow_decisions = decide(shadow, state, stream_id, judged_at, ctx.record_ts_ms, shadow=True)
+        state, shadow_decisions = decide(shadow, state, stream_id, at_ms, ctx.record_ts_ms, shadow=True)
         decisions += shadow_decisions
     new_incident, reports = _incident_after(event, state, incident, decisions, matches, ctx)
     write = state.differs_materially(stored, live.fusion)

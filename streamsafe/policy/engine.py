@@ -9,7 +9,10 @@ policy emitted, which gives the promises enforcement relies on:
 * a blocked stream is escalated only by a rule that blocks it (its confirm-the-block
   review task): another rule's escalation would put a duplicate item in the queue;
 * re-processing the input that produced a decision re-emits the identical
-  decision (same id), so a crash between the state write and the send loses nothing.
+  decision (same id), so a crash between the state write and the send loses nothing;
+* a decision is judged at its trigger's event time, or at the newest evidence it cites
+  if that is later (evidence that arrived out of order): ``event_ts_ms`` is never
+  earlier than any evidence in the decision.
 """
 
 from __future__ import annotations
@@ -123,6 +126,14 @@ def decide(
     evaluation = evaluate_rules(policy, state, at_ms)
     if not evaluation.fired:
         return state, ()
+    # A decision is never earlier than the evidence it cites: evidence that arrived out of
+    # order (a signal, the newest stream context) moves the judgement to its own time.
+    newest = max(e.ts_ms for rule, _ in evaluation.fired for e in _evidence(policy, state, rule, at_ms))
+    if newest > at_ms:
+        at_ms = newest
+        evaluation = evaluate_rules(policy, state, at_ms)
+        if not evaluation.fired:
+            return state, ()
     shadow_name = policy.version if shadow else None
     emitted = state.emitted_for(shadow_name)
     explanation = evaluation.assessment.explanation()
