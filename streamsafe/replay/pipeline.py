@@ -222,9 +222,11 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
             sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
             return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
 
-        # the worker's processing clock is record time: deadlines and expiry in the recording's timeline
+        # The worker's processing clock is record time, and its sweep does not run: a replay has no
+        # reviewers, so review deadlines never fall due, and what it decides depends on the
+        # recording alone, not on when a sweep happened to run.
         common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
-                      data_dir=workdir / "data", clock="records")
+                      data_dir=workdir / "data", clock="records", sweep_interval_s=86_400.0)
         if broker_url:
             return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
         with start_broker(broker_kind, workdir / "broker") as broker:
