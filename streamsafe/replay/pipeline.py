@@ -53,7 +53,7 @@ from streamsafe.events.contract import (
 from streamsafe.events.decode import EARLIEST_MS, LATEST_MS
 from streamsafe.events.encode import encode_policy_message
 from streamsafe.policy.loader import default_policy_text, load_policy
-from streamsafe.replay.recording import Recording
+from streamsafe.replay.recording import RecordedEvent, Recording
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
@@ -124,26 +124,53 @@ async def _publish_controls(settings: Settings, recording: Recording,
         await producer.stop()
 
 
-async def _send_inputs(settings: Settings, recording: Recording) -> dict[TopicPartition, int]:
+def ordered_batches(inputs: Sequence[RecordedEvent]) -> list[list[int]]:
+    """Indexes of ``inputs`` in batches such that each stream's records keep their recorded
+    order and no stream has records on two topics within one batch: batch k holds every
+    stream's k-th run of consecutive records on one topic. Input topics are consumed
+    independently, so the worker would otherwise interleave one stream's metadata, signals
+    and frames as fetches happen to arrive; a batch is processed before the next is sent, so
+    every replay of a recording processes each stream's records in the same order and
+    decides alike. (Streams never share state, so their records may be regrouped.)"""
+    runs: dict[str | None, int] = {}
+    last_topic: dict[str | None, str] = {}
+    batches: list[list[int]] = []
+    for i, event in enumerate(inputs):
+        run = runs.get(event.key, 0)
+        if event.key in last_topic and last_topic[event.key] != event.topic:
+            run += 1
+        runs[event.key], last_topic[event.key] = run, event.topic
+        if run == len(batches):
+            batches.append([])
+        batches[run].append(i)
+    return batches
+
+
+async def _send_inputs(settings: Settings, recording: Recording, timeout_s: float) -> None:
+    """Send the recording's inputs batch by batch (:func:`ordered_batches`), each processed
+    (committed by the worker) before the next is sent."""
     producer = clients.producer(settings, linger_ms=5)
-    await producer.start()
+    await clients.start(producer)
     inputs = [e for e in recording.events if e.topic in INPUT_TOPICS]
     _, timestamps = record_times(recording)
-    last: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
     try:
-        pending = []
-        for event, timestamp in zip(inputs, timestamps, strict=True):
-            value = None if event.value is None else orjson.dumps(event.value)
-            key = None if event.key is None else event.key.encode()
-            pending.append(await producer.send(settings.topic_name(event.topic), value, key=key,
-                                               timestamp_ms=timestamp))
-        for future in pending:
-            metadata = await future
-            tp = TopicPartition(metadata.topic, metadata.partition)
-            last[tp] = max(last.get(tp, -1), metadata.offset)
+        for batch in ordered_batches(inputs):
+            pending = []
+            for i in batch:
+                event = inputs[i]
+                value = None if event.value is None else orjson.dumps(event.value)
+                key = None if event.key is None else event.key.encode()
+                pending.append(await producer.send(settings.topic_name(event.topic), value, key=key,
+                                                   timestamp_ms=timestamps[i]))
+            last: dict[TopicPartition, int] = {}
+            for future in pending:
+                metadata = await future
+                tp = TopicPartition(metadata.topic, metadata.partition)
+                last[tp] = max(last.get(tp, -1), metadata.offset)
+            await _wait_committed(settings, last, max(1.0, deadline - time.monotonic()))
     finally:
         await producer.stop()
-    return last
 
 
 async def _wait_committed(settings: Settings, last: dict[TopicPartition, int], timeout_s: float) -> None:
@@ -214,8 +241,7 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
             worker = spawn_worker(settings, workdir / "worker.log")
             try:
                 worker.wait_ready(120)
-                last = asyncio.run(_send_inputs(settings, recording))
-                asyncio.run(_wait_committed(settings, last, timeout_s))
+                asyncio.run(_send_inputs(settings, recording, timeout_s))
                 decisions = asyncio.run(_read_decisions(settings))
             finally:
                 worker.stop()

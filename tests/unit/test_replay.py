@@ -105,3 +105,23 @@ def test_replay_removes_its_working_directory_even_when_it_fails(tmp_path, monke
     with pytest.raises(StreamSafeError):
         replay(events(1_790_000_000_000), broker_url=f"kafka://127.0.0.1:{free_port()}", timeout_s=5)
     assert not list(tmp_path.glob("streamsafe-replay-*"))
+
+
+def test_replay_batches_keep_each_streams_order_and_one_topic_per_stream():
+    from streamsafe.replay.pipeline import ordered_batches
+    from streamsafe.replay.recording import RecordedEvent
+
+    def ev(topic, key):
+        return RecordedEvent(topic, key, {})
+
+    inputs = [ev("m", "a"), ev("f", "a"), ev("f", "b"), ev("f", "a"), ev("s", "b"), ev("m", "a"), ev("m", "c")]
+    batches = ordered_batches(inputs)
+    assert batches == [[0, 2, 6], [1, 3, 4], [5]]
+    for batch in batches:
+        topics = {}
+        for i in batch:
+            assert topics.setdefault(inputs[i].key, inputs[i].topic) == inputs[i].topic
+    flat = [i for b in batches for i in b]
+    for key in "abc":
+        mine = [i for i in flat if inputs[i].key == key]
+        assert mine == sorted(mine)  # each stream's records in recorded order
