@@ -133,3 +133,16 @@ def start_kafka(
     broker = BrokerProcess(f"Apache Kafka {version}", f"127.0.0.1:{port}", process, log_path)
     wait_until_ready(broker, ready_timeout_s)
     return broker
+
+
+def restart_kafka(broker: BrokerProcess, *, version: str = KAFKA_VERSION, heap: str = "512m",
+                  ready_timeout_s: float = 90.0) -> None:
+    """Start a stopped broker again on its own storage, ports and properties (fault drills)."""
+    properties = broker.log_path.parent / "server.properties"
+    java = shutil.which("java") or "java"
+    with broker.log_path.open("ab") as log:
+        broker.process = subprocess.Popen(
+            [java, *_java_opts(heap), "-cp", f"{fetch_kafka(version)}/*", "kafka.Kafka", str(properties)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    wait_until_ready(broker, ready_timeout_s)
