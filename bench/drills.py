@@ -16,8 +16,8 @@ the worker's hash list (an authority bank): each must be blocked exactly once.
    invalid UTF-8, huge numbers, NaN-like strings, deep nesting, odd ids, micro-/second/negative
    timestamps, one ~0.99 MB record per topic) plus ~0.99 MB records on streamsafe.policy
    ("live") and hashbank.entries, with ``canaries`` known-hash streams mixed in (half after a
-   schema-valid stream.started with ts_ms in microseconds, their frame's ts_ms in seconds:
-   ``dirty_canaries_blocked``). ``expected_dead_letters``
+   stream.started with ts_ms in microseconds, which must be dead-lettered without stopping
+   the block: ``dirty_canaries_blocked``). ``expected_dead_letters``
    is what the contract says must be rejected (an independent oracle); ``dead_lettered``
    counts distinct source records on streamsafe.dead-letter (``by_reason``),
    ``dead_lettered_over_hostile`` their share of hostile_sent; ``missing_dead_letters`` (by

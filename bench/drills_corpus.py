@@ -4,7 +4,8 @@ contract (README, ``topics/``) gives each record.
 
 The oracle parses with the standard library (strict: no NaN/Infinity), validates with
 ``jsonschema`` (not the worker's fastjsonschema) and applies the documented order of checks:
-oversized, malformed_json, not_an_object, unknown_version, schema_violation, key_mismatch.
+oversized, malformed_json, not_an_object, unknown_version, implausible_time (an event time
+outside 2000..2100 in epoch milliseconds), schema_violation, key_mismatch.
 Where the contract leaves the outcome to the implementation (integers beyond 64 bits, lone
 surrogate escapes) the label is ``EDGE``: accepted or dead-lettered, either is right.
 """
@@ -32,6 +33,7 @@ from streamsafe.events.contract import (
     USER_REPORTS,
     TopicSpec,
 )
+from streamsafe.events.decode import EARLIEST_MS, LATEST_MS  # the contract's bounds on every event time
 
 INPUTS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS, REVIEW_VERDICTS)
 EDGE = "edge"
@@ -220,6 +222,10 @@ def oracle(spec: TopicSpec, key: bytes | None, value: bytes | None, max_bytes: i
     version = doc.get("schema_version")
     if type(version) is not int or version not in spec.schema_versions:
         return "unknown_version"
+    times = [doc.get("ts_ms")] + [f.get("ts_ms") for f in (doc.get("frames") or [])[:64] if isinstance(f, dict)] \
+        if isinstance(doc.get("frames", []), list) else [doc.get("ts_ms")]
+    if any(type(t) is int and not EARLIEST_MS <= t <= LATEST_MS for t in times):
+        return "implausible_time"
     if not jsonschema.Draft7Validator(spec.schema).is_valid(doc):
         return "schema_violation"
     return None if key is not None and key == doc["stream_id"].encode() else "key_mismatch"
@@ -228,7 +234,8 @@ def oracle(spec: TopicSpec, key: bytes | None, value: bytes | None, max_bytes: i
 def hostile_corpus(n: int, canaries: int, contract: Mapping[str, TopicSpec], max_bytes: int,
                    seed: int = 7) -> list[Record]:
     """``n`` hostile records over the five input topics (one ~0.99 MB record on each), with
-    ``canaries`` known-hash streams mixed in (odd ones first see schema-valid edge timestamps)."""
+    ``canaries`` known-hash streams mixed in (odd ones are preceded by a stream.started whose
+    time is in microseconds: dead-lettered, and the block must still happen)."""
     rng = random.Random(seed)
     pool: list[tuple[str, str, Template, str | None]] = []
     for topic in INPUTS:
@@ -244,12 +251,14 @@ def hostile_corpus(n: int, canaries: int, contract: Mapping[str, TopicSpec], max
     for k in range(canaries):
         sid = f"canary-{k}"
         at = rng.randrange(len(records) + 1)
-        frame = {"seq": 1, "ts_ms": _now() // 1000 if k % 2 else _now(), "md5": canary_md5(k)}
+        frame = {"seq": 1, "ts_ms": _now(), "md5": canary_md5(k)}
         records.insert(at, Record(FRAME_HASHES, sid.encode(), orjson.dumps(
             {"schema_version": 1, "stream_id": sid, "frames": [frame]}), "canary", None, k))
         if k % 2:
             meta = {**base_doc(contract[METADATA], sid), "ts_ms": _now() * 1000, "viewer_count": 2**63 - 1}
-            records.insert(at, Record(METADATA, sid.encode(), orjson.dumps(meta), "canary_context", None, k))
+            value = orjson.dumps(meta)
+            records.insert(at, Record(METADATA, sid.encode(), value, "canary_context",
+                                      oracle(contract[METADATA], sid.encode(), value, max_bytes), k))
     for j, topic in enumerate(INPUTS):
         sid = f"big-{j}"
         value = orjson.dumps({**base_doc(contract[topic], sid), "pad": "x" * BIG})
