@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from streamsafe.events.encode import encode_record
 from streamsafe.policy.model import Action
 from streamsafe.scoring.evidence import Evidence
 
@@ -110,4 +111,4 @@ class Decision:
         return record
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.to_record())
+        return encode_record(self.to_record())

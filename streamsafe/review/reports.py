@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from streamsafe.events.encode import encode_record
 from streamsafe.events.values import EvidenceRef
 from streamsafe.review.incident import Incident
 from streamsafe.scoring.state import StreamState
@@ -45,7 +46,7 @@ class ReportPacket:
         return str(self.record["report_id"])
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.record)
+        return encode_record(self.record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class PreservationRequest:
     record: dict[str, Any]
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.record)
+        return encode_record(self.record)
 
 
 def build_report(stream_id: str, incident: Incident, state: StreamState, *, trigger: str,
