@@ -167,9 +167,16 @@ class RecordHandler:
     def _apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
         """Read, step, write: synchronous on purpose (no await between the read and the write)."""
         stream_id = event.stream_id
-        stored_state, stored_incident = self.states.get(stream_id), self.incidents.get(stream_id)
+        stored_state = self.states.get(stream_id)
         state = StreamState.from_record(stored_state) if stored_state is not None else None
-        incident = Incident.from_record(stored_incident) if stored_incident is not None else None
+        read: list[Incident | None] = []  # the incident, once the step asked for it
+
+        def incident() -> Incident | None:
+            if not read:
+                stored = self.incidents.get(stream_id)
+                read.append(Incident.from_record(stored) if stored is not None else None)
+            return read[0]
+
         ctx = StepContext(self.policies, source.timestamp_ms or 0, source.partition, self.clock.now_ms(),
                           self.review, self.lifecycle)
         outcome = step(event, state, incident, ctx)
@@ -183,7 +190,7 @@ class RecordHandler:
             self.stats.state_writes += 1
             self.metrics.state_writes.inc()
             self.metrics.state_bytes.observe(len(orjson.dumps(record)))
-        if outcome.incident is not None and outcome.incident != incident:
+        if outcome.incident is not None and outcome.incident != incident():
             self.incidents[stream_id] = outcome.incident.to_record()
         for m in outcome.matches:
             self.metrics.hash_matches.labels(m.bank, m.signal_type).inc()

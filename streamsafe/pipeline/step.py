@@ -1,9 +1,10 @@
 """``step(event, state, incident, context) -> Outcome``: what one record does to one stream.
 
-Pure and synchronous: the agent reads the stream's state and incident, calls
-:func:`step`, writes what the outcome names and publishes what it carries, with no
-``await`` between the read and the write, so two agents handling one stream cannot
-interleave.
+Pure and synchronous: the agent reads the stream's state, calls :func:`step` with a
+reader of the stream's incident (read from its table only if the step needs it: most
+records change nothing and never do), writes what the outcome names and publishes what
+it carries, with no ``await`` between the read and the write, so two agents handling
+one stream cannot interleave.
 
 Clocks, one per question:
 
@@ -23,6 +24,7 @@ Clocks, one per question:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from streamsafe.events.models import (
@@ -43,9 +45,10 @@ from streamsafe.review.incident import Incident, Verdict
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
 
-__all__ = ["Lifecycle", "StepContext", "StepEvent", "expiry_ms", "reporter_digest", "step"]
+__all__ = ["IncidentReader", "Lifecycle", "StepContext", "StepEvent", "expiry_ms", "reporter_digest", "step"]
 
 StepEvent = FrameMatches | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | TimerTick
+IncidentReader = Callable[[], Incident | None]  # the stream's stored incident (None: none yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def expiry_ms(touched_ms: int, ended: bool, lifecycle: Lifecycle) -> int:
     return touched_ms + (lifecycle.ended_ttl_ms if ended else lifecycle.inactive_ttl_ms)
 
 
-def step(event: StepEvent, state: StreamState | None, incident: Incident | None, ctx: StepContext) -> Outcome:
+def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, ctx: StepContext) -> Outcome:
     """What ``event`` does to its stream, given what was stored (None: nothing yet)."""
     stored = state if state is not None else StreamState()
     live = ctx.policies.live
@@ -98,19 +101,19 @@ def step(event: StepEvent, state: StreamState | None, incident: Incident | None,
         case StreamMetadata():
             return _observe(event, stored, incident, stored.with_metadata(event), event.ts_ms, ctx)
         case ReviewVerdict():
-            current = replace(incident or Incident(), partition=ctx.partition)
+            current = replace(incident() or Incident(), partition=ctx.partition)
             verdict = Verdict(event.verdict, event.category, event.reviewer_id, event.ts_ms, event.escalation_id)
             outcome = apply_verdict(live, stored, current, event.stream_id, verdict, ctx.record_ts_ms,
                                     ctx.review, event.propose_hashes)
             return _touched(outcome, stored, ctx)
         case TimerTick(kind="expire"):
-            if state is None or not (incident or Incident()).settled:
+            if state is None or not (incident() or Incident()).settled:
                 return Outcome()  # nothing to release, or an open escalation still needs it
             if expiry_ms(state.touched_ms, state.ended_at_ms is not None, ctx.lifecycle) > event.due_ms:
                 return Outcome()  # touched since the tick was sent
             return Outcome(release=True)
         case TimerTick():
-            current = incident or Incident()
+            current = incident() or Incident()
             escalation = current.escalation(event.escalation_id or "")
             if escalation is None or escalation.status != "open":
                 return Outcome()  # reviewed (or superseded) since the tick was sent
@@ -126,7 +129,7 @@ def _touched(outcome: Outcome, stored: StreamState, ctx: StepContext) -> Outcome
     return replace(outcome, state=replace(outcome.state, touched_ms=ctx.now_ms))
 
 
-def _observe(event: StepEvent, stored: StreamState, incident: Incident | None, observed: StreamState,
+def _observe(event: StepEvent, stored: StreamState, incident: IncidentReader, observed: StreamState,
              at_ms: int, ctx: StepContext, matches: tuple[Match, ...] = ()) -> Outcome:
     """Evidence observed: decide with the live and shadow policies, remember what a report needs."""
     if observed == stored:
@@ -148,7 +151,7 @@ def _observe(event: StepEvent, stored: StreamState, incident: Incident | None, o
                    decisions=decisions, reports=reports, matches=matches)
 
 
-def _incident_after(event: StepEvent, state: StreamState, stored: Incident | None,
+def _incident_after(event: StepEvent, state: StreamState, read: IncidentReader,
                     decisions: tuple[Decision, ...], matches: tuple[Match, ...], ctx: StepContext,
                     ) -> tuple[Incident | None, tuple[tuple[ReportPacket, PreservationRequest], ...]]:
     """Keep what a report would need; turn the live policy's report decision into a report.
@@ -157,8 +160,11 @@ def _incident_after(event: StepEvent, state: StreamState, stored: Incident | Non
     fusion = ctx.policies.live.fusion
     signal_evidence = (isinstance(event, ClassifierSignal)
                        and fusion.classifier(event.classifier).strength(event.score) > 0)
-    if not (live or matches or (signal_evidence and stored is not None)):
+    if not (live or matches or signal_evidence):
         return None, ()
+    stored = read()
+    if not (live or matches or stored is not None):
+        return None, ()  # classifier evidence is kept only for a stream that already has an incident
     before = stored or Incident()
     incident = before
     if matches:
