@@ -28,7 +28,7 @@ from streamsafe.events.decode import InputDecoder, decode_frame_matches
 from streamsafe.events.models import FrameMatches, TimerTick
 from streamsafe.matching.banks import HashBanks
 from streamsafe.observability.metrics import StreamSafeMetrics
-from streamsafe.pipeline.outcome import Outcome
+from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.pipeline.review import ReviewConfig
 from streamsafe.pipeline.screen import FrameScreen, processing_error
 from streamsafe.pipeline.step import Lifecycle, StepContext, StepEvent, expiry_ms, step
@@ -97,11 +97,12 @@ class RecordHandler:
 
     # -- counting -------------------------------------------------------------------
 
-    def count_input(self, topic: str) -> None:
-        """Count an accepted input record."""
+    def count_input(self, topic: str, seen: bool = False) -> None:
+        """Count an accepted input record (``seen``: its arrival time is already recorded)."""
         self.stats.accepted[topic] += 1
         if self.count_inputs:
-            self._last_input[topic].set_to_current_time()
+            if not seen:
+                self._last_input[topic].set_to_current_time()
             self._accepted[topic].inc()
 
     def count_rejected(self, topic: str, rejected: DeadLetter) -> None:
@@ -119,7 +120,17 @@ class RecordHandler:
 
     async def handle(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> None:
         """One record of contract topic ``topic`` (frames: screened here, the agent-only path)."""
-        await self._run(topic, key, value, source, lambda: self._decoded(topic, key, value, source))
+        self.in_flight[topic] = time.monotonic()
+        try:
+            if topic != TIMERS:  # a tick carries the sweep's send time, not the input's
+                self.clock.observe(source.timestamp_ms)
+            outcome = self._decoded(topic, key, value, source)
+            if outcome is not EMPTY:
+                await self.publish(outcome, topic)
+        except Exception as exc:  # one record must never take the agent down
+            await self._failed(exc, topic, key, value, source)
+        finally:
+            self.in_flight.pop(topic, None)
 
     async def handle_forwarded(self, key: bytes | None, value: bytes | None, fallback: SourceRecord) -> None:
         """A ``streamsafe.frame-matches`` record: frames the pre-filter already decoded,
@@ -131,36 +142,35 @@ class RecordHandler:
             self.count_rejected(FRAME_HASHES, rejected)
             await self.publisher.dead_letter(rejected)
             return
-        await self._run(FRAME_HASHES, key, value, source, lambda: self._apply(screened, source))
-
-    async def _run(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord,
-                   decide: Any) -> None:
-        self.in_flight[topic] = time.monotonic()
+        self.in_flight[FRAME_HASHES] = time.monotonic()
         try:
-            if topic != TIMERS:  # a tick carries the sweep's send time, not the input's
-                self.clock.observe(source.timestamp_ms)
-            await self.publish(decide(), topic)
+            self.clock.observe(source.timestamp_ms)
+            await self.publish(self._apply(screened, source), FRAME_HASHES)
         except Exception as exc:  # one record must never take the agent down
-            rejected = processing_error(exc, key, value, source)
-            self.count_rejected(topic, rejected)
-            await self.publisher.dead_letter(rejected)
+            await self._failed(exc, FRAME_HASHES, key, value, source)
         finally:
-            self.in_flight.pop(topic, None)
+            self.in_flight.pop(FRAME_HASHES, None)
+
+    async def _failed(self, exc: Exception, topic: str, key: bytes | None, value: bytes | None,
+                      source: SourceRecord) -> None:
+        rejected = processing_error(exc, key, value, source)
+        self.count_rejected(topic, rejected)
+        await self.publisher.dead_letter(rejected)
 
     def _decoded(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> Outcome:
         if self.count_inputs:
             self._last_input[topic].set_to_current_time()
         if topic == FRAME_HASHES:
-            (screened,) = self.screen.screen([(key, value, source)])
+            screened = self.screen.screen_one(key, value, source)
             if screened.dead_letter is not None:
                 return Outcome(dead_letters=(screened.dead_letter,))
-            self.count_input(topic)
-            return self._apply(screened.matches, source) if screened.matches is not None else Outcome()
+            self.count_input(topic, seen=True)
+            return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
         try:
             event = self.decoder.decode(topic, key, value, source.timestamp_ms)
         except RejectedInput as exc:
             return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
-        self.count_input(topic)
+        self.count_input(topic, seen=True)
         assert not isinstance(event, FrameMatches)
         return self._apply(event, source)  # type: ignore[arg-type]
 

@@ -141,6 +141,13 @@ def _event_times(doc: dict[str, Any]) -> list[tuple[str, int]]:
 def check_event_times(doc: dict[str, Any], record_ts_ms: int | None = None) -> None:
     """Raise ``implausible_time`` for an event time outside the contract's bounds or too far
     ahead of the record's broker time, naming a probable unit mistake."""
+    latest = LATEST_MS if record_ts_ms is None else min(LATEST_MS, record_ts_ms + MAX_FUTURE_SKEW_MS)
+    ts = doc.get("ts_ms")
+    frames = doc.get("frames")
+    if (ts is None or (type(ts) is int and EARLIEST_MS <= ts <= latest)) and (frames is None or (
+            type(frames) is list and all(type(f) is not dict or type(t := f.get("ts_ms")) is not int
+                                         or EARLIEST_MS <= t <= latest for f in frames[:64]))):
+        return  # the common case, without building the list below
     for where, ts in _event_times(doc):
         if EARLIEST_MS <= ts <= LATEST_MS and (record_ts_ms is None or ts <= record_ts_ms + MAX_FUTURE_SKEW_MS):
             continue

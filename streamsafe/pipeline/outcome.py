@@ -17,7 +17,7 @@ from streamsafe.review.incident import Incident
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["Outcome"]
+__all__ = ["EMPTY", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +33,7 @@ class Outcome:
     review: str | None = None  # what a verdict or deadline did: confirmed, benign, ..., sla_breach
     false_positive: str | None = None  # the signal charged with a false positive
     sla_breach: str | None = None  # the priority of a missed review deadline
+
+
+#: the outcome of a record that changed nothing (most of them): nothing to write or publish
+EMPTY = Outcome()

@@ -45,6 +45,9 @@ class Screened:
         return self.dead_letter is None
 
 
+NOTHING = Screened()  # a record that matched nothing
+
+
 def processing_error(exc: Exception, key: bytes | None, value: bytes | None, source: SourceRecord) -> DeadLetter:
     """The dead letter of a record whose handling raised (the exception type leads the detail)."""
     log.error("%s[%d]@%d raised %s; dead-lettered", source.topic, source.partition, source.offset,
@@ -61,6 +64,19 @@ class FrameScreen:
         self.decoder = decoder
         self.banks = banks
         self.live_policy = live_policy
+
+    def screen_one(self, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
+        """:meth:`screen` of one record (the agent-only path), without the batch's bookkeeping."""
+        try:
+            event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
+            assert isinstance(event, FrameBatch)
+            matches = self.banks.match_frames(event.frames)
+        except RejectedInput as exc:
+            return Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
+        except Exception as exc:  # one record must never stop the screening
+            return Screened(dead_letter=processing_error(exc, key, value, source))
+        kept = _without_allowed(matches, self.live_policy().trust_of) if matches else matches
+        return Screened(matches=FrameMatches.of(event, kept)) if kept else NOTHING
 
     def screen(self, records: Sequence[RawRecord]) -> list[Screened]:
         """Screen records in order; their PDQ hashes are looked up in one index call."""

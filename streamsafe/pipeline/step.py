@@ -36,7 +36,7 @@ from streamsafe.events.models import (
     TimerTick,
     UserReport,
 )
-from streamsafe.pipeline.outcome import Outcome
+from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
@@ -59,8 +59,8 @@ class Lifecycle:
     inactive_ttl_ms: int = 21_600_000
 
 
-@dataclass(frozen=True, slots=True)
-class StepContext:
+@dataclass(slots=True)
+class StepContext:  # one per record: not frozen, which would make building it several times slower
     policies: PolicySet
     record_ts_ms: int  # the triggering record's broker timestamp
     partition: int  # where the stream's records (and its state) live
@@ -132,8 +132,8 @@ def _touched(outcome: Outcome, stored: StreamState, ctx: StepContext) -> Outcome
 def _observe(event: StepEvent, stored: StreamState, incident: IncidentReader, observed: StreamState,
              at_ms: int, ctx: StepContext, matches: tuple[Match, ...] = ()) -> Outcome:
     """Evidence observed: decide with the live and shadow policies, remember what a report needs."""
-    if observed == stored:
-        return Outcome(matches=matches)  # nothing new was learned: no rule can newly hold
+    if observed == stored:  # nothing new was learned: no rule can newly hold
+        return Outcome(matches=matches) if matches else EMPTY
     stream_id = event.stream_id
     if stored.partition != ctx.partition:
         observed = replace(observed, partition=ctx.partition)

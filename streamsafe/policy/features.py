@@ -5,6 +5,7 @@ this table and the engine evaluates them from it, so a new feature is one row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,7 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
 )}
 
 
+@functools.lru_cache(maxsize=4096)
 def feature_named(name: str) -> Feature | None:
     """The table's row for a rule's feature name (``score.<classifier>`` shares one row)."""
     if name.startswith("score.") and len(name) > 6:
