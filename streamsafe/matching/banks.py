@@ -19,7 +19,7 @@ from pathlib import Path
 from streamsafe.errors import BankError
 from streamsafe.events.models import BankEntry, Frame, Match
 from streamsafe.matching.pdq import PDQIndex
-from streamsafe.matching.signal_types import SignalTypeRegistry, default_registry
+from streamsafe.matching.signal_types import PDQ, SignalTypeRegistry, default_registry
 
 __all__ = ["HashBanks", "HashListProblem", "read_hash_list"]
 
@@ -38,7 +38,7 @@ class HashBanks:
     applies updates, any number read (PDQ lookups release the GIL)."""
 
     def __init__(self, registry: SignalTypeRegistry | None = None, *,
-                 pdq_radius: int = 31, pdq_min_quality: int = 50,
+                 pdq_radius: int = PDQ.threshold, pdq_min_quality: int = PDQ.min_quality,
                  bank_radius: Mapping[str, int] | None = None) -> None:
         self.registry = registry or default_registry()
         self.pdq_radius = pdq_radius
@@ -52,7 +52,7 @@ class HashBanks:
         self._bank_index: dict[str, int] = {}
         self._exact: dict[str, dict[str, list[int]]] = {"md5": {}, "sha256": {}}
         self._exact_hash: dict[int, str] = {}
-        self._pdq = PDQIndex(max_radius=max(31, pdq_radius, *self.bank_radius.values(), 0))
+        self._pdq = PDQIndex(max_radius=max(PDQ.threshold, pdq_radius, *self.bank_radius.values(), 0))
         self._sizes: Counter[tuple[str, str]] = Counter()
         self.updated_at: float | None = None
 

@@ -82,6 +82,8 @@ class PDQ:
 
     name: ClassVar[str] = "pdq"
     threshold: ClassVar[int] = 31
+    #: frames whose PDQ quality is below this are not matched (Meta's recommendation)
+    min_quality: ClassVar[int] = 50
 
     def validate(self, value: str) -> str:
         canonical = value.strip().lower()

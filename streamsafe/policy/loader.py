@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from streamsafe.errors import PolicyError
+from streamsafe.matching.signal_types import PDQ
 from streamsafe.policy.features import FEATURES, feature_named
 from streamsafe.policy.model import (
     ACTION_KINDS,
@@ -167,14 +168,14 @@ def policy_from_mapping(document: Any) -> Policy:
         p.add("matching.strong_max_distance", "must be an integer in 0..31")
         strong = 10
     weak_window = p.duration("matching.weak_window", matching.get("weak_window"), 600.0, MAX_WINDOW_S)
-    pdq_radius = matching.get("pdq_radius", 31)
+    pdq_radius = matching.get("pdq_radius", PDQ.threshold)
     if not isinstance(pdq_radius, int) or not 0 <= pdq_radius <= 31:
         p.add("matching.pdq_radius", "must be an integer in 0..31 (31 is PDQ's confident-match threshold)")
-        pdq_radius = 31
-    min_quality = matching.get("pdq_min_quality", 50)
+        pdq_radius = PDQ.threshold
+    min_quality = matching.get("pdq_min_quality", PDQ.min_quality)
     if not isinstance(min_quality, int) or not 0 <= min_quality <= 100:
         p.add("matching.pdq_min_quality", "must be an integer in 0..100")
-        min_quality = 50
+        min_quality = PDQ.min_quality
     bank_radius = matching.get("bank_radius") or {}
     if not isinstance(bank_radius, Mapping) or not all(
             isinstance(r, int) and 0 <= r <= 31 for r in bank_radius.values()):

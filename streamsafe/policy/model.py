@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streamsafe.events.values import Priority
+from streamsafe.matching.signal_types import PDQ
 from streamsafe.scoring.fusion import FusionModel
 
 __all__ = ["ACTION_KINDS", "PRIORITIES", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Policy",
@@ -63,8 +64,8 @@ class Policy:
     strong_max_distance: int = 10
     weak_window_s: float = 600.0
     bank_trust: Mapping[str, str] = field(default_factory=dict)
-    pdq_radius: int = 31
-    pdq_min_quality: int = 50
+    pdq_radius: int = PDQ.threshold
+    pdq_min_quality: int = PDQ.min_quality
     bank_radius: Mapping[str, int] = field(default_factory=dict)
 
     def trust_of(self, bank: str) -> str:
