@@ -23,6 +23,7 @@ from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, REPORTS, REVIEW_VERDICTS, load_contract
+from streamsafe.events.values import Priority
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
@@ -47,7 +48,7 @@ class Observed:
 
     def escalation_of(self, stream_id: str) -> dict[str, Any] | None:
         mine = [d for d in self.decisions if d["stream_id"] == stream_id and d["action"] == "escalate"]
-        return max(mine, key=lambda d: "P3P2P1P0".index(d["priority"]), default=None)
+        return max(mine, key=lambda d: Priority(d["priority"]).rank, default=None)
 
 
 def _percentile(values: list[float], q: float) -> float:
