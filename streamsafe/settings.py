@@ -234,8 +234,7 @@ class Settings:
             return value if value not in (None, "") else None
 
         values: dict[str, Any] = {}
-        simple = ENV_FIELDS
-        for env_name, (attr, convert, _) in simple.items():
+        for env_name, (attr, convert, _) in ENV_FIELDS.items():
             raw = get(env_name)
             if raw is not None:
                 try:

@@ -175,19 +175,16 @@ class FramePreFilter(Service):
         every = [r for records in batch.values() for r in records]
         sources = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp) for r in every]
         screened = handler.screen.screen([(r.key, r.value, s) for r, s in zip(every, sources, strict=True)])
+        handler.note_arrival(FRAME_HASHES)
         pending: list[asyncio.Future[Any]] = []
         try:
             for r, source, outcome in zip(every, sources, screened, strict=True):
                 if outcome.dead_letter is not None:
-                    handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
                     pending.append(await self._send_dead_letter(outcome.dead_letter))
-                    continue
-                handler.count_input(FRAME_HASHES)
-                if outcome.matches is not None:
+                elif outcome.matches is not None:
                     pending.append(await asyncio.wait_for(producer.send(
                         self.target, encode_frame_matches(outcome.matches, source), key=r.key,
                         partition=r.partition, timestamp_ms=r.timestamp), self.timeout_s))
-                    self.forwarded += 1
             if pending:  # acks=all: the matches are durable before the commit
                 await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s)
         except Exception as exc:  # KafkaError, a timeout, or anything else: never skip the batch
@@ -197,6 +194,14 @@ class FramePreFilter(Service):
             log.error("pre-filter could not forward a batch (%s); screening it again", type(exc).__name__)
             return False
         self.health.delivered()
+        # counted once the batch is through: a batch screened again after a failed send counts once
+        for outcome in screened:
+            if outcome.dead_letter is not None:
+                handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
+            else:
+                handler.count_input(FRAME_HASHES)
+                if outcome.matches is not None:
+                    self.forwarded += 1
         self.screened += len(every)
         return True
 

@@ -68,8 +68,8 @@ def install_readiness(app: faust.App, settings: Settings, handler: RecordHandler
             "progress": started and bool(watch.progress.stalled(now)),
         }
 
-    def conditions() -> dict[str, bool]:
-        stalled = stalls()
+    def conditions(stalled: dict[str, bool] | None = None) -> dict[str, bool]:
+        stalled = stalled if stalled is not None else stalls()
         return {
             "partitions_assigned": joined.is_set(),
             "tables_recovered": joined.is_set() and not app.in_recovery,
@@ -88,10 +88,12 @@ def install_readiness(app: faust.App, settings: Settings, handler: RecordHandler
             log.exception("refreshing gauges failed")
 
     def update_gauges() -> None:
-        for cause, stalled in stalls().items():
+        stalled_now = stalls()
+        for cause, stalled in stalled_now.items():
             metrics.stalled.labels(cause).set(1 if stalled else 0)
-        metrics.ready.set(1 if all(conditions().values()) else 0)
-        metrics.table_recovered.set(1 if conditions()["tables_recovered"] else 0)
+        now = conditions(stalled_now)
+        metrics.ready.set(1 if all(now.values()) else 0)
+        metrics.table_recovered.set(1 if now["tables_recovered"] else 0)
         for bank, kinds in handler.banks.sizes().items():
             for signal_type, count in kinds.items():
                 metrics.bank_entries.labels(bank, signal_type).set(count)

@@ -97,12 +97,15 @@ class RecordHandler:
 
     # -- counting -------------------------------------------------------------------
 
-    def count_input(self, topic: str, seen: bool = False) -> None:
-        """Count an accepted input record (``seen``: its arrival time is already recorded)."""
+    def note_arrival(self, topic: str) -> None:
+        """An input record (or a batch of them) arrived now, accepted or not."""
+        if self.count_inputs:
+            self._last_input[topic].set_to_current_time()
+
+    def count_input(self, topic: str) -> None:
+        """Count an accepted input record."""
         self.stats.accepted[topic] += 1
         if self.count_inputs:
-            if not seen:
-                self._last_input[topic].set_to_current_time()
             self._accepted[topic].inc()
 
     def count_rejected(self, topic: str, rejected: DeadLetter) -> None:
@@ -158,19 +161,18 @@ class RecordHandler:
         await self.publisher.dead_letter(rejected)
 
     def _decoded(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> Outcome:
-        if self.count_inputs:
-            self._last_input[topic].set_to_current_time()
+        self.note_arrival(topic)
         if topic == FRAME_HASHES:
             screened = self.screen.screen_one(key, value, source)
             if screened.dead_letter is not None:
                 return Outcome(dead_letters=(screened.dead_letter,))
-            self.count_input(topic, seen=True)
+            self.count_input(topic)
             return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
         try:
             event = self.decoder.decode(topic, key, value, source.timestamp_ms)
         except RejectedInput as exc:
             return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
-        self.count_input(topic, seen=True)
+        self.count_input(topic)
         assert not isinstance(event, FrameMatches)
         return self._apply(event, source)  # type: ignore[arg-type]
 

@@ -4,7 +4,8 @@ Every numba-compiled function of the index lives in this one module on purpose. 
 kernels are compiled with ``cache=True``, and numba invalidates a cached kernel only
 when the file that defines it changes: an intrinsic, an inlined helper or a global
 constant (the slot encoding) read from another module could change while the cached
-machine code kept the old one. One file keeps "edit anything, recompile everything".
+machine code kept the old one. One file keeps "edit anything, recompile everything";
+that is why this module runs past the ~400 lines the project otherwise keeps to.
 """
 
 from __future__ import annotations
