@@ -35,6 +35,7 @@ from streamsafe.pipeline.step import Lifecycle
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.settings import KafkaSecurity, Settings
+from streamsafe.transport.consumer import settle_before_commit
 
 __all__ = ["STATE_TABLE", "changelog_topics", "create_app", "faust_credentials", "load_banks"]
 
@@ -130,6 +131,7 @@ def create_app(
         clock=clock_named(settings.clock),
     )
     handler.count_inputs = settings.input_metrics
+    settle_before_commit(app, publisher.settled)  # an offset is committed once its decisions are acknowledged
     policy_control = PolicyControl(contract[POLICY], lambda: handler.policies, handler.use_policies,
                                    publisher, metrics)
     control = ControlService([

@@ -3,20 +3,27 @@
 Nearly every frame matches nothing, and a frame that matches nothing changes no
 state. So with ``STREAMSAFE_PREFILTER=true`` a raw aiokafka group consumer (its own
 group, ``<app id>-prefilter``) reads ``livestream.frame-hashes`` in batches, screens
-them (:class:`~streamsafe.pipeline.screen.FrameScreen`: decode, validate, match; the
-batch's PDQ hashes in one index call) and forwards only the messages with a match to
+them (:class:`~streamsafe.pipeline.screen.FrameScreen`: decode, validate, match; a
+slice's PDQ hashes in one index call) and forwards only the messages with a match to
 ``streamsafe.frame-matches``, as what it found: the matched frames, their matches and
 the source record's coordinates, on the same partition (the stream's state lives
 there) with the source record's timestamp. The Faust agent reads that topic instead
 and steps on the matches without decoding or matching the frames again; its
 decisions, decision ids included, are those the agent path makes from the same input.
 
-Guarantees: at least once. A batch's offsets are committed only after every
-forwarded match and dead letter in it is acknowledged by the broker (acks=all);
-a revocation waits for the batch in hand, which commits, and a commit refused by a
-rebalance only means the next owner screens those frames again (forwarding a
-match twice is harmless: decisions are idempotent). Bad input is dead-lettered
-here, with the frame topic's coordinates.
+Latency: a batch is screened in slices cut by a time budget (``BATCH_BUDGET_S``: the
+slice sizes follow the measured cost per frame, :class:`SliceSizer`), and each
+slice's matches are sent as soon as it is screened, the event loop free in between,
+so a match never waits for hundreds of unrelated frames -- nor do the agents'
+decisions. Acknowledgements are awaited in the background
+(:class:`~streamsafe.enforcement.deliveries.Deliveries`: resent until acknowledged).
+
+Guarantees: at least once. Offsets are committed every ``commit_interval_s`` (and
+when idle, on revocation and on stop), and only after every forward and dead letter
+sent before is acknowledged by the broker (acks=all); a commit refused by a
+rebalance only means the next owner screens those frames again (forwarding a match
+twice is harmless: decisions are idempotent). Bad input is dead-lettered here, with
+the frame topic's coordinates.
 """
 
 from __future__ import annotations
@@ -24,33 +31,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import (
-    CommitFailedError,
-    ConsumerStoppedError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from mode import Service
 
 from streamsafe import clients
 from streamsafe.agents.records import RecordHandler
 from streamsafe.control.broadcast import stop_consumer
-from streamsafe.enforcement.kafka import RETRY_BACKOFF_S
+from streamsafe.enforcement.deliveries import Deliveries, ProducerTopic, Send, Sendable
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
-from streamsafe.events.dead_letter import DeadLetter, SourceRecord
+from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.encode import encode_frame_matches
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
 from streamsafe.settings import Settings
 
-__all__ = ["FramePreFilter"]
+__all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
 
 log = logging.getLogger(__name__)
+
+#: the time a slice of a batch may take to screen before its matches are sent
+BATCH_BUDGET_S = 0.004
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -58,24 +63,49 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.prefilter = prefilter
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        # the batch in hand finishes (forwards acknowledged, offsets committed) first
+        # the batch in hand finishes, then what was screened is committed once acknowledged
         async with self.prefilter.batch_lock:
-            pass
+            await self.prefilter.commit()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
+
+
+class SliceSizer:
+    """How many frames fit in a slice's time budget, from the cost per frame measured on
+    the slices before (an exponentially weighted mean)."""
+
+    def __init__(self, budget_s: float, *, first: int = 32, most: int = 500) -> None:
+        self.budget_s = budget_s
+        self.first = first
+        self.most = most
+        self.cost_s: float | None = None  # per frame
+
+    def size(self) -> int:
+        if self.cost_s is None:
+            return min(self.first, self.most)
+        return max(1, min(self.most, int(self.budget_s / self.cost_s)))
+
+    def observe(self, frames: int, elapsed_s: float) -> None:
+        if frames <= 0:
+            return
+        cost = elapsed_s / frames
+        self.cost_s = cost if self.cost_s is None else 0.8 * self.cost_s + 0.2 * cost
 
 
 class FramePreFilter(Service):
     """Screens ``livestream.frame-hashes`` and forwards matches (see the module doc)."""
 
     def __init__(self, settings: Settings, handler: RecordHandler, ready: asyncio.Event, *,
-                 max_batch: int = 500, health: DeliveryHealth | None = None, **kwargs: Any) -> None:
+                 max_batch: int = 500, budget_s: float = BATCH_BUDGET_S, health: DeliveryHealth | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.handler = handler
         self.ready = ready
         self.max_batch = max_batch
+        self.sizer = SliceSizer(budget_s, most=max_batch)
+        self.clock = clock
         self.group = settings.prefilter_group
         self.source = settings.topic_name(FRAME_HASHES)
         self.target = settings.topic_name(FRAME_MATCHES)
@@ -84,16 +114,24 @@ class FramePreFilter(Service):
         self.batch_started: float | None = None  # monotonic, while a batch is in hand
         self.running = False  # the screening loop is alive
         self.timeout_s = settings.delivery_timeout_s
-        self.health = health if health is not None else DeliveryHealth()
+        self.commit_interval_s = settings.commit_interval_s
+        self.deliveries = Deliveries(timeout_s=self.timeout_s, health=health)
+        self.health = self.deliveries.health
         self.screened = 0
         self.forwarded = 0
+        self.slices = 0
+        self.screened_to: dict[TopicPartition, int] = {}  # next offset, screened and sent
         self.committed: dict[TopicPartition, int] = {}
+        self.last_commit = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-
+        self._forward_to: Sendable | None = None
+        self._dead_letter_to: Sendable | None = None
     async def on_start(self) -> None:
         self._producer = clients.producer(self.settings, linger_ms=1)
         await self._producer.start()
+        self._forward_to = ProducerTopic(self._producer, self.target)
+        self._dead_letter_to = ProducerTopic(self._producer, self.dead_letters)
         self._consumer = clients.consumer(
             self.settings, group_id=self.group, max_poll_records=self.max_batch,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
@@ -108,7 +146,12 @@ class FramePreFilter(Service):
     async def on_stop(self) -> None:
         if self._consumer is not None:
             async with self.batch_lock:
-                await stop_consumer(self._consumer)  # commits nothing more: every batch committed
+                try:  # what was screened, once acknowledged; if the broker is gone, screened again later
+                    await asyncio.wait_for(self.commit(), self.timeout_s)
+                except (TimeoutError, KafkaError) as exc:
+                    log.warning("pre-filter could not commit on stop (%s); those frames will be screened again",
+                                type(exc).__name__)
+                await stop_consumer(self._consumer)
         if self._producer is not None:
             await self._producer.stop()
 
@@ -124,9 +167,12 @@ class FramePreFilter(Service):
                     batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
                 except ConsumerStoppedError:
                     return  # the worker is stopping
-                if batch:
-                    async with self.batch_lock:
+                async with self.batch_lock:
+                    if batch:
                         await self.screen_batch(batch)
+                    if self.screened_to != self.committed and (
+                            not batch or self.clock() - self.last_commit >= self.commit_interval_s):
+                        await self.commit()
         finally:
             self.running = False
 
@@ -142,76 +188,70 @@ class FramePreFilter(Service):
                 lags[tp] = lag(highwater, self.committed.get(tp))
         return lags
 
+    def oldest_in_hand(self) -> float | None:
+        """When (monotonic) the batch in hand, or the oldest forward not yet acknowledged, started."""
+        times = [t for t in (self.batch_started, self.deliveries.oldest()) if t is not None]
+        return min(times, default=None)
+
     async def screen_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Screen, forward, wait for the broker's acknowledgements, then commit. A batch
-        whose sends fail or time out is screened again from its first offset after a
-        back-off (never skipped); :attr:`health` says so meanwhile."""
-        consumer = self._consumer
-        assert consumer is not None
+        """Screen a batch slice by slice (see the module doc), sending each slice's matches
+        and dead letters as soon as it is screened."""
+        every = [r for records in batch.values() for r in records]
         self.batch_started = time.monotonic()
         try:
-            if not await self._forward(batch):
-                for tp, records in batch.items():
-                    if records:
-                        consumer.seek(tp, records[0].offset)
-                wait = RETRY_BACKOFF_S[max(0, min(self.health.failures, len(RETRY_BACKOFF_S)) - 1)]
-                await asyncio.sleep(wait)
-                return
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-            try:
-                await consumer.commit(offsets)
-                self.committed.update(offsets)
-            except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
-                log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
-                            len(offsets), type(exc).__name__)
+            self.handler.note_arrival(FRAME_HASHES)
+            start = 0
+            while start < len(every):
+                size = self.sizer.size()
+                began = self.clock()
+                await self._screen_slice(every[start:start + size])
+                self.sizer.observe(len(every[start:start + size]), self.clock() - began)
+                self.slices += 1
+                start += size
+                await asyncio.sleep(0)  # the slice's sends go out; agents and timers run
         finally:
             self.batch_started = None
 
-    async def _forward(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
-        """Send the batch's matches and dead letters; True once the broker acknowledged all."""
-        producer = self._producer
-        assert producer is not None
+    async def _screen_slice(self, records: list[ConsumerRecord]) -> None:
         handler = self.handler
-        every = [r for records in batch.values() for r in records]
-        sources = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp) for r in every]
-        screened = handler.screen.screen([(r.key, r.value, s) for r, s in zip(every, sources, strict=True)])
-        handler.note_arrival(FRAME_HASHES)
-        pending: list[asyncio.Future[Any]] = []
-        try:
-            for r, source, outcome in zip(every, sources, screened, strict=True):
-                if outcome.dead_letter is not None:
-                    pending.append(await self._send_dead_letter(outcome.dead_letter))
-                elif outcome.matches is not None:
-                    pending.append(await asyncio.wait_for(producer.send(
-                        self.target, encode_frame_matches(outcome.matches, source), key=r.key,
-                        partition=r.partition, timestamp_ms=r.timestamp), self.timeout_s))
-            if pending:  # acks=all: the matches are durable before the commit
-                await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s)
-        except Exception as exc:  # KafkaError, a timeout, or anything else: never skip the batch
-            for future in pending:
-                future.cancel()
-            self.health.failed(type(exc).__name__, time.monotonic())
-            log.error("pre-filter could not forward a batch (%s); screening it again", type(exc).__name__)
-            return False
-        self.health.delivered()
-        # counted once the batch is through: a batch screened again after a failed send counts once
-        for outcome in screened:
+        sources = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp) for r in records]
+        screened = handler.screen.screen([(r.key, r.value, s) for r, s in zip(records, sources, strict=True)])
+        sends: list[Send] = []
+        for r, source, outcome in zip(records, sources, screened, strict=True):
             if outcome.dead_letter is not None:
-                handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
+                rejected = outcome.dead_letter
+                assert self._dead_letter_to is not None
+                sends.append(Send(self._dead_letter_to, rejected.source.topic.encode(), rejected.encode(),
+                                  smaller=lambda rejected=rejected: rejected.encode(keep_bytes=0)))  # type: ignore[misc]
+                handler.count_rejected(FRAME_HASHES, rejected)
             else:
                 handler.count_input(FRAME_HASHES)
                 if outcome.matches is not None:
+                    assert self._forward_to is not None
+                    sends.append(Send(self._forward_to, r.key or b"", encode_frame_matches(outcome.matches, source),
+                                      partition=r.partition, timestamp_ms=r.timestamp))
                     self.forwarded += 1
-        self.screened += len(every)
-        return True
+        if sends:
+            await self.deliveries.send(sends)
+        for r in records:
+            self.screened_to[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        self.screened += len(records)
 
-    async def _send_dead_letter(self, rejected: DeadLetter) -> asyncio.Future[Any]:
-        producer = self._producer
-        assert producer is not None
-        key = rejected.source.topic.encode()
+    async def commit(self) -> None:
+        """Commit what was screened, once every forward and dead letter sent is acknowledged."""
+        consumer = self._consumer
+        assert consumer is not None
+        offsets = dict(self.screened_to)
+        await self.deliveries.settled()
+        self.last_commit = self.clock()
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        self.screened_to = {tp: offset for tp, offset in self.screened_to.items() if tp in assigned}
+        if not offsets:
+            return
         try:
-            return await asyncio.wait_for(producer.send(self.dead_letters, rejected.encode(), key=key),
-                                          self.timeout_s)
-        except (MessageSizeTooLargeError, RecordTooLargeError):
-            return await asyncio.wait_for(producer.send(self.dead_letters, rejected.encode(keep_bytes=0), key=key),
-                                          self.timeout_s)
+            await consumer.commit(offsets)
+            self.committed.update(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
+            log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
+                        len(offsets), type(exc).__name__)

@@ -58,8 +58,8 @@ def install_readiness(app: faust.App, settings: Settings, handler: RecordHandler
         """Causes of a stall, each True while it holds (only once the worker has started deciding)."""
         now = time.monotonic()
         started = control.ready.is_set() and joined.is_set() and not app.in_recovery
-        in_hand = [t for t in (handler.oldest_in_flight(),
-                               prefilter.batch_started if prefilter is not None else None) if t is not None]
+        in_hand = [t for t in (handler.oldest_in_flight(), handler.oldest_delivery(),
+                               prefilter.oldest_in_hand() if prefilter is not None else None) if t is not None]
         return {
             "agent": started and (bool(watch.agents.missing())
                                   or (prefilter is not None and not prefilter.running)),

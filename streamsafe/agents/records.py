@@ -119,6 +119,10 @@ class RecordHandler:
         """When (monotonic) the longest-running record still being handled started, if any."""
         return min(self.in_flight.values(), default=None)
 
+    def oldest_delivery(self) -> float | None:
+        """When (monotonic) the oldest record sent and not yet acknowledged was sent, if any."""
+        return self.publisher.oldest_delivery()
+
     # -- records --------------------------------------------------------------------
 
     async def handle(self, topic: str, key: bytes | None, value: bytes | None, source: SourceRecord) -> None:

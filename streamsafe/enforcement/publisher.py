@@ -17,11 +17,11 @@ __all__ = ["DecisionPublisher", "InMemoryPublisher"]
 
 class DecisionPublisher(Protocol):
     async def publish(self, decision: Decision) -> None:
-        """Deliver one decision to its enforcement topic (returns once acknowledged)."""
+        """Deliver one decision to its enforcement topic (returns once sent; see :meth:`settled`)."""
         ...
 
     async def publish_many(self, decisions: Sequence[Decision]) -> None:
-        """Deliver several decisions in order, returning once all are acknowledged."""
+        """Deliver several decisions in order (returns once sent; see :meth:`settled`)."""
         ...
 
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
@@ -37,7 +37,15 @@ class DecisionPublisher(Protocol):
         ...
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
-        """Deliver one rejected input to the dead-letter topic (returns once acknowledged)."""
+        """Deliver one rejected input to the dead-letter topic."""
+        ...
+
+    async def settled(self) -> None:
+        """Returns once everything delivered before the call is acknowledged by the broker."""
+        ...
+
+    def oldest_delivery(self) -> float | None:
+        """When (monotonic) the oldest delivery not yet acknowledged was sent, if any."""
         ...
 
 
@@ -70,3 +78,9 @@ class InMemoryPublisher:
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         self.dead_letters.append(rejected)
+
+    async def settled(self) -> None:
+        return None
+
+    def oldest_delivery(self) -> float | None:
+        return None

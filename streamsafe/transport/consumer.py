@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,12 +16,20 @@ from mode import Service, ServiceT
 
 from streamsafe.transport.handoff import eager_start
 
-__all__ = ["Consumer", "DeliveryStats", "SafeSeekConsumer", "SafeSeekConsumerThread"]
+__all__ = ["Consumer", "DeliveryStats", "SafeSeekConsumer", "SafeSeekConsumerThread", "settle_before_commit"]
 
 log = logging.getLogger(__name__)
 
 #: how long a fetch may wait at the broker for records (Faust's own: 1500 ms)
 FETCH_MAX_WAIT_MS = 10
+#: the app attribute naming what every offset commit awaits first (see :func:`settle_before_commit`)
+SETTLE_BEFORE_COMMIT = "streamsafe_settle_before_commit"
+
+
+def settle_before_commit(app: Any, settle: Callable[[], Awaitable[None]]) -> None:
+    """Make every offset commit of ``app``'s consumer await ``settle()`` first (StreamSafe's
+    publisher: the deliveries of records already handled, acknowledged)."""
+    setattr(app, SETTLE_BEFORE_COMMIT, settle)
 
 
 class SafeSeekConsumerThread(_aiokafka_driver.AIOKafkaConsumerThread):
@@ -99,6 +107,15 @@ class SafeSeekConsumer(_aiokafka_driver.Consumer):
     async def perform_seek(self) -> None:
         self.stop_flow()
         await super().perform_seek()
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        # Records an agent handled may still have deliveries awaiting the broker's
+        # acknowledgement (they are acknowledged in the background): their offsets are
+        # committed only once those are acknowledged.
+        settle = getattr(self.app, SETTLE_BEFORE_COMMIT, None)
+        if settle is not None:
+            await settle()
+        return cast(bool, await super()._commit_offsets(offsets, start_new_transaction))
 
     def committed_offsets(self) -> Mapping[TP, int | None]:
         """The offsets this worker last committed, per partition (None: never committed).

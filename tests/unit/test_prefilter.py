@@ -134,3 +134,53 @@ def test_screening_many_at_once_screens_each_as_alone(handler):
     assert together == [screen(handler, *r) for r in records]
     assert [o.matches is not None for o in together] == [False, False, True, False]
     assert together[1].dead_letter is not None
+
+
+class RecordingTopic:
+    """A Sendable that notes, on the pre-filter's clock, when each record was sent."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.sent = []
+
+    async def send(self, *, key, value, partition=None, timestamp_ms=None):
+        import asyncio
+
+        self.sent.append((self.clock(), key))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_a_batch_is_cut_by_its_time_budget_and_a_match_is_sent_before_the_rest_is_screened(contract):
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from streamsafe.agents.prefilter import FramePreFilter
+    from streamsafe.settings import Settings
+
+    now = [0.0]
+    handler = make_handler(contract)
+    screen_many = handler.screen.screen
+    sliced = []
+
+    def costly_screen(items):  # 1 ms of the pre-filter's clock per frame: no real time involved
+        sliced.append(len(items))
+        now[0] += 0.001 * len(items)
+        return screen_many(items)
+
+    handler.screen.screen = costly_screen
+    prefilter = FramePreFilter(Settings(), handler, ready=None, max_batch=500, budget_s=0.010, clock=lambda: now[0])
+    prefilter._forward_to = forwards = RecordingTopic(lambda: now[0])
+    prefilter._dead_letter_to = RecordingTopic(lambda: now[0])
+    tp = TopicPartition(FRAME_HASHES, 3)
+    records = [ConsumerRecord(FRAME_HASHES, 3, i, T0 + i, 0, f"s{i}".encode(),
+                              frames(f"s{i}", KNOWN_MD5 if i == 40 else "0" * 32), None, 0, 0, [])
+               for i in range(500)]
+    await prefilter.screen_batch({tp: records})
+    assert sliced[:3] == [32, 10, 10]  # the first slice measures the cost; then 10 ms worth each
+    assert sum(sliced) == 500 and max(sliced[1:]) <= 10
+    assert len(forwards.sent) == 1 and forwards.sent[0][1] == b"s40"
+    sent_at = forwards.sent[0][0]
+    assert sent_at <= 0.042 + 1e-9 < now[0] == pytest.approx(0.5)  # sent with its slice, not after the batch
+    assert prefilter.screened_to == {tp: 500} and prefilter.forwarded == 1
+    await prefilter.deliveries.settled()

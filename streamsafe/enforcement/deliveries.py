@@ -1,0 +1,200 @@
+"""Deliveries: records sent at once, their acknowledgements awaited in the background.
+
+A decision is sent the moment it is made; the agent goes on to the next record
+while the broker acknowledges it. Each :meth:`Deliveries.send` hands its sends'
+futures to a task of their own, which waits for every acknowledgement and sends
+again, after a back-off, whatever failed or timed out -- for as long as it takes.
+At-least-once holds because offsets are committed only after :meth:`Deliveries.settled`:
+the worker's Faust consumer (``transport/consumer.py``) and the frame pre-filter both
+wait for every delivery started before a commit to be acknowledged first. Meanwhile
+:class:`~streamsafe.observability.liveness.DeliveryHealth` says deliveries are failing,
+``/readyz`` turns 503 and the stall alert fires.
+
+A resend after a timeout may duplicate a record (decisions carry deterministic ids:
+consumers treat the copy as the same decision), and a record resent after a failure
+may land after records sent later (consumers order a stream's decisions by their
+``decided_at_ms``, not by offset). A record the broker refuses as too large is sent
+in its smaller form if it has one (a dead letter without the original bytes), else
+logged and counted as a delivery failure: StreamSafe's own records are small and
+bounded, so only a topic configured below them can do that.
+
+At most ``max_in_flight`` deliveries wait at once; the next :meth:`send` waits for
+room, so a broker that stops acknowledging stops the agents instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from faust.exceptions import ProducerSendError
+
+from streamsafe.observability.liveness import DeliveryHealth
+
+__all__ = ["RETRY_BACKOFF_S", "TOO_LARGE", "Deliveries", "ProducerTopic", "Send", "Sendable"]
+
+log = logging.getLogger(__name__)
+
+#: waits between resends of a delivery that failed (the last one repeats)
+RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+class Sendable(Protocol):
+    """What a delivery needs of a topic (a Faust topic of raw bytes is one): ``send``
+    returns a future resolved when the broker acknowledges the record."""
+
+    async def send(self, *, key: bytes, value: bytes, partition: int | None = None) -> Any: ...
+
+
+class ProducerTopic:
+    """A topic written through a raw aiokafka producer, as a :class:`Sendable` (with the
+    record's timestamp, when the sender gives one)."""
+
+    def __init__(self, producer: Any, name: str) -> None:
+        self.producer = producer
+        self.name = name
+
+    async def send(self, *, key: bytes, value: bytes, partition: int | None = None,
+                   timestamp_ms: int | None = None) -> Any:
+        return await self.producer.send(self.name, value, key=key, partition=partition, timestamp_ms=timestamp_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One record to deliver."""
+
+    topic: Sendable
+    key: bytes
+    value: bytes
+    partition: int | None = None
+    smaller: Callable[[], bytes] | None = None  # what to send instead if ``value`` is refused as too large
+    timestamp_ms: int | None = None  # the record's timestamp (a ProducerTopic's sends only)
+
+    def shrunk(self) -> Send | None:
+        return None if self.smaller is None else replace(self, value=self.smaller(), smaller=None)
+
+
+def _too_large(exc: BaseException) -> bool:
+    return isinstance(exc, TOO_LARGE) or isinstance(exc.__cause__, TOO_LARGE)
+
+
+class Deliveries:
+    """Sends now, acknowledges in the background (see the module doc)."""
+
+    def __init__(self, *, timeout_s: float = 10.0, health: DeliveryHealth | None = None,
+                 max_in_flight: int = 1000) -> None:
+        self.timeout_s = timeout_s
+        self.health = health if health is not None else DeliveryHealth()
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[asyncio.Task[None], float] = {}  # -> when it was sent (monotonic)
+        self._failing: set[asyncio.Task[None] | None] = set()  # deliveries whose last attempt failed
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries not acknowledged yet."""
+        return len(self._in_flight)
+
+    def oldest(self) -> float | None:
+        """When (monotonic) the oldest delivery not acknowledged yet was sent, if any."""
+        return min(self._in_flight.values(), default=None)
+
+    async def send(self, sends: Sequence[Send]) -> None:
+        """Send all now, in order; returns once they are handed to the producer, not acknowledged.
+        A record too large for the producer with no smaller form raises here, as sending it would."""
+        while len(self._in_flight) >= self.max_in_flight:
+            await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+        sent_at = time.monotonic()
+        started = await self._send_all(sends)
+        task = asyncio.get_running_loop().create_task(self._acknowledged(started))
+        self._in_flight[task] = sent_at
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+
+    async def deliver(self, sends: Sequence[Send]) -> None:
+        """Send and wait until all are acknowledged (for callers outside the record path)."""
+        await self._acknowledged(await self._send_all(sends))
+
+    async def settled(self) -> None:
+        """Returns once every delivery started before the call is acknowledged."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    async def _send_all(self, sends: Sequence[Send]) -> list[tuple[Send, Any]]:
+        """Each send with its future, or with the error that kept it from being sent."""
+        started: list[tuple[Send, Any]] = []
+        for send in sends:
+            while True:
+                try:
+                    sending = send.topic.send(key=send.key, value=send.value, partition=send.partition) \
+                        if send.timestamp_ms is None else send.topic.send(  # type: ignore[call-arg]
+                            key=send.key, value=send.value, partition=send.partition, timestamp_ms=send.timestamp_ms)
+                    future = await asyncio.wait_for(sending, self.timeout_s)
+                except (ProducerSendError, KafkaError, TimeoutError) as exc:  # Faust wraps what aiokafka raised
+                    if _too_large(exc):
+                        smaller = send.shrunk()
+                        if smaller is None:
+                            if isinstance(exc, TOO_LARGE):
+                                raise
+                            raise exc.__cause__ from exc  # type: ignore[misc]
+                        log.error("a record for the dead-letter topic was too large; sent without the original bytes")
+                        send = smaller
+                        continue
+                    started.append((send, exc))
+                else:
+                    started.append((send, future))
+                break
+        return started
+
+    async def _acknowledged(self, started: list[tuple[Send, Any]]) -> None:
+        me = asyncio.current_task()
+        try:
+            await self._until_acknowledged(started, me)
+        finally:
+            self._failing.discard(me)
+        if not self._failing:  # healthy again only once no delivery is failing
+            self.health.delivered()
+
+    async def _until_acknowledged(self, started: list[tuple[Send, Any]], me: asyncio.Task[Any] | None) -> None:
+        attempt = 0
+        while True:
+            failed: list[tuple[Send, BaseException]] = []
+            for send, future in started:
+                if isinstance(future, BaseException):
+                    failed.append((send, future))
+                    continue
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # KafkaError, a timeout, anything: sent again, never dropped
+                    if _too_large(exc):
+                        smaller = send.shrunk()
+                        if smaller is None:
+                            self.health.failed(type(exc).__name__, time.monotonic())  # counted, and logged:
+                            log.error("the broker refused a record as too large (%s); it cannot be delivered",
+                                      type(exc).__name__)
+                            continue
+                        log.error("a dead letter was refused as too large; sent without the original bytes")
+                        failed.append((smaller, exc))
+                        continue
+                    failed.append((send, exc))
+            if not failed:
+                return
+            problem = type(failed[0][1]).__name__
+            if not any(_too_large(exc) for _, exc in failed):
+                self._failing.add(me)
+                self.health.failed(problem, time.monotonic())
+                wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                log.error("%d of %d deliveries failed (%s); sending them again in %.1f s", len(failed),
+                          len(started), problem, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+            started = await self._send_all([send for send, _ in failed])
