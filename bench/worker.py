@@ -17,11 +17,16 @@ event loop (asyncio, uvloop), and the default — fast path, uvloop and the fram
 pre-filter — each timed from when its consumer groups first commit until their
 committed offsets cover every message, with its CPU time from /proc. Then
 decision latency at half the default's rate, on fresh topics, for the default and
-for agents alone: frame send -> block readable, p50/p99.
+for agents alone: frame send -> block readable, p50/p99; and, at the same rate under
+the same traffic, the floor (`bench/floor.py`): a plain aiokafka consumer that reads
+each probe frame and produces one small record for it at once -- the two broker
+hops a decision takes, none of its work.
 
 `--json` prints one line: the mix's default-path `ratio` to raw, `speedup_vs_stock`
-(default over stock Faust agents on asyncio, same mix), `p50_ms`/`p99_ms`, the same
-for agents alone (`agents_*`), plus the table.
+(default over stock Faust agents on asyncio, same mix), `p50_ms`/`p99_ms`, the
+floor's `floor_p50_ms`/`floor_p99_ms` and `p99_over_floor` (default p99 / floor
+p99: how far from the best possible on this machine), the same for agents alone
+(`agents_*`), plus the table.
 A benchmark, not a test.
 """
 
@@ -31,17 +36,20 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from streamsafe import clients
+from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
@@ -58,8 +66,13 @@ from streamsafe.events.contract import (
     load_contract,
 )
 from streamsafe.events.models import BankEntry
-from streamsafe.runner import spawn_worker
+from streamsafe.runner import spawn_worker, worker_environment
 from streamsafe.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from floor import PROBE_PREFIX
+from floor import READY as FLOOR_READY
 
 CLK_TCK = 100
 VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filter)
@@ -72,6 +85,7 @@ VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filt
 }
 FAST, STOCK = "fast uvloop", "stock asyncio"
 PREFILTER = DEFAULT = "fast uvloop + pre-filter"  # the worker's default
+FLOOR_TOPIC = "bench.floor"  # where the floor echoes probes (under the run's topic prefix)
 
 
 def frame(rng: random.Random, seq: int, now: int, md5: str | None = None) -> dict[str, Any]:
@@ -188,44 +202,35 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
         worker.stop()
 
 
-async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
-                           entries: list[BankEntry], prefilter: bool = True,
-                           warmup_s: float = 3.0) -> list[float]:
-    """Mixed traffic at ``rate`` msgs/s on fresh topics (no backlog to drain first);
-    every 250th message a known-hash frame on a new stream (far more decisions than
-    live traffic has), whose block is timed from the send to readable on
-    enforcement.actions. Messages due are sent in small batches, as a platform's
-    producer would (a per-message ``await`` costs this 2-core box most of a core);
-    probes sent in the first ``warmup_s`` seconds are not counted."""
-    settings = settings.replace(topic_prefix=f"bench-lat-{uuid.uuid4().hex[:6]}.")
-    await apply_topics(settings, load_contract())
-    await publish_entries(settings, entries)
-    app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info",
-                                           prefilter=prefilter),
-                          workdir / f"{app_id}.log")
-    consumer = clients.consumer(settings, settings.topic_name(ACTIONS), fetch_max_wait_ms=5)
+async def timed_probes(settings: Settings, rate: float, seconds: float, watch: str,
+                       probe_of: Callable[[ConsumerRecord], str | None], warmup_s: float = 3.0) -> list[float]:
+    """Mixed traffic at ``rate`` msgs/s; every 250th message a known-hash frame on a new
+    stream ``lat-<i>`` (far more decisions than live traffic has), timed from its send
+    until ``probe_of`` finds its stream in a record of ``watch``. Messages due are sent
+    in small batches, as a platform's producer would (a per-message ``await`` costs this
+    2-core box most of a core); probes sent in the first ``warmup_s`` seconds are not
+    counted."""
+    consumer = clients.consumer(settings, settings.topic_name(watch), fetch_max_wait_ms=5)
     producer = clients.producer(settings, acks=1, linger_ms=1)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
+    await consumer.start()
+    await producer.start()
     try:
-        worker.wait_ready(120)
-        await consumer.start()
-        await producer.start()
         background = workload("mix", int(rate * seconds), 2000, seed=99)
         known_md5 = known_hashes()[0][0]
 
-        async def watch() -> None:
+        async def watcher() -> None:
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
                 now = time.perf_counter()
-                for messages in batch.values():
-                    for m in messages:
-                        record = orjson.loads(m.value)
-                        if record["action"] == "block" and record["stream_id"] in sent:
-                            got.setdefault(record["stream_id"], now)
+                for records in batch.values():
+                    for record in records:
+                        stream_id = probe_of(record)
+                        if stream_id in sent:
+                            got.setdefault(stream_id, now)
 
-        watcher = asyncio.create_task(watch())
+        watching = asyncio.create_task(watcher())
         await asyncio.sleep(1.0)
         start = time.perf_counter()
         next_i = 0
@@ -235,7 +240,7 @@ async def decision_latency(settings: Settings, rate: float, seconds: float, work
             for i in range(next_i, due):
                 topic, key, value = background[i]
                 if i % 250 == 0:
-                    sid = f"lat-{i}"
+                    sid = f"{PROBE_PREFIX.decode()}{i}"
                     value = orjson.dumps({"schema_version": 1, "stream_id": sid, "frames": [
                         {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known_md5}]})
                     topic, key = FRAME_HASHES, sid.encode()
@@ -247,17 +252,75 @@ async def decision_latency(settings: Settings, rate: float, seconds: float, work
         deadline = time.perf_counter() + 10
         while len(got) < len(sent) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
-        watcher.cancel()
+        watching.cancel()
         return sorted((got[s] - sent[s]) * 1000 for s in got)
     finally:
         await producer.stop()
         await stop_consumer(consumer)
+
+
+async def fresh_topics(settings: Settings, entries: list[BankEntry]) -> Settings:
+    settings = settings.replace(topic_prefix=f"bench-lat-{uuid.uuid4().hex[:6]}.")
+    await apply_topics(settings, load_contract())
+    await publish_entries(settings, entries)
+    return settings
+
+
+def blocked_stream(record: ConsumerRecord) -> str | None:
+    decision = orjson.loads(record.value)
+    return decision["stream_id"] if decision["action"] == "block" else None
+
+
+async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
+                           entries: list[BankEntry], prefilter: bool = True) -> list[float]:
+    """Probe frame send -> its block readable on enforcement.actions, through a worker,
+    on fresh topics (no backlog to drain first)."""
+    settings = await fresh_topics(settings, entries)
+    app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    # the worker as deployed: its default commit interval and log level
+    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info",
+                                           prefilter=prefilter, commit_interval_s=Settings().commit_interval_s),
+                          workdir / f"{app_id}.log")
+    try:
+        worker.wait_ready(120)
+        return await timed_probes(settings, rate, seconds, ACTIONS, blocked_stream)
+    finally:
         worker.stop()
+
+
+async def floor_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
+                        entries: list[BankEntry]) -> list[float]:
+    """Probe frame send -> the floor's echo readable: ``bench/floor.py``, a plain aiokafka
+    consumer that produces one small record per probe at once (the two broker hops a
+    decision takes, none of the work), under the same traffic."""
+    settings = await fresh_topics(settings, entries)
+    target = settings.topic_name(FLOOR_TOPIC)
+    await apply_topics(settings, {}, internal={target: load_contract()[ACTIONS]})
+    log_path = workdir / f"floor-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log:
+        floor = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor.py")), target],
+                                 env=worker_environment(settings), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while FLOOR_READY not in log_path.read_text(errors="replace"):
+            if floor.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"floor consumer did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            await asyncio.sleep(0.05)
+        return await timed_probes(settings, rate, seconds, FLOOR_TOPIC,
+                                  lambda record: record.key.decode() if record.key else None)
+    finally:
+        stop_process(floor, 10.0)
 
 
 def pct(values: list[float], q: int) -> float | None:
     """The q-th percentile, or None when too few values were measured to give one (never 0.0)."""
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else None
+
+
+def ratio(value: float | None, floor: float | None) -> float | None:
+    """``value / floor``, or None when either was not measured."""
+    return round(value / floor, 2) if value is not None and floor else None
 
 
 def main() -> None:
@@ -299,6 +362,7 @@ def main() -> None:
         mix = {r["path"]: r for r in rows if r["workload"] == "mix"}
         latency_rate = args.latency_rate or mix[DEFAULT]["msgs_per_s"] / 2
         latencies = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries))
+        floor = asyncio.run(floor_latency(base, latency_rate, 15.0, workdir, entries))
         by_agents = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries, prefilter=False))
     result = {
         "broker": broker.kind, "messages": args.messages,
@@ -310,16 +374,20 @@ def main() -> None:
         "agents_speedup_vs_stock": round(mix[FAST]["msgs_per_s"] / mix[STOCK]["msgs_per_s"], 2),
         "latency_rate_msgs_per_s": round(latency_rate), "decisions_timed": len(latencies),
         "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
+        "floor_p50_ms": pct(floor, 50), "floor_p99_ms": pct(floor, 99),
+        "p99_over_floor": ratio(pct(latencies, 99), pct(floor, 99)),
         "agents_p50_ms": pct(by_agents, 50), "agents_p99_ms": pct(by_agents, 99),
         "metrics_cost": round(1 - mix[FAST]["msgs_per_s"] / mix["fast uvloop, metrics off"]["msgs_per_s"], 3)
         if "fast uvloop, metrics off" in mix else None,
         "rows": rows,
     }
-    measured = len(latencies) > 1 and len(by_agents) > 1
+    measured = len(latencies) > 1 and len(by_agents) > 1 and len(floor) > 1
+    nothing = (f"decision latency measured nothing: {len(latencies)} blocks (default), {len(by_agents)} "
+               f"(agents alone) and {len(floor)} floor echoes timed")
     if args.json:
         print(orjson.dumps(result).decode())
         if not measured:
-            sys.exit(f"decision latency measured nothing: {len(latencies)} and {len(by_agents)} blocks timed")
+            sys.exit(nothing)
         return
     print(f"broker: {result['broker']}, {args.messages} messages per workload")
     print(f"{'workload':<8} {'path':<24} {'msgs/s':>10} {'CPU us/msg':>11} {'ratio to raw':>13}")
@@ -333,8 +401,11 @@ def main() -> None:
     print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default path's rate): "
           f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks; agents alone "
           f"p50 {result['agents_p50_ms']} ms, p99 {result['agents_p99_ms']} ms over {len(by_agents)} blocks")
+    print(f"floor at the same rate (plain aiokafka consumer, one small record produced per probe frame): "
+          f"p50 {result['floor_p50_ms']} ms, p99 {result['floor_p99_ms']} ms over {len(floor)} probes; "
+          f"default p99 / floor p99: {result['p99_over_floor']}")
     if not measured:
-        sys.exit(f"decision latency measured nothing: {len(latencies)} and {len(by_agents)} blocks timed")
+        sys.exit(nothing)
 
 if __name__ == "__main__":
     main()
