@@ -136,7 +136,10 @@ class Deliveries:
                     sending = send.topic.send(key=send.key, value=send.value, partition=send.partition) \
                         if send.timestamp_ms is None else send.topic.send(  # type: ignore[call-arg]
                             key=send.key, value=send.value, partition=send.partition, timestamp_ms=send.timestamp_ms)
-                    future = await asyncio.wait_for(sending, self.timeout_s)
+                    # asyncio.timeout, not wait_for: no task and no trip round the event loop per
+                    # send (a send that does not wait for metadata or buffer room never suspends)
+                    async with asyncio.timeout(self.timeout_s):
+                        future = await sending
                 except (ProducerSendError, KafkaError, TimeoutError) as exc:  # Faust wraps what aiokafka raised
                     if _too_large(exc):
                         smaller = send.shrunk()
@@ -171,7 +174,8 @@ class Deliveries:
                     failed.append((send, future))
                     continue
                 try:
-                    await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+                    async with asyncio.timeout(self.timeout_s):
+                        await asyncio.shield(future)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # KafkaError, a timeout, anything: sent again, never dropped

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: how long a fetch may wait at the broker for records (Faust's own: 1500 ms)
 FETCH_MAX_WAIT_MS = 10
+#: how long records fetched and not yet consumed may hold back the next fetch (aiokafka's: 100 ms)
+PREFETCH_BACKOFF_S = 0.005
 #: the app attribute naming what every offset commit awaits first (see :func:`settle_before_commit`)
 SETTLE_BEFORE_COMMIT = "streamsafe_settle_before_commit"
 
@@ -34,7 +36,8 @@ def settle_before_commit(app: Any, settle: Callable[[], Awaitable[None]]) -> Non
 
 class SafeSeekConsumerThread(_aiokafka_driver.AIOKafkaConsumerThread):
     """The aiokafka driver's consumer thread, seeking *every* assigned partition
-    (and fetching with a short broker-side wait, :data:`FETCH_MAX_WAIT_MS`).
+    (and fetching with a short broker-side wait, :data:`FETCH_MAX_WAIT_MS`, and a short
+    prefetch backoff, :data:`PREFETCH_BACKOFF_S`: see :meth:`on_start`).
 
     Faust ends each recovery (and any fetch made while flow is stopped) with
     ``seek_to_committed``, to re-read whatever it fetched and dropped while
@@ -61,6 +64,20 @@ class SafeSeekConsumerThread(_aiokafka_driver.AIOKafkaConsumerThread):
             raise RuntimeError("aiokafka's consumer no longer has _fetch_max_wait_ms; update StreamSafe's transport")
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # aiokafka sends no fetch to a broker while any partition on it holds records
+        # fetched and not yet consumed, for up to its prefetch backoff (100 ms). Faust
+        # keeps its tables' changelog partitions assigned after recovery and never
+        # consumes what is fetched from them, and every table write adds some: so each
+        # fetch that brought changelog records held the next one back 100 ms, and a
+        # forwarded match waited up to that long to be fetched (measured: p99 of the
+        # frame-matches hop 65-230 ms at 3,600 msgs/s; 35 ms with 5 ms).
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is None or not hasattr(fetcher, "_prefetch_backoff"):
+            raise RuntimeError("aiokafka's fetcher no longer has _prefetch_backoff; update StreamSafe's transport")
+        fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return await self.call_thread(self._seek_every_partition)
