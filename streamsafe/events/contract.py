@@ -59,6 +59,7 @@ REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_
                    POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "config",
            "schema_versions", "schema", "example")
+_OPTIONAL_FIELDS = ("examples",)  # further valid records, e.g. one of each later schema version
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class TopicSpec:
     schema_versions: tuple[int, ...]
     schema: Mapping[str, Any]
     example: Mapping[str, Any]
+    examples: tuple[Mapping[str, Any], ...] = ()
 
 
 def contract_dir() -> Path:
@@ -93,6 +95,9 @@ def _load_spec(path: Path) -> TopicSpec:
     missing = [f for f in _FIELDS if f not in raw]
     if missing:
         raise ContractError(f"{path.name}: missing fields {missing}")
+    unknown = sorted(set(raw) - {*_FIELDS, *_OPTIONAL_FIELDS})
+    if unknown:
+        raise ContractError(f"{path.name}: unknown fields {unknown}")
     if raw["name"] + ".json" != path.name:
         raise ContractError(f"{path.name}: file name does not match topic name {raw['name']!r}")
     if raw["direction"] not in ("in", "out", "control", "internal"):
@@ -109,6 +114,7 @@ def _load_spec(path: Path) -> TopicSpec:
         schema_versions=tuple(raw["schema_versions"]),
         schema=raw["schema"],
         example=raw["example"],
+        examples=tuple(raw.get("examples", ())),
     )
 
 

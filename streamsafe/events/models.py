@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ class BankEntry:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One sampled frame: its place in the stream and whichever hashes the producer sent."""
+    """One sampled frame: its place in the stream and whichever hashes the producer sent.
+    ``pdq_dihedral`` maps dihedral transforms (Meta's names, see
+    :mod:`streamsafe.matching.dihedral`) to the PDQ of the frame so transformed."""
 
     seq: int
     ts_ms: int
@@ -33,6 +36,7 @@ class Frame:
     pdq_quality: int | None = None
     md5: str | None = None
     sha256: str | None = None
+    pdq_dihedral: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,19 @@ def test_example_validates_against_its_schema(name):
     assert spec.example["schema_version"] in spec.schema_versions
 
 
+@pytest.mark.parametrize(("name", "i"), [(n, i) for n in sorted(CONTRACT) for i in range(len(CONTRACT[n].examples))])
+def test_further_examples_validate_against_their_schema(name, i):
+    spec = CONTRACT[name]
+    jsonschema.validate(spec.examples[i], spec.schema, cls=jsonschema.Draft7Validator)
+    assert spec.examples[i]["schema_version"] in spec.schema_versions
+
+
+def test_every_schema_version_has_an_example():
+    for spec in CONTRACT.values():
+        shown = {e["schema_version"] for e in (spec.example, *spec.examples)}
+        assert shown == set(spec.schema_versions), spec.name
+
+
 def test_inputs_and_outputs_keyed_by_stream_are_co_partitioned():
     counts = {CONTRACT[n].partitions for n in CONTRACT if CONTRACT[n].key == "stream_id"}
     assert len(counts) == 1

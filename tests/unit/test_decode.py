@@ -1,5 +1,7 @@
 """Decoding and validation: every kind of bad input is rejected with its own reason."""
 
+import copy
+
 import orjson
 import pytest
 
@@ -161,3 +163,43 @@ def test_unsafe_identifiers_are_schema_violations(decoder, example, stream_id):
     for field in ("broadcaster_id",):
         bad = example(METADATA, **{field: stream_id})
         assert reject(decoder, METADATA, b"st-7f3a91", orjson.dumps(bad)).reason == "schema_violation"
+
+
+def dihedral_example(contract) -> dict:
+    (value,) = [e for e in contract[FRAME_HASHES].examples if e["schema_version"] == 2]
+    return copy.deepcopy(value)
+
+
+def test_version_2_frames_carry_their_dihedral_variants(decoder, contract):
+    value = dihedral_example(contract)
+    batch = decoder.decode(FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
+    assert batch.frames[0].pdq_dihedral == value["frames"][0]["pdq_dihedral"]
+    value["frames"].append({"seq": 122, "ts_ms": T0, "md5": "0" * 32})  # variants are optional per frame
+    assert decoder.decode(FRAME_HASHES, b"st-7f3a91", orjson.dumps(value)).frames[1].pdq_dihedral is None
+
+
+def test_frames_without_variants_decode_as_before(decoder, example):
+    batch = decoder.decode(FRAME_HASHES, b"st-7f3a91", orjson.dumps(example(FRAME_HASHES)))
+    assert batch.frames[0].pdq_dihedral is None
+
+
+@pytest.mark.parametrize("change", ["version_1", "identity_key", "unknown_key", "empty", "short", "no_pdq"])
+def test_dihedral_variants_outside_the_contract_are_schema_violations(decoder, contract, change):
+    value = dihedral_example(contract)
+    frame = value["frames"][0]
+    secret = frame["pdq_dihedral"]["flipy"]
+    if change == "version_1":
+        value["schema_version"] = 1  # version 1 has no pdq_dihedral: an older worker would reject it
+    elif change == "identity_key":
+        frame["pdq_dihedral"]["identity"] = frame["pdq"]  # the identity is pdq itself
+    elif change == "unknown_key":
+        frame["pdq_dihedral"]["rotate45"] = frame["pdq"]
+    elif change == "empty":
+        frame["pdq_dihedral"] = {}
+    elif change == "short":
+        frame["pdq_dihedral"]["flipy"] = secret[:63]
+    else:
+        del frame["pdq"], frame["pdq_quality"]
+        frame["md5"] = "0" * 32
+    rejected = reject(decoder, FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
+    assert rejected.reason == "schema_violation" and secret not in rejected.detail
