@@ -18,14 +18,18 @@ __all__: list[str] = []
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--fps", default=1.0, show_default=True, help="frames sampled per second of video")
+@click.option("--dihedral", is_flag=True,
+              help="also send the PDQ of each frame's seven other dihedral variants (rotated, flipped), "
+                   "computed in the same pass, so mirrored or turned copies of known pictures match "
+                   "(schema version 2 messages)")
 @click.option("--emit", is_flag=True, help="send the hashes to livestream.frame-hashes")
 @click.option("--stream-id", help="stream the frames belong to (needed with --emit; default: one stream "
                                   "per file, named after it)")
 @click.option("--start-ms", type=click.IntRange(946_684_800_000, 4_102_444_800_000),
               help="epoch ms of each file's first frame (default: now)")
 @click.option("--broker", help="kafka://host:port (with --emit; env STREAMSAFE_BROKER)")
-def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str | None, start_ms: int | None,
-                 broker: str | None) -> None:
+def hash_command(paths: tuple[Path, ...], fps: float, dihedral: bool, emit: bool, stream_id: str | None,
+                 start_ms: int | None, broker: str | None) -> None:
     """PDQ (+ quality), MD5 and SHA-256 of images and sampled video frames, one
     livestream.frame-hashes message (one frame) a line, ready for a producer."""
     import time
@@ -44,7 +48,7 @@ def hash_command(paths: tuple[Path, ...], fps: float, emit: bool, stream_id: str
     for path in paths:
         stream = stream_id or stream_id_for(path)
         try:
-            for hashes in hash_path(path, fps):
+            for hashes in hash_path(path, fps, dihedral):
                 frame = hashes.as_frame(next_seq[stream], start_ms + (hashes.frame_ts_ms or 0))
                 next_seq[stream] += 1
                 click.echo(orjson.dumps(frame_hashes_messages(stream, [frame])[0]).decode())

@@ -8,13 +8,18 @@ hold); for a video frame, of its decoded RGB pixels.
 What ``streamsafe hash`` prints and sends are ``livestream.frame-hashes`` messages, in
 the contract's own field names (``seq``, ``ts_ms`` in epoch milliseconds), so its
 output can be piped to a producer as it is.
+
+With ``dihedral=True`` a frame's PDQ comes from ``pdqhash.compute_dihedral``: the eight
+dihedral variants (rotations, flips) from one pass, the identity as ``pdq`` and the
+other seven, by Meta's names, as ``pdq_dihedral`` (schema version 2 of the frame-hash
+record); so a mirrored or turned copy of a known picture still matches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,13 +29,20 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-__all__ = ["MAX_FRAMES_PER_MESSAGE", "FrameHashes", "frame_hashes_messages", "hash_image_array",
-           "hash_image_file", "hash_path", "hash_video", "is_video", "pdq_hex", "stream_id_for"]
+from streamsafe.matching.dihedral import VARIANTS
+
+__all__ = ["DIHEDRAL_SCHEMA_VERSION", "MAX_FRAMES_PER_MESSAGE", "FrameHashes", "frame_hashes_messages",
+           "hash_image_array", "hash_image_array_dihedral", "hash_image_file", "hash_path", "hash_video",
+           "is_video", "pdq_hex", "stream_id_for"]
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".m4v"}
 
 MAX_FRAMES_PER_MESSAGE = 64
 """The contract's ``maxItems`` for ``frames`` in one livestream.frame-hashes message."""
+
+DIHEDRAL_SCHEMA_VERSION = 2
+"""The livestream.frame-hashes schema version whose frames may carry ``pdq_dihedral``;
+a message without it stays version 1, readable by every worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +54,25 @@ class FrameHashes:
     sha256: str
     frame_ts_ms: int | None = None  # offset of a video frame from the start of the video
     frame_seq: int | None = None  # position among the video's sampled frames
+    pdq_dihedral: Mapping[str, str] | None = None  # the other seven dihedral variants, by Meta's names
 
     def as_frame(self, seq: int, ts_ms: int) -> dict[str, Any]:
         """One entry of a livestream.frame-hashes message's ``frames``: ``seq`` within the
         stream, ``ts_ms`` the frame's epoch time (not the offset within its video)."""
-        return {"seq": seq, "ts_ms": ts_ms, "pdq": self.pdq, "pdq_quality": self.pdq_quality,
-                "md5": self.md5, "sha256": self.sha256}
+        frame = {"seq": seq, "ts_ms": ts_ms, "pdq": self.pdq, "pdq_quality": self.pdq_quality,
+                 "md5": self.md5, "sha256": self.sha256}
+        if self.pdq_dihedral:
+            frame["pdq_dihedral"] = dict(self.pdq_dihedral)
+        return frame
 
 
 def frame_hashes_messages(stream_id: str, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``frames`` (from ``FrameHashes.as_frame``) as livestream.frame-hashes messages of at
-    most ``MAX_FRAMES_PER_MESSAGE`` frames each."""
-    return [{"schema_version": 1, "stream_id": stream_id, "frames": frames[i:i + MAX_FRAMES_PER_MESSAGE]}
-            for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE)]
+    most ``MAX_FRAMES_PER_MESSAGE`` frames each; a message whose frames carry dihedral
+    variants is schema version 2, any other version 1."""
+    chunks = [frames[i:i + MAX_FRAMES_PER_MESSAGE] for i in range(0, len(frames), MAX_FRAMES_PER_MESSAGE)]
+    return [{"schema_version": DIHEDRAL_SCHEMA_VERSION if any("pdq_dihedral" in f for f in chunk) else 1,
+             "stream_id": stream_id, "frames": chunk} for chunk in chunks]
 
 
 def stream_id_for(path: Path) -> str:
@@ -73,16 +91,30 @@ def hash_image_array(rgb: np.ndarray) -> tuple[str, int]:
     return pdq_hex(bits), int(quality)
 
 
-def hash_image_file(path: Path) -> FrameHashes:
+def hash_image_array_dihedral(rgb: np.ndarray) -> tuple[str, int, dict[str, str]]:
+    """PDQ of the picture (identity), its quality, and the PDQ of its seven other dihedral
+    variants by Meta's names: all eight from one pass of ``pdqhash.compute_dihedral``."""
+    variants, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb))
+    identity, *others = (pdq_hex(bits) for bits in variants)
+    return identity, int(quality), dict(zip(VARIANTS, others, strict=True))
+
+
+def _pdq(rgb: np.ndarray, dihedral: bool) -> tuple[str, int, dict[str, str] | None]:
+    if dihedral:
+        return hash_image_array_dihedral(rgb)
+    return (*hash_image_array(rgb), None)
+
+
+def hash_image_file(path: Path, dihedral: bool = False) -> FrameHashes:
     data = path.read_bytes()
     with Image.open(path) as image:
         rgb = np.asarray(image.convert("RGB"))
-    pdq, quality = hash_image_array(rgb)
+    pdq, quality, variants = _pdq(rgb, dihedral)
     return FrameHashes(str(path), pdq, quality, hashlib.md5(data).hexdigest(),
-                       hashlib.sha256(data).hexdigest())
+                       hashlib.sha256(data).hexdigest(), pdq_dihedral=variants)
 
 
-def hash_video(path: Path, fps: float = 1.0) -> Iterator[FrameHashes]:
+def hash_video(path: Path, fps: float = 1.0, dihedral: bool = False) -> Iterator[FrameHashes]:
     """One frame per ``1/fps`` seconds of video time (the first frame at or after each mark)."""
     import av
 
@@ -98,10 +130,10 @@ def hash_video(path: Path, fps: float = 1.0) -> Iterator[FrameHashes]:
             if at < next_mark:
                 continue
             rgb = frame.to_ndarray(format="rgb24")
-            pdq, quality = hash_image_array(rgb)
+            pdq, quality, variants = _pdq(rgb, dihedral)
             raw = rgb.tobytes()
             yield FrameHashes(str(path), pdq, quality, hashlib.md5(raw).hexdigest(),
-                              hashlib.sha256(raw).hexdigest(), int(at * 1000), seq)
+                              hashlib.sha256(raw).hexdigest(), int(at * 1000), seq, variants)
             seq += 1
             while next_mark <= at:
                 next_mark += step
@@ -111,8 +143,8 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def hash_path(path: Path, fps: float = 1.0) -> Iterator[FrameHashes]:
+def hash_path(path: Path, fps: float = 1.0, dihedral: bool = False) -> Iterator[FrameHashes]:
     if is_video(path):
-        yield from hash_video(path, fps)
+        yield from hash_video(path, fps, dihedral)
     else:
-        yield hash_image_file(path)
+        yield hash_image_file(path, dihedral)

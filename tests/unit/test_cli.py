@@ -136,3 +136,48 @@ def test_frames_are_split_into_messages_the_contract_accepts():
     assert [len(m["frames"]) for m in messages] == [64, 64, 2]
     for message in messages:
         valid(message)
+
+
+def test_hash_dihedral_emits_version_2_messages_the_worker_decodes(tmp_path, monkeypatch):
+    from streamsafe.events.decode import InputDecoder
+    from streamsafe.matching.dihedral import VARIANTS
+    from streamsafe.settings import Settings
+
+    sent: list[bytes] = []
+
+    class Producer:
+        async def send_and_wait(self, topic, value, key):
+            sent.append(value)
+
+        async def stop(self):
+            pass
+
+    async def open_producer(settings):
+        return Producer()
+
+    monkeypatch.setattr("streamsafe.demo.player.open_producer", open_producer)
+    frame = image(tmp_path / "frame.png")
+    plain = CliRunner().invoke(cli, ["hash", str(frame), "--start-ms", "1790000000000"])
+    result = CliRunner().invoke(cli, ["hash", str(frame), "--dihedral", "--emit", "--stream-id", "st-1",
+                                      "--start-ms", "1790000000000", "--broker", "kafka://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    printed = orjson.loads(result.stdout.splitlines()[0])
+    assert orjson.loads(sent[0]) == printed and printed["schema_version"] == 2
+    decoder = InputDecoder(load_contract(), Settings().max_message_bytes)
+    batch = decoder.decode(FRAME_HASHES, b"st-1", sent[0])
+    (decoded,) = batch.frames
+    assert decoded.pdq == orjson.loads(plain.stdout)["frames"][0]["pdq"]  # pdq stays the identity hash
+    assert tuple(decoded.pdq_dihedral) == VARIANTS
+    assert orjson.loads(plain.stdout)["schema_version"] == 1 and "pdq_dihedral" not in plain.stdout
+
+
+def test_a_full_message_of_dihedral_frames_fits_the_size_limit():
+    from streamsafe.hashing.frames import FrameHashes
+    from streamsafe.matching.dihedral import VARIANTS
+    from streamsafe.settings import Settings
+
+    hashes = FrameHashes("f", "f" * 64, 100, "f" * 32, "f" * 64, pdq_dihedral=dict.fromkeys(VARIANTS, "f" * 64))
+    frames = [hashes.as_frame(seq=10**9 + i, ts_ms=1_790_000_000_000 + i) for i in range(64)]
+    (message,) = frame_hashes_messages("s" * 128, frames)
+    frame_hashes_validator()(message)
+    assert len(orjson.dumps(message)) < Settings().max_message_bytes

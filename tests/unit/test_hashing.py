@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streamsafe.hashing.frames import hash_image_file, hash_video
+from streamsafe.matching.dihedral import TRANSFORMS, VARIANTS
 from streamsafe.matching.signal_types import PDQ
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "pdq-reference"
@@ -33,6 +34,32 @@ def test_pdq_within_16_bits_of_meta_reference(row):
     assert PDQ().distance(hashes.pdq, row["pdq_hex"]) <= 16
     assert hashes.md5 == hashlib.md5((REFERENCE / row["path"]).read_bytes()).hexdigest()
     assert 0 <= hashes.pdq_quality <= 100
+
+
+def dihedral_rows() -> list[dict[str, str]]:
+    """Meta's bridge picture in its eight orientations, in Meta's order (the file names
+    number them: 1 original .. 8 flip-minus-1)."""
+    return sorted((r for r in reference_rows() if r["path"].startswith("images/dih/")), key=lambda r: r["path"])
+
+
+@needs_reference
+def test_every_dihedral_variant_is_within_16_bits_of_metas_hash_for_that_orientation():
+    rows = dihedral_rows()
+    assert len(rows) == len(TRANSFORMS)
+    original = hash_image_file(REFERENCE / rows[0]["path"], dihedral=True)
+    assert original.pdq == hash_image_file(REFERENCE / rows[0]["path"]).pdq  # pdq is the identity hash
+    computed = [original.pdq] + [original.pdq_dihedral[name] for name in VARIANTS]
+    distances = {name: PDQ().distance(ours, row["pdq_hex"])
+                 for name, ours, row in zip(TRANSFORMS, computed, rows, strict=True)}
+    assert all(d <= 16 for d in distances.values()), distances
+
+
+@needs_reference
+def test_the_dihedral_reference_files_are_named_in_metas_order():
+    names = [Path(r["path"]).stem.split("-", 2)[2].replace("-", "") for r in dihedral_rows()]
+    assert names == ["original", "rotate90", "rotate180", "rotate270", "flipx", "flipy", "flipplus1",
+                     "flipminus1"]
+    assert [t.replace("_", "") for t in TRANSFORMS[1:]] == names[1:]
 
 
 def write_video(path: Path, seconds: int, fps: int = 10) -> None:
