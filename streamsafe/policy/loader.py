@@ -20,6 +20,9 @@ rule values: counts / age in days   0 .. 10000 / 0 .. 36500
 rule values: risk and scores        0 .. 1
 ==================================  =========================
 
+``matching.pdq_transforms`` (by trust level) and ``matching.bank_transforms`` (by bank)
+map to ``all`` or a list of dihedral transform names that includes ``identity``.
+
 Non-finite numbers (``.nan``, ``.inf``) are refused everywhere.
 """
 
@@ -35,6 +38,7 @@ from typing import Any
 import yaml
 
 from streamsafe.errors import PolicyError
+from streamsafe.matching.dihedral import ALL, IDENTITY, TRANSFORMS
 from streamsafe.matching.signal_types import PDQ
 from streamsafe.policy.features import FEATURES, feature_named
 from streamsafe.policy.model import (
@@ -181,6 +185,9 @@ def policy_from_mapping(document: Any) -> Policy:
             isinstance(r, int) and 0 <= r <= 31 for r in bank_radius.values()):
         p.add("matching.bank_radius", "must map bank names to radii in 0..31")
         bank_radius = {}
+    pdq_transforms = _transforms(p, "matching.pdq_transforms", matching.get("pdq_transforms", {"authority": "all"}),
+                                 TRUST_LEVELS)
+    bank_transforms = _transforms(p, "matching.bank_transforms", matching.get("bank_transforms"))
     banks = p.mapping("banks", document.get("banks"))
     for bank, trust in banks.items():
         if trust not in TRUST_LEVELS:
@@ -203,7 +210,25 @@ def policy_from_mapping(document: Any) -> Policy:
         raise PolicyError(p.items)
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
                   strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
-                  pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius))
+                  pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius),
+                  pdq_transforms=pdq_transforms, bank_transforms=bank_transforms)
+
+
+def _transforms(p: _Problems, where: str, doc: Any, names: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:
+    """``{bank or trust: all | [transform, ...]}``; ``identity`` must be among them: it is
+    how every frame without variants matches."""
+    out: dict[str, frozenset[str]] = {}
+    for name, chosen in p.mapping(where, doc).items():
+        listed = chosen if isinstance(chosen, list) and all(isinstance(t, str) for t in chosen) else []
+        if names is not None and name not in names:
+            p.add(f"{where}.{name}", f"must be one of {names}")
+        elif chosen == "all":
+            out[str(name)] = ALL
+        elif IDENTITY in listed and set(listed) <= ALL:
+            out[str(name)] = frozenset(listed)
+        else:
+            p.add(f"{where}.{name}", f"must be 'all' or a list of {TRANSFORMS} with identity (the frame as shown)")
+    return out
 
 
 def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) -> ClassifierModel:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streamsafe.events.values import Priority
+from streamsafe.matching.dihedral import ALL, ONLY_IDENTITY
 from streamsafe.matching.signal_types import PDQ
 from streamsafe.scoring.fusion import FusionModel
 
@@ -67,9 +68,19 @@ class Policy:
     pdq_radius: int = PDQ.threshold
     pdq_min_quality: int = PDQ.min_quality
     bank_radius: Mapping[str, int] = field(default_factory=dict)
+    #: by bank trust: under which dihedral transforms a frame showing a bank's picture
+    #: matches, when the frame carries its variants (trust levels not named: identity only)
+    pdq_transforms: Mapping[str, frozenset[str]] = field(default_factory=lambda: {"authority": ALL})
+    bank_transforms: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per bank, over trust
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")
+
+    def transforms_of(self, bank: str) -> frozenset[str]:
+        """The dihedral transforms (:mod:`streamsafe.matching.dihedral`) under which a
+        frame showing one of ``bank``'s pictures counts as a match."""
+        chosen = self.bank_transforms.get(bank)
+        return chosen if chosen is not None else self.pdq_transforms.get(self.trust_of(bank), ONLY_IDENTITY)
 
     def is_strong(self, distance: int) -> bool:
         return distance <= self.strong_max_distance

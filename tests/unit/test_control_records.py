@@ -66,6 +66,9 @@ MALFORMED = {
     "rules a mapping": policy(rules={"r": 1}),
     "no version": policy(version=None),
     "pdq radius 64": policy(matching={"pdq_radius": 64}),
+    "transforms without identity": policy(matching={"pdq_transforms": {"authority": ["flipy"]}}),
+    "transforms a string": policy(matching={"bank_transforms": {"ncmec": "mirror"}}),
+    "transforms of an unknown trust": policy(matching={"pdq_transforms": {"trusted": "all"}}),
 }
 
 

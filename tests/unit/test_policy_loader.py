@@ -62,3 +62,44 @@ def test_every_feature_in_the_table_loads_and_evaluates():
     evaluate_rules(policy, StreamState(), 1_764_324_000_000)  # every row reads an empty state
     with pytest.raises(PolicyError, match="unknown feature"):
         load_policy("version: t\nrules:\n  - name: r\n    when: {score.: {gte: 0}}\n    then: [monitor]\n")
+
+
+def test_default_policy_counts_every_dihedral_transform_for_authority_banks_only():
+    from streamsafe.matching.dihedral import ALL, ONLY_IDENTITY
+
+    policy = load_policy()
+    assert policy.transforms_of("ncmec") == ALL and len(ALL) == 8
+    for bank in ("internal-confirmed", "platform-allow", "partner-x"):
+        assert policy.transforms_of(bank) == ONLY_IDENTITY, bank
+
+
+def test_transforms_by_trust_with_per_bank_overrides():
+    policy = load_policy("""
+version: t
+banks: {ncmec: authority, iwf: authority, internal-confirmed: internal}
+matching:
+  pdq_transforms: {authority: [identity, flipy], internal: all}
+  bank_transforms: {iwf: [identity], partner-x: [identity, rotate90, rotate270]}
+rules: [{name: r, when: {risk: {gte: 0.9}}, then: [monitor]}]
+""")
+    assert policy.transforms_of("ncmec") == {"identity", "flipy"}
+    assert policy.transforms_of("iwf") == {"identity"}  # the bank's own setting wins over its trust's
+    assert len(policy.transforms_of("internal-confirmed")) == 8
+    assert policy.transforms_of("partner-x") == {"identity", "rotate90", "rotate270"}
+    assert policy.transforms_of("partner-y") == {"identity"}  # a trust level not named: identity only
+
+
+def test_invalid_transform_settings_are_each_named():
+    with pytest.raises(PolicyError) as info:
+        load_policy("""
+version: t
+matching:
+  pdq_transforms: {authority: [flipy], trusted: all, partner: mirror}
+  bank_transforms: {x: [identity, rotate45], y: [identity, {a: 1}], z: 3}
+rules: [{name: r, when: {risk: {gte: 0.9}}, then: [monitor]}]
+""")
+    problems = "\n".join(info.value.problems)
+    for where in ("pdq_transforms.authority", "pdq_transforms.trusted", "pdq_transforms.partner",
+                  "bank_transforms.x", "bank_transforms.y", "bank_transforms.z"):
+        assert f"matching.{where}:" in problems, where
+    assert "with identity" in problems and "must be one of" in problems
