@@ -176,8 +176,8 @@ def decode_frame_matches(value: bytes | None) -> tuple[FrameMatches, SourceRecor
     except orjson.JSONDecodeError as exc:
         raise RejectedInput("malformed_json", str(exc)) from None
     try:
-        if doc["schema_version"] != 1:
-            raise RejectedInput("unknown_version", f"schema_version {doc['schema_version']!r} is not 1")
+        if doc["schema_version"] not in (1, 2):
+            raise RejectedInput("unknown_version", f"schema_version {doc['schema_version']!r} is not 1 or 2")
         source = doc["source"]
         screened = FrameMatches(doc["stream_id"], tuple(Frame(**f) for f in doc["frames"]),
                                 tuple(Match(**m) for m in doc["matches"]))

@@ -46,14 +46,18 @@ def frame_record(frame: Frame) -> dict[str, Any]:
 
 
 def _match_record(m: Match) -> dict[str, Any]:
-    return {"bank": m.bank, "entry_id": m.entry_id, "signal_type": m.signal_type, "distance": m.distance,
-            "frame_seq": m.frame_seq, "frame_ts_ms": m.frame_ts_ms, "quality": m.quality}
+    record = {"bank": m.bank, "entry_id": m.entry_id, "signal_type": m.signal_type, "distance": m.distance,
+              "frame_seq": m.frame_seq, "frame_ts_ms": m.frame_ts_ms, "quality": m.quality}
+    if m.transform is not None:
+        record["transform"] = m.transform
+    return record
 
 
 def encode_frame_matches(screened: FrameMatches, source: SourceRecord) -> bytes:
-    """A ``streamsafe.frame-matches`` record: what the frame pre-filter decoded and matched."""
+    """A ``streamsafe.frame-matches`` record: what the frame pre-filter decoded and matched
+    (version 2 when a match came through a dihedral variant and names its transform)."""
     return orjson.dumps({
-        "schema_version": 1,
+        "schema_version": 2 if any(m.transform is not None for m in screened.matches) else 1,
         "stream_id": screened.stream_id,
         "frames": [frame_record(f) for f in screened.frames],
         "matches": [_match_record(m) for m in screened.matches],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamsafe.events.values import EvidenceRef
@@ -51,7 +51,8 @@ class FrameBatch:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One frame matched one bank entry."""
+    """One frame matched one bank entry. ``transform`` (None: the frame as it is) says how
+    the frame shows the entry's picture, when one of its dihedral variants matched."""
 
     bank: str
     entry_id: str
@@ -60,12 +61,14 @@ class Match:
     frame_seq: int
     frame_ts_ms: int
     quality: int | None = None
+    transform: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FrameMatches:
     """A frame-hash message screened against the banks: the frames that matched and
-    their matches (what the stateful path needs; frames that matched nothing are gone)."""
+    their matches (what the stateful path needs; frames that matched nothing are gone, and
+    so are the frames' dihedral variants: the matches say which transform matched)."""
 
     stream_id: str
     frames: tuple[Frame, ...]
@@ -74,7 +77,8 @@ class FrameMatches:
     @classmethod
     def of(cls, batch: FrameBatch, matches: tuple[Match, ...] | list[Match]) -> FrameMatches:
         matched = {m.frame_seq for m in matches}
-        return cls(batch.stream_id, tuple(f for f in batch.frames if f.seq in matched), tuple(matches))
+        return cls(batch.stream_id, tuple(replace(f, pdq_dihedral=None) if f.pdq_dihedral else f
+                                          for f in batch.frames if f.seq in matched), tuple(matches))
 
     def frame_hashes(self) -> dict[int, dict[str, str]]:
         """Each matched frame's hashes by signal type (for report packets)."""

@@ -5,6 +5,12 @@ each gets an integer slot. Exact digests (MD5, SHA-256) are looked up in a hash
 table; PDQ hashes in an exact Hamming-radius index that takes additions and
 removals without a rebuild. Entry ids, not hash values, identify what matched,
 so decisions and logs never carry bank contents.
+
+A frame that carries its dihedral PDQ variants (``pdq_dihedral``: rotated and flipped
+copies, see :mod:`.dihedral`) has them looked up in the same index call as every
+other hash of the batch; a variant's match counts for a bank only when the caller's
+``transforms_of(bank)`` names the transform under which the frame shows the entry's
+picture, and a frame matches an entry once, through its closest hash.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamsafe.errors import BankError
 from streamsafe.events.models import BankEntry, Frame, Match
+from streamsafe.matching.dihedral import VARIANTS, shown_as
 from streamsafe.matching.pdq import PDQIndex
 from streamsafe.matching.signal_types import PDQ, SignalTypeRegistry, default_registry
 
@@ -25,6 +32,11 @@ __all__ = ["HashBanks", "HashListProblem", "read_hash_list"]
 
 _EXACT_BY_LENGTH = {32: "md5", 64: "sha256"}
 _TYPES = ("pdq", "md5", "sha256")
+_RANK = {None: 0} | {t: i for i, t in enumerate(VARIANTS, start=1)}  # ties: the frame as it is, then Meta's order
+
+TransformsOf = Callable[[str], frozenset[str]]
+"""A bank's name -> the transforms (:data:`.dihedral.TRANSFORMS`) under which a frame
+showing one of its pictures counts as a match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +150,8 @@ class HashBanks:
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self._slot_of
 
-    def _match(self, slot: int, signal_type: str, distance: int, frame: Frame) -> Match | None:
+    def _match(self, slot: int, signal_type: str, distance: int, frame: Frame,
+               transform: str | None = None) -> Match | None:
         entry_id = self._entry_ids[slot]
         if entry_id is None:
             return None
@@ -146,24 +159,29 @@ class HashBanks:
         if signal_type == "pdq" and distance > self.bank_radius.get(bank, self.pdq_radius):
             return None
         return Match(bank, entry_id, signal_type, distance, frame.seq, frame.ts_ms,
-                     frame.pdq_quality if signal_type == "pdq" else None)
+                     frame.pdq_quality if signal_type == "pdq" else None, transform)
 
-    def match_frame(self, frame: Frame) -> list[Match]:
+    def match_frame(self, frame: Frame, transforms_of: TransformsOf | None = None) -> list[Match]:
         """Every bank entry this frame hits: exact digests by equality, PDQ within the
         radius (per-bank override), frames below the PDQ quality floor skipped."""
-        return self.match_frames([frame])
+        return self.match_frames([frame], transforms_of)
 
-    def match_frames(self, frames: Sequence[Frame]) -> list[Match]:
+    def match_frames(self, frames: Sequence[Frame], transforms_of: TransformsOf | None = None) -> list[Match]:
         """Frames arriving together are matched as one PDQ batch."""
-        return self.match_frame_groups([frames])[0]
+        return self.match_frame_groups([frames], transforms_of)[0]
 
-    def match_frame_groups(self, groups: Sequence[Sequence[Frame]]) -> list[list[Match]]:
+    def match_frame_groups(self, groups: Sequence[Sequence[Frame]],
+                           transforms_of: TransformsOf | None = None) -> list[list[Match]]:
         """The matches of each group of frames (e.g. each message of a consumer batch),
-        with every PDQ hash of every group looked up in one index call."""
+        with every PDQ hash of every group looked up in one index call: dihedral variants
+        too, where a frame carries them and ``transforms_of`` (None: no bank) counts them."""
         matches: list[list[Match]] = [[] for _ in groups]
-        queried: list[tuple[int, Frame]] = []
+        queried: list[tuple[int, Frame, str | None, int]] = []  # group, frame, variant, the frame's first query
+        hashes: list[str] = []
         floor = self.pdq_min_quality
         with_pdq = len(self._pdq) > 0
+        counted: list[frozenset[str]] = []  # per bank code: the variants whose matches count
+        probed: frozenset[str] | None = None
         for g, frames in enumerate(groups):
             for frame in frames:
                 for signal_type, digest in (("md5", frame.md5), ("sha256", frame.sha256)):
@@ -172,16 +190,52 @@ class HashBanks:
                             if (m := self._match(slot, signal_type, 0, frame)) is not None:
                                 matches[g].append(m)
                 if with_pdq and frame.pdq is not None and (frame.pdq_quality or 0) >= floor:
-                    queried.append((g, frame))
-        if queried:
-            for i, slot, distance in self._pdq.query_batch([f.pdq for _, f in queried], self._pdq_max()):
-                g, frame = queried[i]
+                    first = len(queried)
+                    queried.append((g, frame, None, first))
+                    hashes.append(frame.pdq)
+                    if frame.pdq_dihedral and transforms_of is not None:
+                        if probed is None:
+                            counted = self._variants_counted(transforms_of)
+                            probed = frozenset().union(*counted)
+                        for variant, digest in frame.pdq_dihedral.items():
+                            if variant in probed:
+                                queried.append((g, frame, variant, first))
+                                hashes.append(digest)
+        if not queried:
+            return matches
+        found = self._pdq.query_batch(hashes, self._pdq_max())
+        if probed is None:  # no variants: each frame's matches in index order, as they come
+            for i, slot, distance in found:
+                g, frame, _, _ = queried[i]
                 if (m := self._match(slot, "pdq", distance, frame)) is not None:
                     matches[g].append(m)
+            return matches
+        at: dict[tuple[int, int], int] = {}  # (frame's first query, slot) -> where its match is in its group
+        for i, slot, distance in found:
+            g, frame, variant, first = queried[i]
+            if variant is not None and variant not in counted[self._bank_code[slot]]:
+                continue
+            m = self._match(slot, "pdq", distance, frame, None if variant is None else shown_as(variant))
+            if m is None:
+                continue
+            key = (first, slot)
+            if key not in at:
+                at[key] = len(matches[g])
+                matches[g].append(m)
+            elif _closeness(m) < _closeness(matches[g][at[key]]):
+                matches[g][at[key]] = m  # one match per frame and entry: the closest hash
         return matches
+
+    def _variants_counted(self, transforms_of: TransformsOf) -> list[frozenset[str]]:
+        """Per bank code, the variants of a frame whose matches count for that bank."""
+        return [frozenset(v for v in VARIANTS if shown_as(v) in transforms_of(bank)) for bank in self._banks]
 
     def _pdq_max(self) -> int:
         return max(self.pdq_radius, *self.bank_radius.values(), 0)
+
+
+def _closeness(m: Match) -> tuple[int, int]:
+    return m.distance, _RANK[m.transform]
 
 
 def read_hash_list(

@@ -42,7 +42,8 @@ class ReviewConfig:
 def _frame_evidence(incident: Incident) -> list[Evidence]:
     return [Evidence("hash_match", f.ts_ms, (("signal_type", f.signal_type), ("bank", f.bank),
                                               ("entry_id", f.entry_id), ("distance", f.distance),
-                                              ("frame_seq", f.frame_seq))) for f in incident.frames]
+                                              ("frame_seq", f.frame_seq), ("transform", f.transform)))
+            for f in incident.frames]
 
 
 def _emit(state: StreamState, decision: Decision, key: str) -> StreamState:

@@ -5,7 +5,9 @@ The frame pre-filter screens whole consumer batches (the PDQ hashes of a batch i
 index call) and forwards only the records with a match, as
 :class:`~streamsafe.events.models.FrameMatches`; the agent path (pre-filter off) screens
 one record at a time with the same function. Either way the stateful step receives the
-matches, and a frame is decoded and matched exactly once.
+matches, and a frame is decoded and matched exactly once. A frame carrying its dihedral
+variants has them matched in the same index call, counted per bank as the live policy's
+``pdq_transforms`` / ``bank_transforms`` say (:meth:`Policy.transforms_of`).
 
 Never raises: a record the contract rejects carries its dead letter; a record whose
 screening raises carries a ``processing_error`` dead letter (the batch is then matched
@@ -58,7 +60,7 @@ def processing_error(exc: Exception, key: bytes | None, value: bytes | None, sou
 
 class FrameScreen:
     """Decode + validate + match for ``livestream.frame-hashes``, with the live policy's
-    view of the banks (radius, quality floor, allow banks)."""
+    view of the banks (radius, quality floor, allow banks, which dihedral transforms count)."""
 
     def __init__(self, decoder: InputDecoder, banks: HashBanks, live_policy: Callable[[], Policy]) -> None:
         self.decoder = decoder
@@ -70,12 +72,13 @@ class FrameScreen:
         try:
             event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
             assert isinstance(event, FrameBatch)
-            matches = self.banks.match_frames(event.frames)
+            policy = self.live_policy()
+            matches = self.banks.match_frames(event.frames, policy.transforms_of)
         except RejectedInput as exc:
             return Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
         except Exception as exc:  # one record must never stop the screening
             return Screened(dead_letter=processing_error(exc, key, value, source))
-        kept = _without_allowed(matches, self.live_policy().trust_of) if matches else matches
+        kept = _without_allowed(matches, policy.trust_of) if matches else matches
         return Screened(matches=FrameMatches.of(event, kept)) if kept else NOTHING
 
     def screen(self, records: Sequence[RawRecord]) -> list[Screened]:
@@ -93,21 +96,21 @@ class FrameScreen:
                 continue
             assert isinstance(event, FrameBatch)
             decoded.append((i, event))
+        policy = self.live_policy()
         try:
-            groups = self.banks.match_frame_groups([e.frames for _, e in decoded])
+            groups = self.banks.match_frame_groups([e.frames for _, e in decoded], policy.transforms_of)
         except Exception:
-            groups = [self._match_one(i, e, records, out) for i, e in decoded]
-        trust = self.live_policy().trust_of
+            groups = [self._match_one(i, e, records, out, policy) for i, e in decoded]
         for (i, event), matches in zip(decoded, groups, strict=True):
             if out[i] is None:
-                kept = _without_allowed(matches, trust)
+                kept = _without_allowed(matches, policy.trust_of)
                 out[i] = Screened(matches=FrameMatches.of(event, kept) if kept else None)
         return [s if s is not None else Screened() for s in out]
 
     def _match_one(self, i: int, event: FrameBatch, records: Sequence[RawRecord],
-                   out: list[Screened | None]) -> list[Match]:
+                   out: list[Screened | None], policy: Policy) -> list[Match]:
         try:
-            return self.banks.match_frames(event.frames)
+            return self.banks.match_frames(event.frames, policy.transforms_of)
         except Exception as exc:
             key, value, source = records[i]
             out[i] = Screened(dead_letter=processing_error(exc, key, value, source))

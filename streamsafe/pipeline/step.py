@@ -85,8 +85,8 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
     live = ctx.policies.live
     match event:
         case FrameMatches(matches=matches):
-            refs = [(MatchRef(m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.frame_ts_ms),
-                     live.is_strong(m.distance)) for m in matches]
+            refs = [(MatchRef(m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.frame_ts_ms,
+                              m.transform), live.is_strong(m.distance)) for m in matches]
             observed = stored.with_matches([r for r, strong in refs if strong], [r for r, strong in refs if not strong])
             at_ms = max(m.frame_ts_ms for m in matches)
             return _observe(event, stored, incident, observed, at_ms, ctx, matches)

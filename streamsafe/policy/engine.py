@@ -74,7 +74,7 @@ def _evidence(policy: Policy, state: StreamState, rule: Rule, at_ms: int) -> tup
                 if trusted(policy, m, predicate):
                     items.append(Evidence("hash_match", m.ts_ms, (
                         ("signal_type", m.signal_type), ("bank", m.bank), ("entry_id", m.entry_id),
-                        ("distance", m.distance), ("frame_seq", m.frame_seq))))
+                        ("distance", m.distance), ("frame_seq", m.frame_seq), ("transform", m.transform))))
         elif name.startswith("score.") and (slot := state.scores.get(name[6:])) is not None:
             detail: list[tuple[str, Any]] = [("classifier", name[6:]), ("score", slot.score)]
             ref = EvidenceRef.parse(slot.ref)

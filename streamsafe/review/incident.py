@@ -45,6 +45,7 @@ class MatchedFrame:
     bank: str
     entry_id: str
     distance: int
+    transform: str | None = None  # how the frame showed the entry's picture (None: as it is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class Incident:
             if (m.frame_seq, m.entry_id) not in known:
                 frames.append(MatchedFrame(m.frame_seq, m.frame_ts_ms, m.signal_type,
                                            frame_hashes.get(m.frame_seq, {}).get(m.signal_type), m.bank,
-                                           m.entry_id, m.distance))
+                                           m.entry_id, m.distance, m.transform))
                 known.add((m.frame_seq, m.entry_id))
         frames.sort(key=lambda f: (f.distance, -f.ts_ms))  # keep the strongest evidence
         return replace(self, partition=partition, frames=tuple(sorted(frames[:MAX_FRAMES],
@@ -152,8 +153,8 @@ class Incident:
             record["e"] = [[e.decision_id, e.priority, e.rule, e.top_signal, e.decided_at_ms, e.due_ms,
                             e.status] for e in self.escalations]
         if self.frames:
-            record["f"] = [[f.frame_seq, f.ts_ms, f.signal_type, f.frame_hash, f.bank, f.entry_id, f.distance]
-                           for f in self.frames]
+            record["f"] = [[f.frame_seq, f.ts_ms, f.signal_type, f.frame_hash, f.bank, f.entry_id, f.distance,
+                            *((f.transform,) if f.transform else ())] for f in self.frames]
         if self.classifier:
             record["c"] = [dict(c) for c in self.classifier]
         if self.verdicts:

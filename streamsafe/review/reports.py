@@ -88,7 +88,8 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
         "hash_matches": [
             {"signal_type": f.signal_type, "bank": f.bank, "entry_id": f.entry_id, "distance": f.distance,
              "frame_seq": f.frame_seq, "frame": utc(f.ts_ms),
-             **({"frame_hash": f.frame_hash} if f.frame_hash else {})}
+             **({"frame_hash": f.frame_hash} if f.frame_hash else {}),
+             **({"transform": f.transform} if f.transform else {})}
             for f in incident.frames
         ],
         "classifier_evidence": [_classifier(c) for c in incident.classifier],

@@ -46,6 +46,7 @@ class MatchRef:
     distance: int
     frame_seq: int
     ts_ms: int
+    transform: str | None = None  # how the frame showed the entry's picture (None: as it is)
 
     def key(self) -> tuple[int, str, int]:
         return (self.ts_ms, self.entry_id, self.frame_seq)
@@ -318,7 +319,8 @@ class StreamState:
 
 
 def _match_row(m: MatchRef) -> list[Any]:
-    return [m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.ts_ms]
+    row = [m.bank, m.entry_id, m.signal_type, m.distance, m.frame_seq, m.ts_ms]
+    return row if m.transform is None else [*row, m.transform]
 
 
 def _min(a: int | None, b: int | None) -> int | None:
