@@ -12,10 +12,17 @@ process so that its resident memory can be attributed to it:
   queries (recall must be 1.0, false matches 0: both indexes claim to be exact);
 * how long an update takes to become matchable: add a hash, look it up until found;
   remove it, look it up until gone. pytx's index has no remove; rebuilding it is the
-  only way, so its remove time is its build time (flagged ``remove_via_rebuild``).
+  only way, so its remove time is its build time (flagged ``remove_via_rebuild``);
+* for StreamSafe's index, frames with their eight dihedral PDQ variants (the frame and
+  seven hashes unrelated to the bank, as a frame's mirror images and turns mostly are):
+  frames per second with eight ``query`` calls per frame, with one ``query_batch`` of
+  the eight (what the screen does), and with a consumer batch of frames x 8 in one
+  call, next to the same frames without variants; the batched results are checked
+  against the eight single lookups.
 
 Output with ``--json``: one JSON line per (method, n), then
-``{"ratio_vs_pytx": {n: ours_lookups_per_s / pytx_lookups_per_s}, ...}``.
+``{"ratio_vs_pytx": {n: ours_lookups_per_s / pytx_lookups_per_s}, ...,
+"dihedral_cost": {n: {frames/s without variants over frames/s with them, per way}}}``.
 
 Usage: python bench/matching.py --sizes 1000000,10000000 --json
 (pytx's index needs the bench extras: pip install -e '.[bench]')
@@ -134,6 +141,7 @@ def _worker_ours(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     for lo in range(0, len(queries), args.batch):
         index.query_batch_arrays(queries[lo : lo + args.batch], RADIUS)
     batch_lps = len(queries) / (time.perf_counter() - t0)
+    dihedral = _dihedral_lookups(index, queries[: args.queries], args)
 
     found = [dict(r) for r in results[: len(sample)]]
     qidx, bids, bdist = index.query_batch_arrays(sample, RADIUS)
@@ -176,12 +184,37 @@ def _worker_ours(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "add_visible_ms": add_ms,
         "remove_visible_ms": remove_ms,
         "batch_lookups_per_s": batch_lps,
+        **dihedral,
         "index_mb": index.nbytes / 2**20,
         "widths": list(index.widths),
         "lookups_timed": len(query_hex),
         "recall_sample": len(sample),
         "true_matches_in_sample": sum(len(t) for t in truth),
     }
+
+
+def _dihedral_lookups(index: Any, queries: npt.NDArray[np.uint64], args: argparse.Namespace) -> dict[str, Any]:
+    """Frames/s when each frame brings its eight dihedral variants: eight ``query`` calls,
+    one ``query_batch`` of eight, and ``args.batch`` frames x 8 in one call."""
+    rng = np.random.default_rng(args.seed + 3)
+    others = rng.integers(0, np.iinfo(np.uint64).max, size=(len(queries), 7, 4), dtype=np.uint64, endpoint=True)
+    frames = np.ascontiguousarray(np.concatenate([queries[:, None, :], others], axis=1))  # [frames, 8, 4]
+    hexes = [_hexes(f) for f in frames]
+    t0 = time.perf_counter()
+    probes = [[index.query(h, RADIUS) for h in eight] for eight in hexes]
+    probes_fps = len(hexes) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    batched = [index.query_batch(eight, RADIUS) for eight in hexes]
+    batched_fps = len(hexes) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for lo in range(0, len(frames), args.batch):
+        index.query_batch_arrays(frames[lo : lo + args.batch].reshape(-1, 4), RADIUS)
+    consumer_fps = len(frames) / (time.perf_counter() - t0)
+    same = all(sorted((q, i, d) for q, found in enumerate(p) for i, d in found) == sorted(b)
+               for p, b in zip(probes, batched, strict=True))
+    return {"dihedral_frames_per_s_8_probes": probes_fps, "dihedral_frames_per_s_8_batched": batched_fps,
+            "dihedral_batch_frames_per_s": consumer_fps, "dihedral_batched_same_as_probes": same,
+            "dihedral_frames_timed": len(hexes)}
 
 
 def _worker_pytx(data: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -344,7 +377,15 @@ def main(argv: list[str] | None = None) -> int:
         if OURS in by and PYTX in by:
             ratios[str(n)] = round(by[OURS]["lookups_per_s"] / by[PYTX]["lookups_per_s"], 1)
             batch_ratios[str(n)] = round(by[OURS]["batch_lookups_per_s"] / by[PYTX]["batch_lookups_per_s"], 1)
-    print(json.dumps({"ratio_vs_pytx": ratios, "batch_ratio_vs_pytx": batch_ratios}), flush=True)
+    dihedral_cost = {}
+    for ln in lines:
+        if ln["method"] == OURS and "error" not in ln:
+            dihedral_cost[str(ln["n"])] = {
+                "8_probes": round(ln["lookups_per_s"] / ln["dihedral_frames_per_s_8_probes"], 2),
+                "8_batched": round(ln["lookups_per_s"] / ln["dihedral_frames_per_s_8_batched"], 2),
+                "consumer_batch": round(ln["batch_lookups_per_s"] / ln["dihedral_batch_frames_per_s"], 2)}
+    print(json.dumps({"ratio_vs_pytx": ratios, "batch_ratio_vs_pytx": batch_ratios,
+                      "dihedral_cost": dihedral_cost}), flush=True)
     return 0
 
 
