@@ -7,7 +7,10 @@ Workloads, each produced once to its own topics:
 * mix: the realistic mix (70% single-frame hash messages, 20% classifier signals,
   7% metadata, 3% reports; a few known-hash frames);
 * single: single-frame hash messages only (matching on: a PDQ bank of 100k entries);
-* five: five-frame hash messages.
+* five: five-frame hash messages;
+* dihedral: single-frame messages carrying the frame's seven dihedral PDQ variants
+  (``pdq_dihedral``, contract version 2), which the default policy probes for
+  authority banks: what variants cost the frame path, next to ``single``.
 
 For each workload: a raw aiokafka group consumer on the same topics (median of three
 passes: the floor any Python Kafka consumer pays), then `streamsafe worker`
@@ -66,6 +69,7 @@ from streamsafe.events.contract import (
     load_contract,
 )
 from streamsafe.events.models import BankEntry
+from streamsafe.matching.dihedral import VARIANTS as VARIANTS_OF_A_FRAME
 from streamsafe.runner import spawn_worker, worker_environment
 from streamsafe.settings import Settings
 
@@ -88,9 +92,12 @@ PREFILTER = DEFAULT = "fast uvloop + pre-filter"  # the worker's default
 FLOOR_TOPIC = "bench.floor"  # where the floor echoes probes (under the run's topic prefix)
 
 
-def frame(rng: random.Random, seq: int, now: int, md5: str | None = None) -> dict[str, Any]:
-    return {"seq": seq, "ts_ms": now, "pdq": f"{rng.getrandbits(256):064x}", "pdq_quality": 90,
-            "md5": md5 or f"{rng.getrandbits(128):032x}", "sha256": f"{rng.getrandbits(256):064x}"}
+def frame(rng: random.Random, seq: int, now: int, md5: str | None = None, dihedral: bool = False) -> dict[str, Any]:
+    record = {"seq": seq, "ts_ms": now, "pdq": f"{rng.getrandbits(256):064x}", "pdq_quality": 90,
+              "md5": md5 or f"{rng.getrandbits(128):032x}", "sha256": f"{rng.getrandbits(256):064x}"}
+    if dihedral:
+        record["pdq_dihedral"] = {t: f"{rng.getrandbits(256):064x}" for t in VARIANTS_OF_A_FRAME}
+    return record
 
 
 def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str, bytes, bytes]]:
@@ -104,8 +111,9 @@ def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str,
         if roll < 0.70:
             count = 5 if kind == "five" else 1
             md5 = known_md5 if rng.random() < 0.0005 else None
-            value: dict[str, Any] = {"schema_version": 1, "stream_id": sid,
-                                     "frames": [frame(rng, i * 5 + k, now, md5) for k in range(count)]}
+            dihedral = kind == "dihedral"
+            value: dict[str, Any] = {"schema_version": 2 if dihedral else 1, "stream_id": sid, "frames": [
+                frame(rng, i * 5 + k, now, md5, dihedral) for k in range(count)]}
             topic = FRAME_HASHES
         elif roll < 0.90:
             value = {"schema_version": 1, "stream_id": sid, "classifier": "nudity", "model_version": "n-1",
@@ -318,6 +326,12 @@ def pct(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else None
 
 
+def cpu_ratio(rows: list[dict[str, Any]], workload: str, baseline: str) -> float | None:
+    """The default path's CPU per message on ``workload`` over ``baseline`` (None: not both run)."""
+    cpu = {r["workload"]: r["cpu_us_per_msg"] for r in rows if r["path"] == DEFAULT}
+    return round(cpu[workload] / cpu[baseline], 2) if cpu.get(workload) and cpu.get(baseline) else None
+
+
 def ratio(value: float | None, floor: float | None) -> float | None:
     """``value / floor``, or None when either was not measured."""
     return round(value / floor, 2) if value is not None and floor else None
@@ -343,7 +357,8 @@ def main() -> None:
                         log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
                         rebalance_timeout_s=2.0 if tansu else 10.0)
         plan = {"mix": list(VARIANTS)} if args.quick else {
-            "mix": list(VARIANTS), "single": [STOCK, FAST, DEFAULT], "five": [STOCK, FAST, DEFAULT]}
+            "mix": list(VARIANTS), "single": [STOCK, FAST, DEFAULT], "five": [STOCK, FAST, DEFAULT],
+            "dihedral": [FAST, DEFAULT]}
         rng = random.Random(5)  # a 100k-entry PDQ bank, so frames are really matched
         entries = [BankEntry(f"bench:{i}", "partner-bench", "pdq", f"{rng.getrandbits(256):064x}")
                    for i in range(100_000)]
@@ -377,6 +392,7 @@ def main() -> None:
         "floor_p50_ms": pct(floor, 50), "floor_p99_ms": pct(floor, 99),
         "p99_over_floor": ratio(pct(latencies, 99), pct(floor, 99)),
         "agents_p50_ms": pct(by_agents, 50), "agents_p99_ms": pct(by_agents, 99),
+        "dihedral_cpu_ratio": cpu_ratio(rows, "dihedral", "single"),
         "metrics_cost": round(1 - mix[FAST]["msgs_per_s"] / mix["fast uvloop, metrics off"]["msgs_per_s"], 3)
         if "fast uvloop, metrics off" in mix else None,
         "rows": rows,
@@ -396,6 +412,9 @@ def main() -> None:
         print(f"{r['workload']:<8} {r['path']:<24} {r['msgs_per_s']:>10,} {cpu:>11} {r['ratio_to_raw']:>13.4f}")
     print(f"default (pre-filter, streamsafe:// + uvloop) over stock Faust (mix): {result['speedup_vs_stock']}x; "
           f"agents alone: {result['agents_speedup_vs_stock']}x")
+    if result["dihedral_cpu_ratio"] is not None:
+        print(f"frame path with dihedral variants (default, CPU per message) over without: "
+              f"{result['dihedral_cpu_ratio']}x")
     if result["metrics_cost"] is not None:
         print(f"throughput given up to per-record metrics (agents, mix): {result['metrics_cost']:.1%}")
     print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default path's rate): "
