@@ -118,10 +118,6 @@ class Deliveries:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
 
-    async def deliver(self, sends: Sequence[Send]) -> None:
-        """Send and wait until all are acknowledged (for callers outside the record path)."""
-        await self._acknowledged(await self._send_all(sends))
-
     async def settled(self) -> None:
         """Returns once every delivery started before the call is acknowledged."""
         if self._in_flight:
@@ -160,6 +156,9 @@ class Deliveries:
         me = asyncio.current_task()
         try:
             await self._until_acknowledged(started, me)
+        except Exception:  # nothing a resend can fix (it would have raised at the first send): say so
+            self.health.failed("undeliverable", time.monotonic())
+            log.exception("%d records could not be delivered", len(started))
         finally:
             self._failing.discard(me)
         if not self._failing:  # healthy again only once no delivery is failing
@@ -181,8 +180,8 @@ class Deliveries:
                 except Exception as exc:  # KafkaError, a timeout, anything: sent again, never dropped
                     if _too_large(exc):
                         smaller = send.shrunk()
-                        if smaller is None:
-                            self.health.failed(type(exc).__name__, time.monotonic())  # counted, and logged:
+                        if smaller is None:  # counted as a delivery failure, and logged
+                            self.health.failed(type(exc).__name__, time.monotonic())
                             log.error("the broker refused a record as too large (%s); it cannot be delivered",
                                       type(exc).__name__)
                             continue
