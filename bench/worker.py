@@ -39,44 +39,35 @@ import argparse
 import asyncio
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from streamsafe import clients
-from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.bank_publish import publish_entries
-from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.scenario import known_hashes
 from streamsafe.events.contract import (
-    ACTIONS,
-    CLASSIFIER_SIGNALS,
     FRAME_HASHES,
     INPUT_TOPICS,
-    METADATA,
-    USER_REPORTS,
     load_contract,
 )
 from streamsafe.events.models import BankEntry
-from streamsafe.matching.dihedral import VARIANTS as VARIANTS_OF_A_FRAME
-from streamsafe.runner import spawn_worker, worker_environment
+from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floor import PROBE_PREFIX
-from floor import READY as FLOOR_READY
+from latency import decision_latency, floor_latency
+from workloads import produce, workload
 
 CLK_TCK = 100
 VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filter)
@@ -89,57 +80,6 @@ VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filt
 }
 FAST, STOCK = "fast uvloop", "stock asyncio"
 PREFILTER = DEFAULT = "fast uvloop + pre-filter"  # the worker's default
-FLOOR_TOPIC = "bench.floor"  # where the floor echoes probes (under the run's topic prefix)
-
-
-def frame(rng: random.Random, seq: int, now: int, md5: str | None = None, dihedral: bool = False) -> dict[str, Any]:
-    record = {"seq": seq, "ts_ms": now, "pdq": f"{rng.getrandbits(256):064x}", "pdq_quality": 90,
-              "md5": md5 or f"{rng.getrandbits(128):032x}", "sha256": f"{rng.getrandbits(256):064x}"}
-    if dihedral:
-        record["pdq_dihedral"] = {t: f"{rng.getrandbits(256):064x}" for t in VARIANTS_OF_A_FRAME}
-    return record
-
-
-def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str, bytes, bytes]]:
-    rng = random.Random(seed)
-    known_md5 = known_hashes()[0][0]
-    now = int(time.time() * 1000)
-    out = []
-    for i in range(n):
-        sid = f"st-{rng.randrange(streams):06d}"
-        roll = rng.random() if kind == "mix" else 0.0
-        if roll < 0.70:
-            count = 5 if kind == "five" else 1
-            md5 = known_md5 if rng.random() < 0.0005 else None
-            dihedral = kind == "dihedral"
-            value: dict[str, Any] = {"schema_version": 2 if dihedral else 1, "stream_id": sid, "frames": [
-                frame(rng, i * 5 + k, now, md5, dihedral) for k in range(count)]}
-            topic = FRAME_HASHES
-        elif roll < 0.90:
-            value = {"schema_version": 1, "stream_id": sid, "classifier": "nudity", "model_version": "n-1",
-                     "score": round(rng.random() * 0.95, 3), "ts_ms": now}
-            topic = CLASSIFIER_SIGNALS
-        elif roll < 0.97:
-            value = {"schema_version": 1, "event": "stream.updated", "stream_id": sid, "ts_ms": now,
-                     "broadcaster_id": "acct-1", "viewer_count": rng.randrange(1000),
-                     "visibility": rng.choice(["public", "private"])}
-            topic = METADATA
-        else:
-            value = {"schema_version": 1, "stream_id": sid, "category": "other", "ts_ms": now,
-                     "reporter_id": f"acct-{rng.randrange(10**6)}"}
-            topic = USER_REPORTS
-        out.append((topic, sid.encode(), orjson.dumps(value)))
-    return out
-
-
-async def produce(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
-    producer = clients.producer(settings, acks=1, linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        futures = [await producer.send(settings.topic_name(t), v, key=k) for t, k, v in messages]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def raw_consumer_rate(settings: Settings, n: int) -> float:
@@ -208,117 +148,6 @@ async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -
         raise RuntimeError("worker did not finish in time")
     finally:
         worker.stop()
-
-
-async def timed_probes(settings: Settings, rate: float, seconds: float, watch: str,
-                       probe_of: Callable[[ConsumerRecord], str | None], warmup_s: float = 3.0) -> list[float]:
-    """Mixed traffic at ``rate`` msgs/s; every 250th message a known-hash frame on a new
-    stream ``lat-<i>`` (far more decisions than live traffic has), timed from its send
-    until ``probe_of`` finds its stream in a record of ``watch``. Messages due are sent
-    in small batches, as a platform's producer would (a per-message ``await`` costs this
-    2-core box most of a core); probes sent in the first ``warmup_s`` seconds are not
-    counted."""
-    consumer = clients.consumer(settings, settings.topic_name(watch), fetch_max_wait_ms=5)
-    producer = clients.producer(settings, acks=1, linger_ms=1)
-    sent: dict[str, float] = {}
-    got: dict[str, float] = {}
-    await consumer.start()
-    await producer.start()
-    try:
-        background = workload("mix", int(rate * seconds), 2000, seed=99)
-        known_md5 = known_hashes()[0][0]
-
-        async def watcher() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for record in records:
-                        stream_id = probe_of(record)
-                        if stream_id in sent:
-                            got.setdefault(stream_id, now)
-
-        watching = asyncio.create_task(watcher())
-        await asyncio.sleep(1.0)
-        start = time.perf_counter()
-        next_i = 0
-        while next_i < len(background):
-            now = time.perf_counter()
-            due = min(len(background), int((now - start) * rate) + 1)
-            for i in range(next_i, due):
-                topic, key, value = background[i]
-                if i % 250 == 0:
-                    sid = f"{PROBE_PREFIX.decode()}{i}"
-                    value = orjson.dumps({"schema_version": 1, "stream_id": sid, "frames": [
-                        {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known_md5}]})
-                    topic, key = FRAME_HASHES, sid.encode()
-                    if now - start >= warmup_s:
-                        sent[sid] = time.perf_counter()
-                await producer.send(settings.topic_name(topic), value, key=key)
-            next_i = due
-            await asyncio.sleep(0.002)
-        deadline = time.perf_counter() + 10
-        while len(got) < len(sent) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.1)
-        watching.cancel()
-        return sorted((got[s] - sent[s]) * 1000 for s in got)
-    finally:
-        await producer.stop()
-        await stop_consumer(consumer)
-
-
-async def fresh_topics(settings: Settings, entries: list[BankEntry]) -> Settings:
-    settings = settings.replace(topic_prefix=f"bench-lat-{uuid.uuid4().hex[:6]}.")
-    await apply_topics(settings, load_contract())
-    await publish_entries(settings, entries)
-    return settings
-
-
-def blocked_stream(record: ConsumerRecord) -> str | None:
-    decision = orjson.loads(record.value)
-    return decision["stream_id"] if decision["action"] == "block" else None
-
-
-async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
-                           entries: list[BankEntry], prefilter: bool = True) -> list[float]:
-    """Probe frame send -> its block readable on enforcement.actions, through a worker,
-    on fresh topics (no backlog to drain first)."""
-    settings = await fresh_topics(settings, entries)
-    app_id = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    # the worker as deployed: its default commit interval and log level
-    worker = spawn_worker(settings.replace(app_id=app_id, data_dir=workdir / app_id, log_level="info",
-                                           prefilter=prefilter, commit_interval_s=Settings().commit_interval_s),
-                          workdir / f"{app_id}.log")
-    try:
-        worker.wait_ready(120)
-        return await timed_probes(settings, rate, seconds, ACTIONS, blocked_stream)
-    finally:
-        worker.stop()
-
-
-async def floor_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
-                        entries: list[BankEntry]) -> list[float]:
-    """Probe frame send -> the floor's echo readable: ``bench/floor.py``, a plain aiokafka
-    consumer that produces one small record per probe at once (the two broker hops a
-    decision takes, none of the work), under the same traffic."""
-    settings = await fresh_topics(settings, entries)
-    target = settings.topic_name(FLOOR_TOPIC)
-    await apply_topics(settings, {}, internal={target: load_contract()[ACTIONS]})
-    log_path = workdir / f"floor-{uuid.uuid4().hex[:6]}.log"
-    with log_path.open("wb") as log:
-        floor = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor.py")), target],
-                                 env=worker_environment(settings), stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while FLOOR_READY not in log_path.read_text(errors="replace"):
-            if floor.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"floor consumer did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            await asyncio.sleep(0.05)
-        return await timed_probes(settings, rate, seconds, FLOOR_TOPIC,
-                                  lambda record: record.key.decode() if record.key else None)
-    finally:
-        stop_process(floor, 10.0)
 
 
 def pct(values: list[float], q: int) -> float | None:
