@@ -35,11 +35,17 @@ def run_worker(settings: Settings) -> None:
         mode.loop.use("uvloop")  # what FAUST_LOOP=uvloop does; new loops below are uvloop's
     contract = load_contract()
     loop = asyncio.new_event_loop()
+    # Logging is not set up yet: a broker that cannot be reached reaches the user as the one
+    # error line apply_topics raises, not also as aiokafka's own records on stderr.
+    client_log = logging.getLogger("aiokafka")
+    client_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         statuses = loop.run_until_complete(
             apply_topics(settings, contract, internal=changelog_topics(settings, contract)))
     finally:
         loop.close()
+        client_log.setLevel(client_level)
     created = [s.name for s in statuses if s.status == "created"]
     app = create_app(settings, contract=contract)
     asyncio.set_event_loop(asyncio.new_event_loop())

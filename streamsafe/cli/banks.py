@@ -100,8 +100,10 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from streamsafe.control.bank_publish import publish_entries
+    from streamsafe.events.bank_entries import check_bank_name
     from streamsafe.matching.importers import ImportProblem, detect_format, read_entries
 
+    check_bank_name(bank_name)  # before reading the file or reaching the broker
     fmt = detect_format(path) if fmt == "auto" else fmt
     console = Console(stderr=True, highlight=False)
     problems: list[ImportProblem] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 import click
 
-from streamsafe.cli.base import cli, present, settings_options
+from streamsafe.cli.base import cli, present, settings_options, uses_broker
+from streamsafe.errors import StreamSafeError
 from streamsafe.settings import Settings
 
 __all__: list[str] = []
@@ -110,6 +112,15 @@ def _replay_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))(func)
 
 
+def _note_broker(broker: str | None) -> None:
+    """A broker given on the command line is one this command talks to (its error line)."""
+    if broker is not None:
+        try:
+            uses_broker(Settings.from_env(broker_url=broker))
+        except StreamSafeError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+
 @cli.command()
 @_replay_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -122,6 +133,7 @@ def replay(path: Path, policies: tuple[Path, ...], broker: str | None, broker_ki
     from streamsafe.replay.pipeline import replay as run_replay
     from streamsafe.replay.recording import read_recording
 
+    _note_broker(broker)
     result = run_replay(read_recording(path), policies, broker, broker_kind)
     lines = b"".join(orjson.dumps(d) + b"\n" for d in result.decisions)
     if out is None:
@@ -149,6 +161,7 @@ def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_
     recording = read_recording(path)
     if not recording.labels:
         raise click.ClickException(f"{path} has no label lines to evaluate against")
+    _note_broker(broker)
     result = run_replay(recording, policies, broker, broker_kind)
     scores = score_policies(recording, result.decisions, result.policy_versions)
     if as_json:
@@ -232,8 +245,14 @@ def broker_start(kind: str) -> None:
     from streamsafe.brokers.topics import apply_topics
     from streamsafe.events.contract import load_contract
 
-    with start_broker(kind) as running:
+    # SIGTERM (a service manager, `kill`) stops the broker too, as Ctrl-C does: the default
+    # action would end this process at once and leave the broker's JVM running
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with start_broker(kind) as running, contextlib.suppress(KeyboardInterrupt):
         asyncio.run(apply_topics(Settings(broker_url=running.url), load_contract()))
         click.echo(f"{running.kind} ready: --broker {running.url}  (Ctrl-C to stop)")
-        with contextlib.suppress(KeyboardInterrupt):
-            running.process.wait()
+        running.process.wait()
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamsafe import clients
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
-from streamsafe.events.bank_entries import encode_bank_entry
+from streamsafe.events.bank_entries import check_bank_name, encode_bank_entry
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
 from streamsafe.settings import Settings
@@ -33,8 +33,12 @@ async def publish_entries(settings: Settings, entries: Iterable[BankEntry], sour
     now = int(time.time() * 1000)
     sent = 0
     pending = []
+    checked: set[str] = set()
     try:
         for entry in entries:
+            if entry.bank not in checked:  # a name workers would dead-letter is refused, not published
+                check_bank_name(entry.bank)
+                checked.add(entry.bank)
             pending.append(await producer.send(topic, encode_bank_entry(entry, source, now),
                                                key=entry.entry_id.encode()))
             sent += 1

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from streamsafe.errors import RejectedInput
+from streamsafe.errors import BankError, RejectedInput
 from streamsafe.events.models import BankEntry
 
-__all__ = ["decode_bank_entry", "encode_bank_entry", "entry_id_for"]
+__all__ = ["check_bank_name", "decode_bank_entry", "encode_bank_entry", "entry_id_for"]
 
 _BANK = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -24,6 +24,14 @@ _LENGTH = {"pdq": 64, "md5": 32, "sha256": 64}
 _ALLOWED = frozenset({"schema_version", "bank", "signal_type", "hash", "quality", "label", "source",
                       "added_ms"})
 MAX_ENTRY_BYTES = 4096
+
+
+def check_bank_name(bank: str) -> None:
+    """Refuse (BankError) a bank name every worker would dead-letter: lower-case letters,
+    digits, ``_``, ``.``, ``-``, at most 64, starting with a letter or digit."""
+    if not _BANK.fullmatch(bank):
+        raise BankError(f"bank name {bank!r} is not valid: use lower-case letters, digits, '_', '.' and '-' "
+                        "(at most 64, starting with a letter or digit), e.g. ncmec or internal-confirmed")
 
 
 def entry_id_for(bank: str, signal_type: str, hash_hex: str) -> str:

@@ -96,3 +96,24 @@ def test_pdq_export_lines(tmp_path):
     assert [(e.hash[0], e.quality) for e in entries] == [("d", 87), ("e", 100), ("f", None)]
     assert [p.line for p in problems] == [4]
     assert entries[0].entry_id == entry_id_for("bank-a", "pdq", "d" * 64)  # re-imports are idempotent
+
+
+@pytest.mark.parametrize("name", ["ncmec", "internal-confirmed", "platform_allow.v2", "x" * 64,
+                                  "NCMEC Bank!", "", "-leading", "x" * 65, "Ncmec", "a b"])
+def test_a_bank_name_is_refused_before_publishing_exactly_when_the_contract_refuses_it(name):
+    from streamsafe.errors import BankError
+    from streamsafe.events.bank_entries import check_bank_name
+
+    valid = fastjsonschema.compile(dict(load_contract()[HASHBANK_ENTRIES].schema["properties"]["bank"]))
+    try:
+        valid(name)
+        accepted_by_contract = True
+    except fastjsonschema.JsonSchemaException:
+        accepted_by_contract = False
+    try:
+        check_bank_name(name)
+        accepted = True
+    except BankError as exc:
+        accepted = False
+        assert repr(name) in str(exc)
+    assert accepted == accepted_by_contract

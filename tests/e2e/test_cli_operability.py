@@ -1,0 +1,124 @@
+"""The `streamsafe` command run as people run it: with no broker, every command that talks
+to one says so in one line and fails; a bank name workers would refuse is refused before
+anything is published; `broker start` takes its broker down with it on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from streamsafe.brokers.base import free_port
+from streamsafe.policy.loader import default_policy_text
+
+pytestmark = pytest.mark.e2e
+
+
+def streamsafe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSAFE_")}
+    return subprocess.run([sys.executable, "-m", "streamsafe", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, env=env)
+
+
+def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text("0123456789abcdef0123456789abcdef\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default_policy_text())
+    frame = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(frame)
+    recording = tmp_path / "recording.jsonl"
+    streamsafe("simulate", "--scenarios", "--streams", "2", "--out", str(recording))
+    return {
+        "simulate": ["simulate", "--count", "5", "--broker", broker],
+        "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker],
+        "bank stats": ["bank", "stats", "--broker", broker],
+        "policy publish": ["policy", "publish", str(policy), "--broker", broker],
+        "policy retire-shadow": ["policy", "retire-shadow", "candidate", "--broker", broker],
+        "topics apply": ["topics", "apply", "--broker", broker],
+        "hash --emit": ["hash", str(frame), "--emit", "--stream-id", "st-1", "--broker", broker],
+        "replay": ["replay", str(recording), "--broker", broker],
+        "evaluate": ["evaluate", str(recording), "--broker", broker],
+        "worker": ["worker", "--broker", broker],
+    }
+
+
+COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "topics apply",
+            "hash --emit", "replay", "evaluate", "worker"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_with_no_broker_every_broker_command_fails_in_one_line(tmp_path, command):
+    broker = f"kafka://127.0.0.1:{free_port()}"  # nothing listens there
+    args = broker_commands(tmp_path, broker)[command]
+    started = time.monotonic()
+    result = streamsafe(*args)
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0, result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert errors[0].startswith("Error: ") and broker.removeprefix("kafka://") in errors[0], errors[0]
+
+
+def test_a_bank_name_workers_would_refuse_is_refused_before_publishing(tmp_path):
+    hashes = tmp_path / "hashes.txt"
+    hashes.write_text("0123456789abcdef0123456789abcdef\n")
+    broker = f"kafka://127.0.0.1:{free_port()}"  # never reached: the name is checked first
+    result = streamsafe("bank", "import", str(hashes), "--bank", "NCMEC Bank!", "--signal-type", "md5",
+                        "--broker", broker)
+    assert result.returncode == 1 and "published" not in result.stdout, result.stdout
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: bank name 'NCMEC Bank!' is not valid"), errors
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["tansu", "kafka"])
+def test_broker_start_stops_its_broker_on_sigterm(tmp_path, kind):
+    if kind == "kafka" and os.environ.get("STREAMSAFE_TEST_BROKER") != "kafka":
+        pytest.skip("Apache Kafka runs only where STREAMSAFE_TEST_BROKER=kafka (CI installs it)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSAFE_")}
+    process = subprocess.Popen([sys.executable, "-m", "streamsafe", "broker", "start", "--kind", kind],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    brokers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        output = ""
+        while "ready: --broker" not in output:
+            assert process.poll() is None and time.monotonic() < deadline, f"broker start not ready:\n{output}"
+            if select.select([process.stdout], [], [], 1.0)[0]:
+                output += process.stdout.readline()  # type: ignore[union-attr]
+        brokers = children(process.pid)
+        assert brokers and all(alive(pid) for pid in brokers)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in brokers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in brokers), f"{kind} still running after SIGTERM to broker start"
+    finally:  # nothing left behind, whatever happened
+        for pid in {*brokers, *children(process.pid)}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
