@@ -96,6 +96,9 @@ async def raw_consumer_rate(settings: Settings, n: int) -> float:
             if count and not first:
                 started, first = time.perf_counter(), count  # joined and flowing: measure from here
             seen += count
+        if first >= n:  # a bench that measured nothing says so, instead of printing a figure
+            sys.exit(f"the raw consumer read all {n} messages in its first batch: nothing to time; "
+                     "use more --messages")
         return (n - first) / (time.perf_counter() - started)
     finally:
         await consumer.stop()
