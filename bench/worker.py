@@ -249,7 +249,8 @@ def main() -> None:
               f"{result['dihedral_cpu_ratio']}x")
     if result["metrics_cost"] is not None:
         print(f"throughput given up to per-record metrics (agents, mix): {result['metrics_cost']:.1%}")
-    print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s (half the default path's rate): "
+    chosen = "--latency-rate" if args.latency_rate else "half the default path's rate"
+    print(f"decision latency at {result['latency_rate_msgs_per_s']} msgs/s ({chosen}): "
           f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} blocks; agents alone "
           f"p50 {result['agents_p50_ms']} ms, p99 {result['agents_p99_ms']} ms over {len(by_agents)} blocks")
     print(f"floor at the same rate (plain aiokafka consumer, one small record produced per probe frame): "
