@@ -18,6 +18,7 @@ from streamsafe.agents.prefilter import FramePreFilter
 from streamsafe.agents.readiness import Watch, install_readiness
 from streamsafe.agents.records import RecordHandler
 from streamsafe.agents.streams import install_agents, install_timers, raw_topic
+from streamsafe.clients import default_partition
 from streamsafe.control.banks import BankControl
 from streamsafe.control.broadcast import BroadcastReader
 from streamsafe.control.policies import PolicyControl
@@ -117,7 +118,8 @@ def create_app(
                                                                         contract[name].partitions)),
                                timeout_s=settings.delivery_timeout_s, health=watch.deliveries)
     handler = RecordHandler(
-        decoder=InputDecoder(contract, settings.max_message_bytes),
+        # a record on another partition than its key's would meet another worker's state
+        decoder=InputDecoder(contract, settings.max_message_bytes, default_partition),
         banks=banks if banks is not None else load_banks(settings),
         policies=PolicySet(load_policy(settings.policy_file)),
         states=states, publisher=publisher, metrics=metrics, incidents=incidents,

@@ -13,21 +13,30 @@ idempotent by their ids instead).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 
 from streamsafe.settings import Settings
 
-__all__ = ["admin", "consumer", "producer", "refresh_metadata", "start"]
+__all__ = ["admin", "consumer", "default_partition", "producer", "refresh_metadata", "start"]
 
 log = logging.getLogger(__name__)
 
 
 def _common(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers, **settings.security.aiokafka_kwargs()}
+
+
+@functools.lru_cache(maxsize=65_536)
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client and aiokafka
+    compute it) gives ``key``; cached: a stream's records repeat its key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:

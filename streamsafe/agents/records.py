@@ -173,7 +173,9 @@ class RecordHandler:
             self.count_input(topic)
             return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
         try:
-            event = self.decoder.decode(topic, key, value, source.timestamp_ms)
+            # ticks are sent by StreamSafe to the partition that holds the stream's state
+            event = self.decoder.decode(topic, key, value, source.timestamp_ms,
+                                        None if topic == TIMERS else source.partition)
         except RejectedInput as exc:
             return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
         self.count_input(topic)

@@ -28,6 +28,7 @@ DEAD_LETTER_REASONS = (
     "implausible_time",
     "schema_violation",
     "key_mismatch",
+    "wrong_partition",
     "invalid_policy",
     "invalid_bank_entry",
     "processing_error",

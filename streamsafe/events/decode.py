@@ -79,27 +79,36 @@ class _TopicDecoder:
     validate: Callable[[Any], Any]
     versions: frozenset[int]
     build: Callable[[dict[str, Any]], InputEvent]
+    partitions: int
+
 
 
 class InputDecoder:
     """Turns raw (key, value) bytes of an input topic into a typed event or raises
     :class:`RejectedInput` with the dead-letter reason."""
 
-    def __init__(self, contract: Mapping[str, TopicSpec], max_message_bytes: int) -> None:
+    def __init__(self, contract: Mapping[str, TopicSpec], max_message_bytes: int,
+                 partition_of: Callable[[bytes, int], int] | None = None) -> None:
+        """``partition_of(key, partitions)``: the partition the producers' partitioner must give
+        a key (the worker passes Kafka's default, murmur2); None: partitions are not checked."""
         self.max_message_bytes = max_message_bytes
+        self.partition_of = partition_of
         self._decoders = {
             name: _TopicDecoder(
                 fastjsonschema.compile(dict(contract[name].schema)),
                 frozenset(contract[name].schema_versions),
                 build,
+                contract[name].partitions,
             )
             for name, build in _BUILDERS.items()
         }
 
     def decode(self, topic: str, key: bytes | None, value: bytes | None,
-               record_ts_ms: int | None = None) -> InputEvent:
+               record_ts_ms: int | None = None, partition: int | None = None) -> InputEvent:
         """``topic`` is the contract name (without prefix); ``record_ts_ms`` the record's
-        broker timestamp, against which event times are checked (if known)."""
+        broker timestamp, against which event times are checked (if known); ``partition``
+        the record's partition, checked against the one Kafka's default partitioner gives
+        its key (if known): a stream's records and state must share a partition."""
         decoder = self._decoders[topic]
         if value is None:
             raise RejectedInput("malformed_json", "record has no value")
@@ -126,6 +135,12 @@ class InputDecoder:
             raise RejectedInput("schema_violation", exc.message) from None
         if key is None or key != doc["stream_id"].encode():
             raise RejectedInput("key_mismatch", "record key must equal the value's stream_id")
+        if (partition is not None and self.partition_of is not None
+                and partition != (expected := self.partition_of(key, decoder.partitions))):
+            raise RejectedInput("wrong_partition", (
+                f"the key belongs on partition {expected} (Kafka's default partitioner, murmur2), the record "
+                f"is on {partition}: the producer uses another partitioner (librdkafka's default is CRC32; "
+                "set partitioner=murmur2_random)"))
         return decoder.build(doc)
 
 

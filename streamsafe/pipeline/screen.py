@@ -70,7 +70,7 @@ class FrameScreen:
     def screen_one(self, key: bytes | None, value: bytes | None, source: SourceRecord) -> Screened:
         """:meth:`screen` of one record (the agent-only path), without the batch's bookkeeping."""
         try:
-            event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
+            event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms, source.partition)
             assert isinstance(event, FrameBatch)
             policy = self.live_policy()
             matches = self.banks.match_frames(event.frames, policy.transforms_of)
@@ -87,7 +87,7 @@ class FrameScreen:
         decoded: list[tuple[int, FrameBatch]] = []
         for i, (key, value, source) in enumerate(records):
             try:
-                event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms)
+                event = self.decoder.decode(FRAME_HASHES, key, value, source.timestamp_ms, source.partition)
             except RejectedInput as exc:
                 out[i] = Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
                 continue

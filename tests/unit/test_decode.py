@@ -203,3 +203,34 @@ def test_dihedral_variants_outside_the_contract_are_schema_violations(decoder, c
         frame["md5"] = "0" * 32
     rejected = reject(decoder, FRAME_HASHES, b"st-7f3a91", orjson.dumps(value))
     assert rejected.reason == "schema_violation" and secret not in rejected.detail
+
+
+def test_kafkas_default_partitioner_is_murmur2_as_in_kafkas_own_tests():
+    from streamsafe.clients import default_partition
+
+    signed = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536, b"abc": 479470107}
+    for key, murmur in signed.items():  # Kafka's Utils.murmur2 test vectors; partition = positive part % n
+        assert default_partition(key, 8) == (murmur & 0x7FFFFFFF) % 8
+
+
+def test_a_record_on_another_partition_than_its_keys_is_refused_as_wrong_partition(contract):
+    import zlib
+
+    from streamsafe.clients import default_partition
+
+    checking = InputDecoder(contract, max_message_bytes=4096, partition_of=default_partition)
+    partitions = contract[CLASSIFIER_SIGNALS].partitions
+    # a librdkafka producer's default (consistent_random: CRC32) puts some keys elsewhere
+    stream = next(f"st-{i}" for i in range(100)
+                  if zlib.crc32(f"st-{i}".encode()) % partitions != default_partition(f"st-{i}".encode(), partitions))
+    key = stream.encode()
+    value = orjson.dumps({"schema_version": 1, "stream_id": stream, "classifier": "nudity", "model_version": "m",
+                          "score": 0.5, "ts_ms": T0})
+    right = default_partition(key, partitions)
+    assert isinstance(checking.decode(CLASSIFIER_SIGNALS, key, value, T0, right), ClassifierSignal)
+    with pytest.raises(RejectedInput) as wrong:
+        checking.decode(CLASSIFIER_SIGNALS, key, value, T0, zlib.crc32(key) % partitions)
+    assert wrong.value.reason == "wrong_partition" and f"partition {right}" in wrong.value.detail
+    # without a partitioner to check against (unit tests of the logic), partitions are not checked
+    assert isinstance(InputDecoder(contract, 4096).decode(CLASSIFIER_SIGNALS, key, value, T0, right + 1),
+                      ClassifierSignal)
