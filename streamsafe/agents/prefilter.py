@@ -42,7 +42,7 @@ from mode import Service
 from streamsafe import clients
 from streamsafe.agents.records import RecordHandler
 from streamsafe.control.broadcast import stop_consumer
-from streamsafe.enforcement.deliveries import Deliveries, ProducerTopic, Send, Sendable
+from streamsafe.enforcement.deliveries import Deliveries, ProducerTopic, Send, Sendable, dead_letter_send
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.encode import encode_frame_matches
@@ -202,13 +202,15 @@ class FramePreFilter(Service):
             self.handler.note_arrival(FRAME_HASHES)
             start = 0
             while start < len(every):
-                size = self.sizer.size()
+                piece = every[start:start + self.sizer.size()]
                 began = self.clock()
-                await self._screen_slice(every[start:start + size])
-                self.sizer.observe(len(every[start:start + size]), self.clock() - began)
+                await self._screen_slice(piece)
+                self.sizer.observe(len(piece), self.clock() - began)
                 self.slices += 1
-                start += size
+                start += len(piece)
                 await asyncio.sleep(0)  # the slice's sends go out; agents and timers run
+            # committed (under the batch lock, as is this) once those sends are acknowledged
+            self.screened_to.update((tp, records[-1].offset + 1) for tp, records in batch.items() if records)
         finally:
             self.batch_started = None
 
@@ -219,22 +221,18 @@ class FramePreFilter(Service):
         sends: list[Send] = []
         for r, source, outcome in zip(records, sources, screened, strict=True):
             if outcome.dead_letter is not None:
-                rejected = outcome.dead_letter
                 assert self._dead_letter_to is not None
-                sends.append(Send(self._dead_letter_to, rejected.source.topic.encode(), rejected.encode(),
-                                  smaller=lambda rejected=rejected: rejected.encode(keep_bytes=0)))  # type: ignore[misc]
-                handler.count_rejected(FRAME_HASHES, rejected)
+                sends.append(dead_letter_send(self._dead_letter_to, outcome.dead_letter))
+                handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
             else:
                 handler.count_input(FRAME_HASHES)
                 if outcome.matches is not None:
                     assert self._forward_to is not None
                     sends.append(Send(self._forward_to, r.key or b"", encode_frame_matches(outcome.matches, source),
-                                      partition=r.partition, timestamp_ms=r.timestamp))
+                                      partition=r.partition, options={"timestamp_ms": r.timestamp}))
                     self.forwarded += 1
         if sends:
             await self.deliveries.send(sends)
-        for r in records:
-            self.screened_to[TopicPartition(r.topic, r.partition)] = r.offset + 1
         self.screened += len(records)
 
     async def commit(self) -> None:

@@ -25,18 +25,20 @@ room, so a broker that stops acknowledging stops the agents instead of filling m
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
 
+from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.observability.liveness import DeliveryHealth
 
-__all__ = ["RETRY_BACKOFF_S", "TOO_LARGE", "Deliveries", "ProducerTopic", "Send", "Sendable"]
+__all__ = ["RETRY_BACKOFF_S", "TOO_LARGE", "Deliveries", "ProducerTopic", "Send", "Sendable", "dead_letter_send"]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,10 @@ TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 class Sendable(Protocol):
     """What a delivery needs of a topic (a Faust topic of raw bytes is one): ``send``
-    returns a future resolved when the broker acknowledges the record."""
+    returns a future resolved when the broker acknowledges the record; ``options`` are
+    the topic's own (a :class:`ProducerTopic` takes the record's ``timestamp_ms``)."""
 
-    async def send(self, *, key: bytes, value: bytes, partition: int | None = None) -> Any: ...
+    async def send(self, *, key: bytes, value: bytes, partition: int | None = None, **options: Any) -> Any: ...
 
 
 class ProducerTopic:
@@ -74,14 +77,26 @@ class Send:
     value: bytes
     partition: int | None = None
     smaller: Callable[[], bytes] | None = None  # what to send instead if ``value`` is refused as too large
-    timestamp_ms: int | None = None  # the record's timestamp (a ProducerTopic's sends only)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the topic's own send options
 
-    def shrunk(self) -> Send | None:
-        return None if self.smaller is None else replace(self, value=self.smaller(), smaller=None)
+
+def dead_letter_send(topic: Sendable, rejected: DeadLetter) -> Send:
+    """A dead letter to deliver, keyed by its source topic; if the broker refuses it as too
+    large it goes again without the original bytes (their size and SHA-256 stay)."""
+    return Send(topic, rejected.source.topic.encode(), rejected.encode(),
+                smaller=functools.partial(rejected.encode, keep_bytes=0))
 
 
 def _too_large(exc: BaseException) -> bool:
     return isinstance(exc, TOO_LARGE) or isinstance(exc.__cause__, TOO_LARGE)
+
+
+def _shrunk(send: Send) -> Send | None:
+    """The smaller form of a record refused as too large, if it has one."""
+    if send.smaller is None:
+        return None
+    log.error("a dead letter was too large; sent without the original bytes")
+    return replace(send, value=send.smaller(), smaller=None)
 
 
 class Deliveries:
@@ -129,21 +144,19 @@ class Deliveries:
         for send in sends:
             while True:
                 try:
-                    sending = send.topic.send(key=send.key, value=send.value, partition=send.partition) \
-                        if send.timestamp_ms is None else send.topic.send(  # type: ignore[call-arg]
-                            key=send.key, value=send.value, partition=send.partition, timestamp_ms=send.timestamp_ms)
+                    sending = send.topic.send(key=send.key, value=send.value, partition=send.partition,
+                                              **send.options)
                     # asyncio.timeout, not wait_for: no task and no trip round the event loop per
                     # send (a send that does not wait for metadata or buffer room never suspends)
                     async with asyncio.timeout(self.timeout_s):
                         future = await sending
                 except (ProducerSendError, KafkaError, TimeoutError) as exc:  # Faust wraps what aiokafka raised
                     if _too_large(exc):
-                        smaller = send.shrunk()
+                        smaller = _shrunk(send)
                         if smaller is None:
                             if isinstance(exc, TOO_LARGE):
                                 raise
                             raise exc.__cause__ from exc  # type: ignore[misc]
-                        log.error("a record for the dead-letter topic was too large; sent without the original bytes")
                         send = smaller
                         continue
                     started.append((send, exc))
@@ -179,13 +192,12 @@ class Deliveries:
                     raise
                 except Exception as exc:  # KafkaError, a timeout, anything: sent again, never dropped
                     if _too_large(exc):
-                        smaller = send.shrunk()
+                        smaller = _shrunk(send)
                         if smaller is None:  # counted as a delivery failure, and logged
                             self.health.failed(type(exc).__name__, time.monotonic())
                             log.error("the broker refused a record as too large (%s); it cannot be delivered",
                                       type(exc).__name__)
                             continue
-                        log.error("a dead letter was refused as too large; sent without the original bytes")
                         failed.append((smaller, exc))
                         continue
                     failed.append((send, exc))

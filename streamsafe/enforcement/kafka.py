@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable
+from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable, dead_letter_send
 from streamsafe.events.bank_entries import encode_bank_entry
 from streamsafe.events.contract import (
     ACTIONS,
@@ -104,5 +104,4 @@ class KafkaPublisher:
         await self.deliveries.send([Send(self._topic_for(d), d.stream_id.encode(), d.encode()) for d in decisions])
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
-        await self.deliveries.send([Send(self.topics.dead_letters, rejected.source.topic.encode(), rejected.encode(),
-                                         smaller=lambda: rejected.encode(keep_bytes=0))])
+        await self.deliveries.send([dead_letter_send(self.topics.dead_letters, rejected)])

@@ -82,7 +82,6 @@ class _TopicDecoder:
     partitions: int
 
 
-
 class InputDecoder:
     """Turns raw (key, value) bytes of an input topic into a typed event or raises
     :class:`RejectedInput` with the dead-letter reason."""
