@@ -122,6 +122,19 @@ async def pipeline(broker, tmp_path):
     await world.close()
 
 
+#: the known-abuse MD5 in the integration tests' authority bank
+KNOWN_MD5 = "5d41402abc4b2a76b9719d911017c592"
+
+
+@pytest.fixture
+def hash_list(tmp_path: Path) -> Path:
+    """An authority bank ("ncmec", by its file name) holding :data:`KNOWN_MD5`; a module
+    that needs other entries defines its own."""
+    path = tmp_path / "ncmec.txt"
+    path.write_text(f"md5:{KNOWN_MD5}\n")
+    return path
+
+
 @pytest.fixture
 def requires_table_recovery(broker):
     if not broker.recovers_tables:

@@ -18,13 +18,6 @@ from tests.integration.test_worker import KNOWN_MD5, frames, signal
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def hash_list(tmp_path):
-    path = tmp_path / "ncmec.txt"
-    path.write_text(f"md5:{KNOWN_MD5}\n")
-    return path
-
-
 async def misrouted_count(worker) -> float:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.http_port}/metrics") as r:
         text = await r.text()

@@ -19,11 +19,11 @@ from streamsafe.events.contract import (
     USER_REPORTS,
 )
 from streamsafe.policy.loader import default_policy_text, load_policy
+from tests.integration.conftest import KNOWN_MD5
 
 pytestmark = pytest.mark.integration
 
 DEFAULT_VERSION = load_policy().version
-KNOWN_MD5 = "5d41402abc4b2a76b9719d911017c592"
 ALL = (ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER)
 
 
@@ -49,13 +49,6 @@ def decisions(records, stream, topic=None):
 
 def kinds(items):
     return sorted((d["action"], d.get("priority", "")) for d in items)
-
-
-@pytest.fixture
-def hash_list(tmp_path):
-    path = tmp_path / "ncmec.txt"
-    path.write_text(f"md5:{KNOWN_MD5}\n")
-    return path
 
 
 async def test_default_rules_through_the_broker(pipeline, hash_list):

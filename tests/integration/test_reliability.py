@@ -27,10 +27,10 @@ from streamsafe.events.contract import (
     USER_REPORTS,
 )
 from streamsafe.policy.loader import default_policy_text
+from tests.integration.conftest import KNOWN_MD5
 
 pytestmark = pytest.mark.integration
 
-KNOWN_MD5 = "5d41402abc4b2a76b9719d911017c592"
 HUGE = b'{"schema_version": 1, "pad": "' + b"x" * 990_000 + b'"}'  # ~0.99 MB, under the broker's 1 MiB
 
 
@@ -41,13 +41,6 @@ def now_ms() -> int:
 def known_frame(stream: str, ts_ms: int | None = None) -> dict:
     return {"schema_version": 1, "stream_id": stream,
             "frames": [{"seq": 1, "ts_ms": ts_ms or now_ms(), "md5": KNOWN_MD5}]}
-
-
-@pytest.fixture
-def hash_list(tmp_path):
-    path = tmp_path / "ncmec.txt"
-    path.write_text(f"md5:{KNOWN_MD5}\n")
-    return path
 
 
 async def get(url: str) -> tuple[int, dict]:
