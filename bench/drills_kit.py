@@ -67,6 +67,7 @@ class World:
         uid = uuid.uuid4().hex[:6]
         self.ctx, self.name, self.runs, self.crashes = ctx, name, 0, 0
         self.settings = Settings(broker_url=ctx.broker.url, topic_prefix=f"drill-{name}-{uid}.",
+                                 replication_factor=1,
                                  app_id=f"drill-{name}-{uid}", hash_list=ctx.hash_list, http_host="127.0.0.1",
                                  log_format="text", data_dir=ctx.workdir / f"{name}-data")
         self.slots: dict[int, WorkerProcess] = {}

@@ -186,7 +186,7 @@ def main() -> None:
     with start_broker(args.broker_kind, workdir / "broker") as broker:
         tansu = args.broker_kind == "tansu"
         base = Settings(broker_url=broker.url, hash_list=hash_list, commit_interval_s=0.2, http_port=0,
-                        log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
+                        replication_factor=1, log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
                         rebalance_timeout_s=2.0 if tansu else 10.0)
         plan = {"mix": list(VARIANTS)} if args.quick else {
             "mix": list(VARIANTS), "single": [STOCK, FAST, DEFAULT], "five": [STOCK, FAST, DEFAULT],

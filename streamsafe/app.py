@@ -37,6 +37,7 @@ from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.settings import KafkaSecurity, Settings
 from streamsafe.transport.consumer import settle_before_commit
+from streamsafe.transport.producer import produce_idempotently
 
 __all__ = ["STATE_TABLE", "changelog_topics", "create_app", "faust_credentials", "load_banks"]
 
@@ -63,21 +64,23 @@ def faust_credentials(security: KafkaSecurity) -> Any:
 
 def changelog_topics(settings: Settings, contract: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
     """The tables' changelog topics (and Faust's leader topic), by Faust's names
-    (``<app id>-<table>-changelog``), with
-    the input topics' partition count. The worker creates them before Faust starts: left to
-    Faust, a fresh worker under load sometimes found no partitions for one ("Ignoring
-    missing topic") and every table write then raised ``PartitionsMismatch``."""
+    (``<app id>-<table>-changelog``), with the input topics' partition count and the contract's
+    production durability (3 replicas, 2 in sync; the same settings override it). The worker
+    creates them before Faust starts: left to Faust, a fresh worker under load sometimes found
+    no partitions for one ("Ignoring missing topic") and every table write then raised ``PartitionsMismatch``."""
     partitions = contract[FRAME_HASHES].partitions
     topics = {
         f"{settings.app_id}-{table}-changelog": TopicSpec(
             name=f"{settings.app_id}-{table}-changelog", direction="internal",
             description=f"changelog of the {table} table", partitions=partitions, key="stream_id",
-            config={"cleanup.policy": "compact"}, schema_versions=(), schema={}, example={})
+            config={"cleanup.policy": "compact", "min.insync.replicas": "2"}, schema_versions=(), schema={},
+            example={}, replication_factor=3)
         for table in (STATE_TABLE, INCIDENT_TABLE)
     }
     leader = f"{settings.app_id}-__assignor-__leader"  # Faust's own, one partition
     topics[leader] = TopicSpec(name=leader, direction="internal", description="Faust's leader election",
-                               partitions=1, key="none", config={}, schema_versions=(), schema={}, example={})
+                               partitions=1, key="none", config={"min.insync.replicas": "2"}, schema_versions=(),
+                               schema={}, example={}, replication_factor=3)
     return topics
 
 
@@ -134,6 +137,7 @@ def create_app(
     )
     handler.count_inputs = settings.input_metrics
     settle_before_commit(app, publisher.settled)  # an offset is committed once its decisions are acknowledged
+    produce_idempotently(app, settings.idempotent_producer == "true")
     policy_control = PolicyControl(contract[POLICY], lambda: handler.policies, handler.use_policies,
                                    publisher, metrics)
     control = ControlService([
@@ -167,6 +171,8 @@ def _faust_app(settings: Settings, partitions: int) -> faust.App:
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
+        # any topic Faust itself creates is as durable as the contract's own
+        topic_replication_factor=settings.replication_factor or 3,
         # Faust's default is 20 minutes: a send to a partition without a leader would wait that
         # long; StreamSafe resends after delivery_timeout_s instead (enforcement/kafka.py)
         producer_request_timeout=max(30.0, settings.delivery_timeout_s * 3),

@@ -6,9 +6,11 @@ Faust builds its own clients from the same settings (``app.py``:
 publishers of policies and banks, the demo, replay, benchmarks and tests -- calls
 :func:`producer`, :func:`consumer` or :func:`admin`.
 
-Defaults: producers wait for every in-sync replica (``acks="all"``) and are not
-idempotent (the embedded demo broker does not support it; StreamSafe's records are
-idempotent by their ids instead).
+Defaults: producers wait for every in-sync replica (``acks="all"``) and are idempotent
+(no duplicate or reordered record when a send is retried) when ``idempotent_producer`` is
+``true``. Its default, ``auto``, is settled once per worker by :func:`resolve_idempotence`:
+true where the broker grants producer ids (Apache Kafka), false where it does not (the
+embedded Tansu broker), with a warning; StreamSafe's records are idempotent by their ids either way.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
 from streamsafe.settings import Settings
 
-__all__ = ["admin", "consumer", "default_partition", "producer", "refresh_metadata", "start"]
+__all__ = ["admin", "consumer", "default_partition", "producer", "refresh_metadata", "resolve_idempotence", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,29 @@ def default_partition(key: bytes, partitions: int) -> int:
 
 
 def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
-    """A producer (not started); ``options`` override the defaults (acks=all, no idempotence)."""
-    return AIOKafkaProducer(**{**_common(settings), "acks": "all", "enable_idempotence": False, **options})
+    """A producer (not started); ``options`` override the defaults (acks=all, idempotent when
+    the settings say ``true``; a producer asked for fewer acks cannot be idempotent)."""
+    idempotent = settings.idempotent_producer == "true" and options.get("acks", "all") in ("all", -1)
+    return AIOKafkaProducer(**{**_common(settings), "acks": "all", "enable_idempotence": idempotent, **options})
+
+
+async def resolve_idempotence(settings: Settings) -> Settings:
+    """``settings`` with ``idempotent_producer`` settled: an ``auto`` becomes ``true`` if the
+    broker grants an idempotent producer its id, else ``false`` (logged as a warning)."""
+    if settings.idempotent_producer != "auto":
+        return settings
+    probe = AIOKafkaProducer(**_common(settings), acks="all", enable_idempotence=True)
+    try:
+        await probe.start()
+    except KafkaConnectionError:
+        raise
+    except KafkaError as exc:
+        log.warning("the broker does not grant idempotent producers (%s): sending with acks=all, "
+                    "without idempotence", type(exc).__name__)
+        return settings.replace(idempotent_producer="false")
+    finally:
+        await probe.stop()
+    return settings.replace(idempotent_producer="true")
 
 
 def consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamsafe import clients
 from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.errors import StreamSafeError
@@ -43,10 +44,12 @@ def run_worker(settings: Settings) -> None:
     try:
         statuses = loop.run_until_complete(
             apply_topics(settings, contract, internal=changelog_topics(settings, contract)))
+        settings = loop.run_until_complete(clients.resolve_idempotence(settings))
     finally:
         loop.close()
         client_log.setLevel(client_level)
     created = [s.name for s in statuses if s.status == "created"]
+    fewest = min(statuses, key=lambda s: s.replicas)
     app = create_app(settings, contract=contract)
     asyncio.set_event_loop(asyncio.new_event_loop())
     level = settings.log_level.upper()
@@ -54,6 +57,8 @@ def run_worker(settings: Settings) -> None:
     worker = faust.Worker(app, loglevel=level, quiet=True, logging_config=logging_config)
     if created:
         worker.log.info("created topics from the contract: %s", ", ".join(created))
+    worker.log.info("durability: producers acks=all, idempotent=%s; fewest replicas of any topic %d (%s)",
+                    settings.idempotent_producer, fewest.replicas, fewest.name)
     worker.execute_from_commandline()
 
 

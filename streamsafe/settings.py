@@ -97,6 +97,12 @@ ENV_FIELDS: dict[str, tuple[str, Any, str]] = {
     "BENIGN_COOLDOWN_S": ("benign_cooldown_s", float, "no re-escalation after a benign verdict for this long"),
     "PRESERVE_DAYS": ("preserve_days", int, "how long preservation requests ask evidence to be kept"),
     "P0_BREACH_RESTRICT": ("p0_breach_restrict", _flag, "restrict a stream whose P0 review deadline was missed"),
+    "REPLICATION_FACTOR": ("replication_factor", int,
+                           "copies of each partition of topics StreamSafe creates (none: each topic's, 3)"),
+    "MIN_INSYNC_REPLICAS": ("min_insync_replicas", int,
+                            "min.insync.replicas of topics it creates (none: each topic's, 2, at most RF-1)"),
+    "CREATE_TOPICS": ("create_topics", _flag, "create missing topics at start (false: managed clusters)"),
+    "IDEMPOTENT_PRODUCER": ("idempotent_producer", str, "auto (where the broker supports it), true or false"),
     "HTTP_HOST": ("http_host", str, "address of /metrics, /healthz, /readyz"),
     "HTTP_PORT": ("http_port", int, "port of /metrics, /healthz, /readyz (0: no HTTP server)"),
 }
@@ -145,6 +151,10 @@ class Settings:
     log_format: str = "json"
     http_host: str = "0.0.0.0"
     http_port: int = 8466
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+    create_topics: bool = True
+    idempotent_producer: str = "auto"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
@@ -170,6 +180,13 @@ class Settings:
             raise ConfigError("instance_id must be 1-200 letters, digits, '.', '_' or '-'")
         if self.delivery_timeout_s <= 0 or self.stall_after_s <= 0:
             raise ConfigError("delivery_timeout_s and stall_after_s must be positive")
+        if any(n is not None and n < 1 for n in (self.replication_factor, self.min_insync_replicas)):
+            raise ConfigError("replication_factor and min_insync_replicas must be at least 1")
+        if (self.replication_factor is not None and self.min_insync_replicas is not None
+                and self.min_insync_replicas > self.replication_factor):
+            raise ConfigError("min_insync_replicas cannot exceed replication_factor (no acks=all send would succeed)")
+        if self.idempotent_producer not in ("auto", "true", "false"):
+            raise ConfigError("idempotent_producer must be auto, true or false")
         if self.security.protocol not in SECURITY_PROTOCOLS:
             raise ConfigError(f"security_protocol must be one of {SECURITY_PROTOCOLS}")
         if self.security.sasl_mechanism not in SASL_MECHANISMS:

@@ -43,17 +43,22 @@ def topics() -> None:
 
 @topics.command("apply")
 @settings_options
-@click.option("--replication-factor", default=1, show_default=True)
-def topics_apply(settings: Settings, replication_factor: int) -> None:
+@click.option("--replication-factor", type=click.IntRange(min=1), default=None,
+              help="override every topic's (default: STREAMSAFE_REPLICATION_FACTOR, else the contract's, 3)")
+@click.option("--min-insync-replicas", type=click.IntRange(min=1), default=None,
+              help="override every topic's (default: STREAMSAFE_MIN_INSYNC_REPLICAS, else the contract's, 2)")
+def topics_apply(settings: Settings, replication_factor: int | None, min_insync_replicas: int | None) -> None:
     """Create missing topics and check existing ones against the contract."""
     from streamsafe.brokers.topics import apply_topics
     from streamsafe.events.contract import load_contract
 
-    statuses = asyncio.run(
-        apply_topics(settings, load_contract(), replication_factor=replication_factor)
-    )
+    settings = settings.replace(**present({"replication_factor": replication_factor,
+                                           "min_insync_replicas": min_insync_replicas}))
+    statuses = asyncio.run(apply_topics(settings, load_contract()))
     for status in statuses:
-        click.echo(f"{status.status:8} {status.name} ({status.partitions} partitions)")
+        short = "  (fewer than asked for)" if status.replicas < status.replication_factor else ""
+        click.echo(f"{status.status:8} {status.name} ({status.partitions} partitions, "
+                   f"{status.replicas} replicas){short}")
 
 
 @cli.command()
@@ -249,8 +254,9 @@ def broker_start(kind: str) -> None:
     # action would end this process at once and leave the broker's JVM running
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with start_broker(kind) as running, contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(apply_topics(Settings(broker_url=running.url), load_contract()))
-        click.echo(f"{running.kind} ready: --broker {running.url}  (Ctrl-C to stop)")
+        asyncio.run(apply_topics(Settings(broker_url=running.url, replication_factor=1), load_contract()))
+        click.echo(f"{running.kind} ready: --broker {running.url}  (one broker: run workers with "
+                   "STREAMSAFE_REPLICATION_FACTOR=1; Ctrl-C to stop)")
         running.process.wait()
 
 

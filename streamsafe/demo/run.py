@@ -154,7 +154,7 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
     say(f"[bold]StreamSafe demo[/]: starting the embedded {broker_kind} broker…")
     with start_broker(broker_kind, workdir / "broker") as broker:
         tansu = broker_kind == "tansu"
-        settings = Settings(broker_url=broker.url, app_id="streamsafe-demo", http_port=0,
+        settings = Settings(broker_url=broker.url, app_id="streamsafe-demo", http_port=0, replication_factor=1,
                             session_timeout_s=2.0 if tansu else 10.0,
                             rebalance_timeout_s=2.0 if tansu else 10.0)
         asyncio.run(apply_topics(settings, load_contract()))

@@ -57,7 +57,7 @@ FRAME_MATCHES = "streamsafe.frame-matches"
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
                    POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES)
-_FIELDS = ("name", "direction", "description", "partitions", "key", "config",
+_FIELDS = ("name", "direction", "description", "partitions", "key", "replication_factor", "config",
            "schema_versions", "schema", "example")
 _OPTIONAL_FIELDS = ("examples",)  # further valid records, e.g. one of each later schema version
 
@@ -76,6 +76,14 @@ class TopicSpec:
     schema: Mapping[str, Any]
     example: Mapping[str, Any]
     examples: tuple[Mapping[str, Any], ...] = ()
+    #: production durability: copies of each partition, and (``config["min.insync.replicas"]``)
+    #: how many must hold a record before an ``acks=all`` send is acknowledged
+    replication_factor: int = 3
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """The contract's ``min.insync.replicas`` (1, Kafka's default, when the file names none)."""
+        return int(self.config.get("min.insync.replicas", "1"))
 
 
 def contract_dir() -> Path:
@@ -104,6 +112,12 @@ def _load_spec(path: Path) -> TopicSpec:
         raise ContractError(f"{path.name}: direction must be 'in', 'out', 'control' or 'internal'")
     if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
         raise ContractError(f"{path.name}: partitions must be a positive integer")
+    replication = raw["replication_factor"]
+    if not isinstance(replication, int) or replication < 1:
+        raise ContractError(f"{path.name}: replication_factor must be a positive integer")
+    min_insync = str(raw["config"].get("min.insync.replicas", "1"))
+    if not min_insync.isdigit() or not 1 <= int(min_insync) <= replication:
+        raise ContractError(f"{path.name}: min.insync.replicas must be 1..replication_factor ({replication})")
     return TopicSpec(
         name=raw["name"],
         direction=raw["direction"],
@@ -115,6 +129,7 @@ def _load_spec(path: Path) -> TopicSpec:
         schema=raw["schema"],
         example=raw["example"],
         examples=tuple(raw.get("examples", ())),
+        replication_factor=replication,
     )
 
 

@@ -257,5 +257,5 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
             return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
         with start_broker(broker_kind, workdir / "broker") as broker:
             tansu = broker_kind == "tansu"
-            return run(Settings(broker_url=broker.url, session_timeout_s=2.0 if tansu else 10.0,
+            return run(Settings(broker_url=broker.url, replication_factor=1, session_timeout_s=2.0 if tansu else 10.0,
                                 rebalance_timeout_s=2.0 if tansu else 10.0, **common))

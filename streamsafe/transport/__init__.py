@@ -59,7 +59,7 @@ fetched and dropped while the worker was starting were never delivered
 with Faust's stock delivery loop, for comparison in benchmarks.
 
 Modules: :mod:`.handoff` (the hand-off primitive), :mod:`.pin` (the pin on
-Faust), :mod:`.consumer` (the consumers).
+Faust), :mod:`.consumer` (the consumers), :mod:`.producer` (idempotence).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ from streamsafe.transport.pin import (
     check_faust_pin,
     drain_messages_sha256,
 )
+from streamsafe.transport.producer import Producer, produce_idempotently
 
 __all__ = [
     "EXPECTED_DRAIN_SHA256",
@@ -87,6 +88,7 @@ __all__ = [
     "Consumer",
     "DeliveryStats",
     "FaustPinError",
+    "Producer",
     "SafeSeekConsumer",
     "SafeSeekConsumerThread",
     "StockDeliveryTransport",
@@ -94,6 +96,7 @@ __all__ = [
     "check_faust_pin",
     "drain_messages_sha256",
     "eager_start",
+    "produce_idempotently",
     "register",
 ]
 
@@ -107,6 +110,7 @@ class StockDeliveryTransport(_aiokafka_driver.Transport):
     """Faust's aiokafka transport with the safe seek (``streamsafe-stock://``)."""
 
     Consumer: ClassVar[type[_aiokafka_driver.Consumer]] = SafeSeekConsumer
+    Producer: ClassVar[type[_aiokafka_driver.Producer]] = Producer
     driver_version = f"{_aiokafka_driver.Transport.driver_version} streamsafe-safeseek"
 
 
@@ -114,10 +118,12 @@ class Transport(_aiokafka_driver.Transport):
     """Faust's aiokafka transport with the safe seek and :class:`Consumer`'s
     delivery fast path (``streamsafe://``).
 
-    The producer, topic creation and rebalance listener are the stock driver's.
+    Topic creation and the rebalance listener are the stock driver's; the producer is too, made
+    idempotent where the settings say so (:mod:`.producer`).
     """
 
     Consumer: ClassVar[type[_aiokafka_driver.Consumer]] = Consumer
+    Producer: ClassVar[type[_aiokafka_driver.Producer]] = Producer
     driver_version = f"{_aiokafka_driver.Transport.driver_version} streamsafe-fastpath"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -108,6 +108,7 @@ async def pipeline(broker, tmp_path):
     tansu = "Tansu" in broker.kind
     settings = Settings(
         broker_url=broker.url,
+        replication_factor=1,  # the test broker is one node
         topic_prefix=f"t{test_id}.",
         app_id=f"streamsafe-t{test_id}",
         session_timeout_s=2.0 if tansu else 10.0,

@@ -1,0 +1,33 @@
+"""Faust's producer, idempotent when the worker's settings say so.
+
+Faust asks its aiokafka producer for idempotence only inside transactions; StreamSafe's
+decisions, escalations and reports go out through that producer too, so the worker's
+``idempotent_producer`` setting (settled by :func:`streamsafe.clients.resolve_idempotence`)
+applies to it here: a retried send can then neither duplicate nor reorder a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from faust.transport.drivers import aiokafka as _aiokafka_driver
+
+__all__ = ["Producer", "produce_idempotently"]
+
+_IDEMPOTENT = "_streamsafe_idempotent_producer"
+
+
+def produce_idempotently(app: Any, idempotent: bool) -> None:
+    """Make ``app``'s Faust producer idempotent (it always sends with acks=all: ``app.py``)."""
+    setattr(app, _IDEMPOTENT, idempotent)
+
+
+class Producer(_aiokafka_driver.Producer):
+    """The stock driver's producer, with ``enable_idempotence`` from :func:`produce_idempotently`."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if getattr(self.app, _IDEMPOTENT, False):
+            extra["enable_idempotence"] = True
+        return extra
