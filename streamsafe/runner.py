@@ -51,14 +51,18 @@ def run_worker(settings: Settings) -> None:
     created = [s.name for s in statuses if s.status == "created"]
     fewest = min(statuses, key=lambda s: s.replicas)
     app = create_app(settings, contract=contract)
+
+    async def announce() -> None:  # a task: logging is set up only once the worker starts
+        if created:
+            log.info("created topics from the contract: %s", ", ".join(created))
+        log.info("durability: producers acks=all, idempotent=%s; fewest replicas of any topic %d (%s)",
+                 settings.idempotent_producer, fewest.replicas, fewest.name)
+
+    app.task(announce)
     asyncio.set_event_loop(asyncio.new_event_loop())
     level = settings.log_level.upper()
     logging_config = json_logging_config(level) if settings.log_format == "json" else None
     worker = faust.Worker(app, loglevel=level, quiet=True, logging_config=logging_config)
-    if created:
-        worker.log.info("created topics from the contract: %s", ", ".join(created))
-    worker.log.info("durability: producers acks=all, idempotent=%s; fewest replicas of any topic %d (%s)",
-                    settings.idempotent_producer, fewest.replicas, fewest.name)
     worker.execute_from_commandline()
 
 

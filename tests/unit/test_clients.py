@@ -39,3 +39,22 @@ async def test_refresh_metadata_degrades_to_a_warning_without_aiokafkas_private_
 
     await clients.refresh_metadata(Consumer())
     assert calls == [1]
+
+
+async def test_producers_are_idempotent_only_when_settled_true_and_with_acks_all():
+    def idempotent(producer) -> bool:
+        return producer._txn_manager is not None  # aiokafka keeps idempotence state here
+
+    made = {value: clients.producer(Settings(idempotent_producer=value)) for value in ("auto", "true", "false")}
+    assert {v: idempotent(p) for v, p in made.items()} == {"auto": False, "true": True, "false": False}
+    assert all(p._sender._acks == -1 for p in made.values())
+    fewer_acks = clients.producer(Settings(idempotent_producer="true"), acks=1)
+    assert not idempotent(fewer_acks) and fewer_acks._sender._acks == 1
+    for producer in (*made.values(), fewer_acks):
+        await producer.stop()
+
+
+async def test_resolving_idempotence_keeps_an_explicit_choice_without_asking_a_broker():
+    for value in ("true", "false"):  # no broker at this address: a probe would fail
+        settings = Settings(broker_url="kafka://127.0.0.1:1", idempotent_producer=value)
+        assert await clients.resolve_idempotence(settings) is settings
