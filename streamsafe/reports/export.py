@@ -1,0 +1,94 @@
+"""Writing report packets out as CyberTipline documents, one packet at a time: a packet
+that cannot be mapped (or, with a schema, does not validate) is noted with a one-line
+reason and the others are still written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from streamsafe.errors import ConfigError
+from streamsafe.reports.cybertip import (
+    UnmappableReport,
+    file_details_documents,
+    packet_from_json,
+    report_document,
+    serialize,
+)
+from streamsafe.reports.profile import PlatformProfile
+
+__all__ = ["ExportResult", "export_cybertip", "load_xsd", "read_packet_lines"]
+
+
+@dataclass
+class ExportResult:
+    reports: list[Path] = field(default_factory=list)
+    file_details: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def load_xsd(path: Path) -> etree.XMLSchema:
+    """NCMEC's schema, compiled; one-line :class:`ConfigError` if it cannot be."""
+    try:
+        return etree.XMLSchema(etree.parse(str(path)))
+    except (OSError, etree.XMLSyntaxError, etree.XMLSchemaParseError) as exc:
+        raise ConfigError(f"{path}: cannot load the XML schema: {exc}") from None
+
+
+def read_packet_lines(path: Path) -> Iterable[tuple[str, Any]]:
+    """(where, packet or an :class:`UnmappableReport`) for each non-blank JSON line."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read report packets: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield f"{path.name} line {number}", packet_from_json(line)
+            except UnmappableReport as exc:
+                yield f"{path.name} line {number}", exc
+
+
+def _check(document: etree._Element, schema: etree.XMLSchema | None, what: str) -> None:
+    if schema is not None and not schema.validate(document):
+        error = schema.error_log.last_error
+        raise UnmappableReport(f"{what} does not validate against the CyberTipline schema: "
+                               f"line {error.line}: {error.message}")
+
+
+def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile, out: Path,
+                    schema: etree.XMLSchema | None = None) -> ExportResult:
+    """Write ``<report_id>.xml`` (the ``<report>``) and ``<report_id>.frame-<seq>.xml``
+    (each hash-matched frame's ``<fileDetails>``) into ``out`` for every packet; a packet
+    seen twice (a re-delivered record) is written once."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult()
+    done: set[str] = set()
+    for where, packet in packets:
+        try:
+            if isinstance(packet, UnmappableReport):
+                raise packet
+            report = report_document(packet, profile)
+            report_id = str(packet["report_id"])
+            if report_id in done:
+                continue
+            _check(report, schema, "report")
+            frames = file_details_documents(packet, profile)
+            for seq, details in frames.items():
+                _check(details, schema, f"fileDetails of frame {seq}")
+        except UnmappableReport as exc:
+            result.problems.append(f"{where}: {exc}")
+            continue
+        done.add(report_id)
+        target = out / f"{report_id}.xml"
+        target.write_bytes(serialize(report))
+        result.reports.append(target)
+        for seq, details in frames.items():
+            frame_target = out / f"{report_id}.frame-{seq}.xml"
+            frame_target.write_bytes(serialize(details))
+            result.file_details.append(frame_target)
+    return result
