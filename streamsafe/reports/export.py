@@ -54,7 +54,8 @@ def read_packet_lines(path: Path) -> Iterable[tuple[str, Any]]:
 
 
 def _check(document: etree._Element, schema: etree.XMLSchema | None, what: str) -> None:
-    if schema is not None and not schema.validate(document):
+    # validated as written, so an error's line number is the file's
+    if schema is not None and not schema.validate(etree.fromstring(serialize(document))):
         error = schema.error_log.last_error
         raise UnmappableReport(f"{what} does not validate against the CyberTipline schema: "
                                f"line {error.line}: {error.message}")
