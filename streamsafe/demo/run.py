@@ -142,8 +142,10 @@ async def _drive(settings: Settings, scenario: Scenario, console: Console | None
     return observed
 
 
-def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int = 40) -> bool:
-    """Returns True when every expected decision and dead letter was seen."""
+def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int = 40,
+             reports_out: Path | None = None) -> bool:
+    """Returns True when every expected decision and dead letter was seen. ``reports_out``:
+    a file for the report packets the demo made, one JSON line each, as the topic holds them."""
     console = None if as_json else Console(highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="streamsafe-demo-"))
     scenario = build_demo_scenario(benign=max(streams - 4, 0))
@@ -168,6 +170,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
             observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30))
         finally:
             worker.stop()
+    if reports_out is not None:
+        reports_out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in observed.reports))
     decisions = Counter(d["action"] for d in observed.decisions)
     blocks = Counter(d["stream_id"] for d in observed.decisions if d["action"] == "block")
     ok = (observed.complete(scenario) and all(n == 1 for n in blocks.values())
