@@ -66,7 +66,10 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
     """Write ``<report_id>.xml`` (the ``<report>``) and ``<report_id>.frame-<seq>.xml``
     (each hash-matched frame's ``<fileDetails>``) into ``out`` for every packet; a packet
     seen twice (a re-delivered record) is written once."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the output directory: {exc.strerror or exc}") from None
     result = ExportResult()
     done: set[str] = set()
     for where, packet in packets:
@@ -84,12 +87,19 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         except UnmappableReport as exc:
             result.problems.append(f"{where}: {exc}")
             continue
+        except ValueError as exc:  # lxml: a string XML cannot hold (NUL, control characters)
+            result.problems.append(f"{where}: {packet.get('report_id')}: cannot be written as XML: {exc}")
+            continue
         done.add(report_id)
-        target = out / f"{report_id}.xml"
-        target.write_bytes(serialize(report))
-        result.reports.append(target)
+        _write(out / f"{report_id}.xml", report, result.reports)
         for seq, details in frames.items():
-            frame_target = out / f"{report_id}.frame-{seq}.xml"
-            frame_target.write_bytes(serialize(details))
-            result.file_details.append(frame_target)
+            _write(out / f"{report_id}.frame-{seq}.xml", details, result.file_details)
     return result
+
+
+def _write(target: Path, document: etree._Element, written: list[Path]) -> None:
+    try:
+        target.write_bytes(serialize(document))
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    written.append(target)

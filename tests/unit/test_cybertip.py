@@ -302,3 +302,24 @@ def test_schema_violation_line_from_the_validator_is_readable():
     document = etree.fromstring(b"<report><reporter><reportingPerson/></reporter></report>")
     assert not xsd().validate(document)
     assert "incidentSummary" in str(xsd().error_log.last_error.message)
+
+
+def test_a_string_xml_cannot_hold_is_one_line_not_a_traceback(packet, profile, tmp_path):
+    from streamsafe.reports.export import export_cybertip
+
+    broken = copy.deepcopy(packet)
+    broken["report_id"] = "rep-" + "3" * 32
+    broken["stream_id"] = "st-\x00bad"
+    result = export_cybertip([("line 1", broken), ("line 2", packet)], profile, tmp_path)
+    (problem,) = result.problems
+    assert problem.startswith(f"line 1: {broken['report_id']}: cannot be written as XML") and "\n" not in problem
+    assert [p.name for p in result.reports] == [f"{packet['report_id']}.xml"]
+
+
+def test_an_output_directory_that_cannot_be_made_is_one_line(packet, profile, tmp_path):
+    from streamsafe.errors import ConfigError
+    from streamsafe.reports.export import export_cybertip
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot create the output directory"):
+        export_cybertip([("line 1", packet)], profile, tmp_path / "file" / "out")
