@@ -99,7 +99,7 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from streamsafe.control.bank_publish import publish_entries
+    from streamsafe.control.bank_publish import entry_content, live_entries, publish_entries
     from streamsafe.events.bank_entries import check_bank_name
     from streamsafe.matching.importers import ImportProblem, detect_format, read_entries
 
@@ -113,10 +113,16 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
                   console=console, disable=total_lines < 10_000) as progress:
         task = progress.add_task(f"importing {path.name} ({fmt}) into {bank_name}", total=total_lines)
 
+        live = asyncio.run(live_entries(settings, bank_name))
+        unchanged = 0
+
         def entries():  # type: ignore[no-untyped-def]
+            nonlocal unchanged
             for item in read_entries(path, bank_name, fmt, signal_type, source or path.name):
                 if isinstance(item, ImportProblem):
                     problems.append(item)
+                elif live.get(item.entry_id.encode()) == entry_content(item):
+                    unchanged += 1  # already in the bank as it is: not resent, the bank's age stands
                 else:
                     yield item
 
@@ -126,8 +132,9 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
         console.print(f"[yellow]line {problem.line}[/]: {problem.reason} (skipped)")
     if len(problems) > 50:
         console.print(f"... and {len(problems) - 50} more bad lines")
-    click.echo(f"published {sent} entries to bank {bank_name!r}; {len(problems)} bad lines skipped")
-    if sent == 0:
+    click.echo(f"published {sent} entries to bank {bank_name!r}; {unchanged} already there unchanged; "
+               f"{len(problems)} bad lines skipped")
+    if sent + unchanged == 0:
         sys.exit(1)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -17,7 +18,7 @@ from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
 from streamsafe.settings import Settings
 
-__all__ = ["bank_sizes", "publish_entries", "remove_entries"]
+__all__ = ["bank_sizes", "entry_content", "live_entries", "publish_entries", "remove_entries"]
 
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
@@ -67,14 +68,15 @@ async def remove_entries(settings: Settings, entry_ids: Iterable[str]) -> int:
     return count
 
 
-async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
-    """Live entries per (bank, signal type), read from the whole topic."""
+async def _latest(settings: Settings, value_of: Callable[[dict[str, Any]], Any]) -> dict[bytes, Any]:
+    """The live value of every key of the whole topic, as ``value_of(record)`` makes it (None:
+    removed, or corrupt -- workers dead-letter those)."""
     consumer = clients.consumer(settings)
     await clients.start(consumer)
     try:
         partitions = await assign_whole_topic(consumer, settings.topic_name(HASHBANK_ENTRIES))
         end = await consumer.end_offsets(partitions)
-        latest: dict[bytes, tuple[str, str] | None] = {}
+        latest: dict[bytes, Any] = {}
         while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
             batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
             for records in batch.values():
@@ -83,10 +85,31 @@ async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
                         latest[record.key] = None
                         continue
                     try:
-                        doc = orjson.loads(record.value)
-                        latest[record.key] = (str(doc["bank"]), str(doc["signal_type"]))
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        latest[record.key] = None  # corrupt: workers dead-letter it
-        return dict(Counter(v for v in latest.values() if v is not None))
+                        latest[record.key] = value_of(orjson.loads(record.value))
+                    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                        latest[record.key] = None
+        return latest
     finally:
         await stop_consumer(consumer)
+
+
+async def bank_sizes(settings: Settings) -> dict[tuple[str, str], int]:
+    """Live entries per (bank, signal type), read from the whole topic."""
+    latest = await _latest(settings, lambda doc: (str(doc["bank"]), str(doc["signal_type"])))
+    return dict(Counter(v for v in latest.values() if v is not None))
+
+
+def entry_content(entry: BankEntry) -> tuple[str, str, str, str | None, int | None]:
+    """What makes two entries the same entry (not when or by whom they were published)."""
+    return entry.bank, entry.signal_type, entry.hash, entry.label, entry.quality
+
+
+async def live_entries(settings: Settings, bank: str) -> dict[bytes, tuple[str, str, str, str | None, int | None]]:
+    """The content of every live entry of ``bank`` on the topic, by record key: an import skips
+    what is there unchanged, so a re-import neither resends it nor makes the bank look fresh."""
+    def content(doc: dict[str, Any]) -> tuple[str, str, str, str | None, int | None] | None:
+        if doc["bank"] != bank:
+            return None
+        return doc["bank"], doc["signal_type"], doc["hash"], doc.get("label"), doc.get("quality")
+
+    return {key: value for key, value in (await _latest(settings, content)).items() if value is not None}

@@ -38,8 +38,8 @@ class BankControl:
                 if additions:
                     self._add(additions, records, rejected)
                     additions = []
-                if record.key:
-                    self.banks.remove(record.key.decode(errors="replace"))
+                if record.key:  # removed as of the tombstone's own time
+                    self.banks.remove(record.key.decode(errors="replace"), at=record.timestamp / 1000)
                 continue
             try:
                 additions.append(decode_bank_entry(record.key, record.value))

@@ -93,4 +93,4 @@ def decode_bank_entry(key: bytes | None, value: bytes) -> BankEntry:
         entry_id = key.decode()
     except UnicodeDecodeError:
         raise RejectedInput("key_mismatch", "entry id is not UTF-8") from None
-    return BankEntry(entry_id, bank, signal_type, hash_, doc.get("label"), quality)
+    return BankEntry(entry_id, bank, signal_type, hash_, doc.get("label"), quality, added)

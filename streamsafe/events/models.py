@@ -22,6 +22,7 @@ class BankEntry:
     hash: str
     label: str | None = None
     quality: int | None = None
+    added_ms: int | None = None  # when the entry was added to its bank (the record's own time), if known
 
 
 @dataclass(frozen=True, slots=True)

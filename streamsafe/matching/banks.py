@@ -66,6 +66,9 @@ class HashBanks:
         self._exact_hash: dict[int, str] = {}
         self._pdq = PDQIndex(max_radius=max(PDQ.threshold, pdq_radius, *self.bank_radius.values(), 0))
         self._sizes: Counter[tuple[str, str]] = Counter()
+        #: when the banks' content last changed, by the entries' own times (epoch seconds): an entry
+        #: new to the banks counts at its ``added_ms``, a removal at its time; a restart that reloads
+        #: the same entries, or a re-import of identical ones, leaves it where it was
         self.updated_at: float | None = None
 
     # -- updates ------------------------------------------------------------------
@@ -85,10 +88,14 @@ class HashBanks:
         pdq_slots: list[int] = []
         pdq_hashes: list[str] = []
         added = 0
+        changed_at: float | None = None
         for entry in entries:
             canonical = self.registry.get(entry.signal_type).validate(entry.hash)
             if entry.entry_id in self._slot_of:
-                self.remove(entry.entry_id)
+                self.remove(entry.entry_id, changed=False)
+            else:
+                at = entry.added_ms / 1000 if entry.added_ms is not None else time.time()
+                changed_at = at if changed_at is None else max(changed_at, at)
             slot = len(self._entry_ids)
             self._slot_of[entry.entry_id] = slot
             self._entry_ids.append(entry.entry_id)
@@ -104,11 +111,15 @@ class HashBanks:
             added += 1
         if pdq_slots:
             self._pdq.add_many(pdq_slots, pdq_hashes)
-        if added:
-            self.updated_at = time.time()
+        if changed_at is not None:
+            self._changed(changed_at)
         return added
 
-    def remove(self, entry_id: str) -> bool:
+    def _changed(self, at: float) -> None:
+        self.updated_at = at if self.updated_at is None else max(self.updated_at, at)
+
+    def remove(self, entry_id: str, at: float | None = None, *, changed: bool = True) -> bool:
+        """Remove an entry; ``at``: when it was removed (epoch seconds; default now)."""
         slot = self._slot_of.pop(entry_id, None)
         if slot is None:
             return False
@@ -123,7 +134,8 @@ class HashBanks:
                 del self._exact[signal_type][digest]
         self._entry_ids[slot] = None
         self._sizes[(self._banks[self._bank_code[slot]], signal_type)] -= 1
-        self.updated_at = time.time()
+        if changed:
+            self._changed(time.time() if at is None else at)
         return True
 
     def compact_if_needed(self) -> bool:
@@ -253,6 +265,7 @@ def read_hash_list(
     problems: list[HashListProblem] = []
     try:
         lines = path.read_text().splitlines()
+        added_ms = int(path.stat().st_mtime * 1000)  # the list's entries are as old as the file
     except (OSError, UnicodeDecodeError) as exc:
         raise BankError(f"cannot read hash list {path}: {exc}") from exc
     for number, line in _numbered(lines):
@@ -269,7 +282,8 @@ def read_hash_list(
         except (KeyError, ValueError) as exc:
             problems.append(HashListProblem(number, str(exc).strip("'\"") or "unrecognised hash"))
             continue
-        entries.append(BankEntry(f"{bank}:{number}", bank, type_name, canonical, label.strip() or None))
+        entries.append(BankEntry(f"{bank}:{number}", bank, type_name, canonical, label.strip() or None,
+                                 added_ms=added_ms))
     return entries, problems
 
 

@@ -127,9 +127,64 @@ def test_bank_import_and_stats_commands(pipeline, tmp_path):
     imported = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "import", str(listing),
                                "--bank", "ncmec", *env_broker], capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr
-    assert "published 3 entries to bank 'ncmec'; 1 bad lines skipped" in imported.stdout
+    assert "published 3 entries to bank 'ncmec'; 0 already there unchanged; 1 bad lines skipped" in imported.stdout
     assert "line 3" in imported.stderr
     stats = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "stats", *env_broker],
                            capture_output=True, text=True, timeout=60)
     assert stats.returncode == 0, stats.stderr
     assert "ncmec" in stats.stdout and "3 entries in 1 banks" in stats.stdout
+
+
+async def bank_freshness(worker) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.http_port}/metrics") as r:
+        text = await r.text()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("streamsafe_bank_last_update_timestamp_seconds ")]
+    assert values, "no bank age metric"
+    return values[0]
+
+
+async def wait_for_freshness(worker, expected: float, timeout_s: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await bank_freshness(worker)
+        if abs(seen - expected) < 0.001:
+            return seen
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"bank age metric {seen}, expected {expected}")
+
+
+async def test_bank_age_is_the_entries_own_time_through_a_re_import_and_a_restart(pipeline, tmp_path):
+    listing = tmp_path / "ncmec-export.pdq"
+    listing.write_text(f"{CASE},100\n{OVERLAY} 80\n")
+    env_broker = ["--broker", pipeline.settings.broker_url, "--topic-prefix", pipeline.settings.topic_prefix]
+
+    def bank_import() -> str:
+        done = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "import", str(listing),
+                               "--bank", "ncmec", *env_broker], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    before = time.time()
+    assert "published 2 entries to bank 'ncmec'; 0 already there unchanged" in bank_import()
+    records = await pipeline.read(until=lambda r: len(r.on(HASHBANK_ENTRIES)) >= 2, topics=(HASHBANK_ENTRIES,))
+    added = max(d["added_ms"] for d in records.on(HASHBANK_ENTRIES)) / 1000
+    assert added >= before - 1
+    worker = pipeline.start_worker()
+    worker.wait_ready()
+    await wait_for_freshness(worker, added)
+    await asyncio.sleep(1.1)  # a re-import's own time would differ from the first one's
+    assert "published 0 entries to bank 'ncmec'; 2 already there unchanged" in bank_import()
+    worker.stop()
+    restarted = pipeline.start_worker()
+    restarted.wait_ready()
+    assert await wait_for_freshness(restarted, added) == pytest.approx(added)  # not the restart's time
+    listing.write_text(f"{CASE},100\n{OVERLAY} 80\n{flip(CASE, 40)} 90\n")  # one new entry: the bank changed
+    assert "published 1 entries to bank 'ncmec'; 2 already there unchanged" in bank_import()
+    records = await pipeline.read(until=lambda r: len(r.on(HASHBANK_ENTRIES)) >= 3, topics=(HASHBANK_ENTRIES,))
+    newest = max(d["added_ms"] for d in records.on(HASHBANK_ENTRIES)) / 1000
+    assert newest > added
+    await wait_for_freshness(restarted, newest)

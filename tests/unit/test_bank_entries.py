@@ -21,7 +21,7 @@ EXAMPLE = dict(load_contract()[HASHBANK_ENTRIES].example)
 
 def test_example_decodes():
     entry = decode_bank_entry(b"ncmec:1", orjson.dumps(EXAMPLE))
-    assert entry == BankEntry("ncmec:1", "ncmec", "pdq", EXAMPLE["hash"], EXAMPLE["label"], 100)
+    assert entry == BankEntry("ncmec:1", "ncmec", "pdq", EXAMPLE["hash"], EXAMPLE["label"], 100, EXAMPLE["added_ms"])
 
 
 values = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.text(max_size=70),

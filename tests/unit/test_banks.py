@@ -132,3 +132,24 @@ def test_matching_groups_at_once_matches_each_group_as_alone():
     together = banks.match_frame_groups(groups)
     assert together == [banks.match_frames(g) for g in groups]
     assert [len(m) for m in together] == [1, 0, 2]
+
+
+def test_bank_age_is_the_newest_entrys_own_time_not_when_it_was_loaded():
+    from dataclasses import replace
+
+    entries = [BankEntry("ncmec:a", "ncmec", "md5", "a" * 32, added_ms=1_000_000),
+               BankEntry("ncmec:b", "ncmec", "md5", "b" * 32, added_ms=2_000_000)]
+    banks = HashBanks()
+    banks.add_many(entries)
+    assert banks.updated_at == 2_000.0
+    banks.add_many([replace(e, added_ms=9_000_000) for e in entries])  # the same entries again
+    assert banks.updated_at == 2_000.0 and banks.sizes() == {"ncmec": {"md5": 2}}
+    reloaded = HashBanks()  # a restart reads the same records
+    reloaded.add_many(entries)
+    assert reloaded.updated_at == banks.updated_at
+    banks.add_many([BankEntry("ncmec:c", "ncmec", "md5", "c" * 32, added_ms=3_000_000)])
+    assert banks.updated_at == 3_000.0
+    banks.remove("ncmec:a", at=4_000.0)
+    assert banks.updated_at == 4_000.0
+    banks.remove("ncmec:missing", at=5_000.0)  # nothing removed: nothing changed
+    assert banks.updated_at == 4_000.0
