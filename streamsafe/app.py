@@ -15,7 +15,7 @@ import faust
 
 from streamsafe.agents.clock import clock_named
 from streamsafe.agents.prefilter import FramePreFilter
-from streamsafe.agents.readiness import Watch, install_readiness
+from streamsafe.agents.readiness import STALL_CAUSES, Watch, install_readiness
 from streamsafe.agents.records import RecordHandler
 from streamsafe.agents.streams import install_agents, install_timers, raw_topic
 from streamsafe.clients import default_partition
@@ -25,7 +25,15 @@ from streamsafe.control.policies import PolicyControl
 from streamsafe.control.service import ControlService
 from streamsafe.enforcement.kafka import KafkaPublisher, OutputTopics
 from streamsafe.errors import BankError
-from streamsafe.events.contract import FRAME_HASHES, HASHBANK_ENTRIES, POLICY, TopicSpec, load_contract
+from streamsafe.events.contract import (
+    FRAME_HASHES,
+    HASHBANK_ENTRIES,
+    POLICY,
+    REPORTS,
+    REVIEW_VERDICTS,
+    TopicSpec,
+    load_contract,
+)
 from streamsafe.events.decode import InputDecoder
 from streamsafe.matching.banks import HashBanks, read_hash_list
 from streamsafe.matching.pdq import warm_up as warm_up_matching
@@ -136,6 +144,8 @@ def create_app(
         clock=clock_named(settings.clock),
     )
     handler.count_inputs = settings.input_metrics
+    metrics.start_at_zero(handler.counted_topics, _enum(contract[REPORTS], "incident_type"),
+                          _enum(contract[REVIEW_VERDICTS], "verdict"), STALL_CAUSES)
     settle_before_commit(app, publisher.settled)  # an offset is committed once its decisions are acknowledged
     produce_idempotently(app, settings.idempotent_producer == "true")
     policy_control = PolicyControl(contract[POLICY], lambda: handler.policies, handler.use_policies,
@@ -154,6 +164,11 @@ def create_app(
     install_agents(app, settings, handler, control.ready, watch.agents, partitions)
     install_timers(app, settings, handler, publisher, control.ready)
     return app
+
+
+def _enum(spec: TopicSpec, field: str) -> list[str]:
+    """The values the contract allows in ``field`` of a topic's records (label values to start at 0)."""
+    return [str(v) for v in spec.schema["properties"][field]["enum"]]
 
 
 def _faust_app(settings: Settings, partitions: int) -> faust.App:

@@ -25,9 +25,12 @@ from streamsafe.observability.liveness import AgentRoster, DeliveryHealth, Progr
 from streamsafe.observability.metrics import StreamSafeMetrics, lag
 from streamsafe.settings import Settings
 
-__all__ = ["Watch", "install_readiness"]
+__all__ = ["STALL_CAUSES", "Watch", "install_readiness"]
 
 log = logging.getLogger(__name__)
+
+#: the ``cause`` label of ``streamsafe_stalled`` (see ``stalls`` below)
+STALL_CAUSES = ("agent", "record", "delivery", "progress")
 
 
 @dataclass(frozen=True)

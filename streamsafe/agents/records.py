@@ -72,7 +72,7 @@ class RecordHandler:
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock or WallClock()
         self.metrics = metrics or StreamSafeMetrics.create()
-        topics = (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS)
+        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS)
         self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
         self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
         self.decoder = decoder

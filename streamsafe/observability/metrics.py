@@ -4,20 +4,32 @@ Units are in the names; buckets are chosen for what each histogram measures.
 Label values are bounded sets (topics, reasons, actions, priorities, bank names,
 policy versions, classifier names): never hashes, stream ids or user ids.
 Hot-path counters are bound to their labels once, so an event costs one ``inc``.
+
+The labelled series that alerts watch start at 0 (:meth:`StreamSafeMetrics.start_at_zero`):
+a counter first seen at 1 after a restart has no earlier sample for ``increase()`` to
+compare with, so the first breach after a restart would never fire. The process's own
+``process_*`` metrics (CPU, memory, open files, start time) are in the same registry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["LATENCY_BUCKETS", "StreamSafeMetrics", "lag"]
+from streamsafe.events.dead_letter import DEAD_LETTER_REASONS
+from streamsafe.events.values import Priority
+
+__all__ = ["LATENCY_BUCKETS", "PROCESS_METRICS", "StreamSafeMetrics", "lag"]
 
 # decision latency: most decisions within milliseconds; the SLO sits around 50 ms,
 # broker or rebalance trouble shows up in seconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STATE_BYTES_BUCKETS = (64, 128, 256, 512, 1024, 1536, 2048, 4096, 8192)
+#: what prometheus_client's process collector exports (on Linux)
+PROCESS_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                   "process_start_time_seconds", "process_open_fds", "process_max_fds")
 
 
 def lag(highwater: int, committed: int | None) -> int:
@@ -58,6 +70,7 @@ class StreamSafeMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> StreamSafeMetrics:
         r = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=r)
         return cls(
             registry=r,
             input_messages=Counter("streamsafe_input_messages", "Input records by topic and outcome "
@@ -117,9 +130,27 @@ class StreamSafeMetrics:
                                       "(each is sent again)", registry=r),
         )
 
+    def start_at_zero(self, input_topics: Iterable[str], incident_types: Iterable[str],
+                      verdict_outcomes: Iterable[str], stall_causes: Iterable[str]) -> None:
+        """Create, at 0, every labelled series an alert or a dashboard rate is computed from."""
+        for topic in input_topics:
+            self.input_messages.labels(topic, "accepted", "")
+            for reason in DEAD_LETTER_REASONS:
+                self.input_messages.labels(topic, "dead_lettered", reason)
+        for reason in DEAD_LETTER_REASONS:
+            self.bank_entries_rejected.labels(reason)
+        for priority in Priority:
+            self.sla_breaches.labels(priority.value)
+        for incident_type in incident_types:
+            self.reports.labels(incident_type)
+        for outcome in verdict_outcomes:
+            self.review_verdicts.labels(outcome)
+        for cause in stall_causes:
+            self.stalled.labels(cause).set(0)
+
     def names(self) -> set[str]:
         """Every sample name this bundle exports (for checking dashboards and alerts)."""
-        out: set[str] = set()
+        out: set[str] = set(PROCESS_METRICS)
         for f in fields(self):
             metric = getattr(self, f.name)
             if f.name == "registry":

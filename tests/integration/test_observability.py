@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -46,6 +49,15 @@ async def test_readyz_is_false_until_the_worker_is_assigned_and_loaded(pipeline,
     assert (await get(f"http://127.0.0.1:{port}/healthz"))[0] == 200
     status, body = await get(f"http://127.0.0.1:{port}/readyz")
     assert status == 200 and '"policies_and_banks_loaded":true' in body
+    _, metrics = await get(f"http://127.0.0.1:{port}/metrics")
+    # a fresh worker already exports, at 0, the series its "first breach" alerts take increase() of
+    for series in ('streamsafe_review_sla_breaches_total{priority="P0"} 0.0',
+                   'streamsafe_input_messages_total{outcome="dead_lettered",reason="wrong_partition",'
+                   'topic="livestream.classifier-signals"} 0.0',
+                   'streamsafe_reports_total{incident_type="child_sexual_abuse_material"} 0.0',
+                   'streamsafe_stalled{cause="delivery"} 0.0'):
+        assert series in metrics, series
+    assert "process_resident_memory_bytes " in metrics and "process_cpu_seconds_total " in metrics
 
 
 @pytest.mark.skipif(
@@ -107,6 +119,21 @@ scrape_configs:
         accepted = await wait_for("sum(streamsafe_input_messages_total)", lambda v: v >= before + 5)
         assert blocks == 5 and latency == 5 and p99 > 0 and accepted >= before + 5
         assert await wait_for("streamsafe_ready", lambda v: v == 1) == 1
+        # every dashboard query, with its variables at "All", is valid PromQL on a real server, and
+        # the per-worker and per-partition panels have data from this worker
+        dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "streamsafe.json")
+                               .read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = re.sub(r"\$(instance|topic|partition)\b", ".*", target["expr"])
+                async with aiohttp.ClientSession() as http, http.get(api + quote(expr)) as r:
+                    answer = await r.json()
+                assert answer["status"] == "success", (panel["title"], expr, answer)
+        scoped = f'instance=~"127.0.0.1:{metrics_port}"'
+        assert await wait_for(quote(f'sum(rate(process_cpu_seconds_total{{{scoped}}}[1m])) or vector(-1)'),
+                              lambda v: v >= 0) >= 0
+        assert await wait_for(quote(f"count(streamsafe_consumer_lag_messages{{{scoped}, partition=~\".*\"}})"),
+                              lambda v: v >= 1) >= 1
     finally:
         prometheus.terminate()
         prometheus.wait(20)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,8 @@ from aiohttp import ClientSession
 from prometheus_client import CollectorRegistry
 
 from streamsafe.brokers.base import free_port
+from streamsafe.errors import ConfigError
+from streamsafe.observability.alerts import PLACEHOLDER_RUNBOOK_BASE, render_alert_rules
 from streamsafe.observability.health import HealthServer
 from streamsafe.observability.logs import JsonFormatter
 from streamsafe.observability.metrics import StreamSafeMetrics
@@ -58,8 +61,31 @@ def test_every_alert_has_a_summary_and_a_runbook_section():
     runbook = (ROOT / "docs" / "runbook.md").read_text()
     for rule in (r for g in rules["groups"] for r in g["rules"]):
         assert rule["annotations"]["summary"]
-        anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
+        base, anchor = rule["annotations"]["runbook_url"].split("#", 1)
+        assert base == PLACEHOLDER_RUNBOOK_BASE  # absolute; rewritten by `streamsafe alerts render`
         assert f"## {rule['alert']}" in runbook and anchor == rule["alert"].lower()
+
+
+def test_alert_rules_render_with_the_platforms_runbook_base(tmp_path):
+    base = "https://wiki.platform.example/sre/streamsafe-runbook.md"
+    rendered = yaml.safe_load(render_alert_rules(base + "/"))
+    shipped = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    urls = [r["annotations"].pop("runbook_url") for g in rendered["groups"] for r in g["rules"]]
+    assert urls == [f"{base}#{r['alert'].lower()}" for g in shipped["groups"] for r in g["rules"]]
+    for rule in (r for g in shipped["groups"] for r in g["rules"]):
+        del rule["annotations"]["runbook_url"]
+    assert rendered == shipped  # nothing but the links changed
+    for bad in ("docs/runbook.md", "ftp://host/runbook", "https://host/runbook#x"):
+        with pytest.raises(ConfigError):
+            render_alert_rules(bad)
+    out = tmp_path / "alerts.yml"
+    done = subprocess.run([sys.executable, "-m", "streamsafe", "alerts", "render", "--runbook-base", base,
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == render_alert_rules(base)
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "rules", str(out)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 @needs_promtool
@@ -127,3 +153,41 @@ def test_lag_of_a_partition_never_committed_counts_from_zero():
 
     assert lag(40, None) == 40  # Faust's committed-offset map holds None there
     assert lag(40, 35) == 5 and lag(40, 41) == 0
+
+
+def test_alerted_series_start_at_zero_and_process_metrics_are_exported():
+    from prometheus_client import generate_latest
+
+    from streamsafe.agents.readiness import STALL_CAUSES
+    from streamsafe.events.dead_letter import DEAD_LETTER_REASONS
+
+    metrics = StreamSafeMetrics.create()
+    metrics.start_at_zero(["livestream.metadata"], ["online_enticement"], ["benign"], STALL_CAUSES)
+    text = generate_latest(metrics.registry).decode()
+    for priority in ("P0", "P1", "P2", "P3"):
+        assert f'streamsafe_review_sla_breaches_total{{priority="{priority}"}} 0.0' in text
+    for reason in DEAD_LETTER_REASONS:
+        assert (f'streamsafe_input_messages_total{{outcome="dead_lettered",reason="{reason}",'
+                'topic="livestream.metadata"} 0.0') in text
+    assert 'streamsafe_reports_total{incident_type="online_enticement"} 0.0' in text
+    assert 'streamsafe_review_verdicts_total{outcome="benign"} 0.0' in text
+    assert all(f'streamsafe_stalled{{cause="{cause}"}} 0.0' in text for cause in STALL_CAUSES)
+    assert "process_resident_memory_bytes" in text and "process_start_time_seconds" in text
+
+
+def test_dashboard_filters_by_worker_topic_and_partition():
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "streamsafe.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "instance", "topic", "partition"} <= set(variables)
+    for name in ("instance", "topic", "partition"):
+        assert variables[name]["includeAll"] and variables[name]["multi"] and variables[name]["allValue"] == ".*"
+    selector = re.compile(r"\b(?:streamsafe|process)_[a-z0-9_]+(\{[^}]*\})?")
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for match in selector.finditer(target["expr"]):
+                labels = match.group(1) or ""
+                assert 'instance=~"$instance"' in labels, (panel["title"], target["expr"])
+                if match.group(0).startswith(("streamsafe_consumer_lag_messages", "streamsafe_input_messages")):
+                    assert 'topic=~"$topic"' in labels, (panel["title"], target["expr"])
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Consumer lag by partition", "Worker CPU (cores)", "Worker memory (RSS)"} <= titles
