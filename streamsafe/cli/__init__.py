@@ -3,7 +3,7 @@ and ``banks`` the commands (importing them registers them on the group)."""
 
 from __future__ import annotations
 
-from streamsafe.cli import alerts, banks, commands, reports  # noqa: F401  (registers the commands)
+from streamsafe.cli import alerts, banks, commands, reports, transparency  # noqa: F401  (registers the commands)
 from streamsafe.cli.base import cli
 
 __all__ = ["cli", "main"]

@@ -68,11 +68,14 @@ def topics_apply(settings: Settings, replication_factor: int | None, min_insync_
 @click.option("--streams", default=40, show_default=True, help="live streams in the scenario")
 @click.option("--reports-out", type=click.Path(dir_okay=False, path_type=Path),
               help="write the report packets made (JSON lines, as on enforcement.reports) to this file")
-def demo(as_json: bool, broker_kind: str, streams: int, reports_out: Path | None) -> None:
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the run's enforcement, verdict and dead-letter records to this recording (JSONL)")
+def demo(as_json: bool, broker_kind: str, streams: int, reports_out: Path | None, record: Path | None) -> None:
     """Run the built-in scenario end to end on an embedded broker."""
     from streamsafe.demo.run import run_demo
 
-    ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams, reports_out=reports_out)
+    ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams, reports_out=reports_out,
+                  record=record)
     sys.exit(0 if ok else 1)
 
 

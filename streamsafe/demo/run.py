@@ -142,10 +142,20 @@ async def _drive(settings: Settings, scenario: Scenario, console: Console | None
     return observed
 
 
+def _record(settings: Settings, path: Path) -> int:
+    from streamsafe.replay.recording import write_recording
+    from streamsafe.transparency.source import read_topics
+
+    events = asyncio.run(read_topics(settings))
+    return write_recording(path, (e for e in events if e.value is None or isinstance(e.value, dict)))
+
+
 def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int = 40,
-             reports_out: Path | None = None) -> bool:
+             reports_out: Path | None = None, record: Path | None = None) -> bool:
     """Returns True when every expected decision and dead letter was seen. ``reports_out``:
-    a file for the report packets the demo made, one JSON line each, as the topic holds them."""
+    a file for the report packets the demo made, one JSON line each, as the topic holds them.
+    ``record``: write what the run left on the enforcement, verdict and dead-letter topics there
+    as a recording (the input of ``streamsafe transparency --recording``)."""
     console = None if as_json else Console(highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="streamsafe-demo-"))
     scenario = build_demo_scenario(benign=max(streams - 4, 0))
@@ -168,6 +178,9 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
             say(f"worker ready; playing {len(scenario.events)} events from {len(scenario.streams)} "
                 "live streams (including malformed input)\n")
             observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30))
+            if record is not None:
+                recorded = _record(settings, record)
+                say(f"recorded {recorded} records to {record}")
         finally:
             worker.stop()
     if reports_out is not None:

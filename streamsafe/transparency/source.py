@@ -1,0 +1,80 @@
+"""Where a transparency report's records come from: the broker's topics, read from the
+beginning up to the end offsets seen at the start (records written meanwhile wait for
+the next report), or a recording (JSONL, see :mod:`streamsafe.replay.recording`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from aiokafka import TopicPartition
+
+from streamsafe import clients
+from streamsafe.control.broadcast import stop_consumer
+from streamsafe.errors import BrokerError
+from streamsafe.replay.recording import RecordedEvent, read_recording
+from streamsafe.settings import Settings
+from streamsafe.transparency.log import SOURCE_TOPICS, EnforcementLog
+
+__all__ = ["log_from_broker", "log_from_recording", "read_topics"]
+
+
+async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
+                      timeout_s: float = 120.0) -> list[RecordedEvent]:
+    """Every record of ``topics`` (contract names; the prefix is added) up to the end offsets
+    seen at the start, as recorded events named by contract topic. A topic the broker does
+    not have is left out (it has no records to count). A value that is not JSON is kept
+    as a non-object, so the report counts it as unreadable."""
+    names = {settings.topic_name(t): t for t in topics}
+    consumer = clients.consumer(settings, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await clients.start(consumer)
+    try:
+        present = await consumer.topics()
+        assigned = [TopicPartition(name, p) for name in names if name in present
+                    for p in sorted(consumer.partitions_for_topic(name) or ())]
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        pending = {tp: end for tp, end in ends.items() if end > 0}
+        events: list[RecordedEvent] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {sorted(names)} did not reach the end offsets in {timeout_s:.0f}s")
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, messages in batch.items():
+                for message in messages:
+                    if message.offset < ends[tp]:
+                        events.append(RecordedEvent(names[tp.topic], _text(message.key), _value(message.value)))
+            for tp in list(pending):
+                if await consumer.position(tp) >= pending[tp]:
+                    del pending[tp]
+        return events
+    finally:
+        await stop_consumer(consumer)
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _value(raw: bytes | None) -> dict | None:  # type: ignore[type-arg]
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []  # type: ignore[return-value]  # not an object: counted as unreadable
+
+
+def log_from_broker(settings: Settings, timeout_s: float = 120.0) -> EnforcementLog:
+    return EnforcementLog.of((e.topic, e.value) for e in asyncio.run(read_topics(settings, timeout_s=timeout_s)))
+
+
+def log_from_recording(path: Path) -> EnforcementLog:
+    return EnforcementLog.of((e.topic, e.value) for e in read_recording(path).events)
