@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
@@ -32,9 +32,8 @@ async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
     consumer = clients.consumer(settings, max_partition_fetch_bytes=8 * 1024 * 1024)
     await clients.start(consumer)
     try:
-        present = await consumer.topics()
-        assigned = [TopicPartition(name, p) for name in names if name in present
-                    for p in sorted(consumer.partitions_for_topic(name) or ())]
+        present = [name for name in names if name in await consumer.topics()]
+        assigned = [TopicPartition(name, p) for name in present for p in await _partitions(consumer, name)]
         if not assigned:
             return []
         consumer.assign(assigned)
@@ -57,6 +56,20 @@ async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
         return events
     finally:
         await stop_consumer(consumer)
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partitions of a topic the broker has (the client's metadata may not know it yet)."""
+    deadline = time.monotonic() + timeout_s
+    partitions = consumer.partitions_for_topic(topic)
+    while not partitions and time.monotonic() < deadline:
+        await clients.refresh_metadata(consumer)
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await asyncio.sleep(0.1)
+    if not partitions:
+        raise BrokerError(f"the broker lists topic {topic} but gives no partitions for it")
+    return sorted(partitions)
 
 
 def _text(raw: bytes | None) -> str | None:
