@@ -57,8 +57,13 @@ def transparency(settings: Settings, since: str | None, until: str | None, recor
     since_ms = parse_time(since) if since else until_ms - 30 * _DAY_MS
     if since_ms >= until_ms:
         raise click.UsageError("--since must be before --until")
-    log = log_from_recording(recording) if recording else log_from_broker(settings)
-    report = compute_report(log, since_ms, until_ms, load_policy(policy).bank_trust)
+    if recording:
+        log = log_from_recording(recording)
+        as_of_ms = log.newest_ms  # a recording reaches as far as its newest record
+    else:
+        as_of_ms = int(time.time() * 1000)
+        log = log_from_broker(settings)
+    report = compute_report(log, since_ms, until_ms, load_policy(policy).bank_trust, as_of_ms)
     if out is not None:
         out.write_text(to_html(report))
         click.echo(f"wrote {out}", err=True)

@@ -150,7 +150,7 @@ def _answer(escalation: Mapping[str, Any], verdicts: list[dict[str, Any]], until
     return None
 
 
-def _review(escalations: list[dict[str, Any]], log: EnforcementLog, until_ms: int
+def _review(escalations: list[dict[str, Any]], log: EnforcementLog, until_ms: int, horizon_ms: int
             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for verdict in sorted(log.verdicts, key=lambda v: v["ts_ms"]):
@@ -165,7 +165,7 @@ def _review(escalations: list[dict[str, Any]], log: EnforcementLog, until_ms: in
         counts["escalations"] += 1
         if answer is not None and (due is None or answer["ts_ms"] <= due):
             counts["met"] += 1
-        elif answer is not None or (due is not None and due < until_ms):
+        elif answer is not None or (due is not None and due < horizon_ms):
             counts["missed"] += 1
         else:
             counts["open"] += 1
@@ -180,10 +180,14 @@ def _review(escalations: list[dict[str, Any]], log: EnforcementLog, until_ms: in
 
 
 def compute_report(log: EnforcementLog, since_ms: int, until_ms: int,
-                   bank_trust: Mapping[str, str] | None = None) -> TransparencyReport:
+                   bank_trust: Mapping[str, str] | None = None, as_of_ms: int | None = None) -> TransparencyReport:
     """The figures for ``[since_ms, until_ms)``; ``bank_trust`` names each bank's trust
-    (authority, internal, partner) as the policy does (unknown banks are partner)."""
+    (authority, internal, partner) as the policy does (unknown banks are partner).
+    ``as_of_ms``: how far the records reach (when they were read, or the newest record of
+    a recording); an unanswered escalation is missed only when its deadline passed before
+    that and before ``until_ms``, open otherwise."""
     trust = bank_trust or {}
+    horizon_ms = until_ms if as_of_ms is None else min(until_ms, as_of_ms)
 
     def within(ms: int) -> bool:
         return since_ms <= ms < until_ms
@@ -215,14 +219,15 @@ def compute_report(log: EnforcementLog, since_ms: int, until_ms: int,
     reports = [r for r in log.reports.values() if within(r["times"]["reported"]["ms"])]
     report_ids = {r["report_id"] for r in reports}
     preserved = [p for p in log.preservation.values() if p["report_id"] in report_ids]
-    sla, overturn = _review([d for d in decisions if d["action"] == "escalate"], log, until_ms)
+    sla, overturn = _review([d for d in decisions if d["action"] == "escalate"], log, until_ms, horizon_ms)
 
     appeals = [a for a in log.appeals.values() if within(a["submitted_at_ms"])]
     reversals = by_type["reinstate"]
     dead = [d for d in log.dead_letters.values() if within(d["dead_lettered_at_ms"])]
     return TransparencyReport(
         period={"since_ms": since_ms, "until_ms": until_ms, "since_utc": utc_text(since_ms),
-                "until_utc": utc_text(until_ms), "clock": CLOCK},
+                "until_utc": utc_text(until_ms), "as_of_ms": horizon_ms, "as_of_utc": utc_text(horizon_ms),
+                "clock": CLOCK},
         actions={"total": len(decisions), "by_type": dict(by_type),
                  "by_type_and_category": {a: dict(sorted(c.items())) for a, c in by_type_category.items()}},
         detection_sources=dict(sources),

@@ -49,6 +49,20 @@ def _dead_letter_key(v: dict[str, Any]) -> tuple[Any, ...] | None:
     return (source.get("topic"), source.get("partition"), source.get("offset"), v["reason"])
 
 
+def _record_time(topic: str, v: dict[str, Any]) -> int | None:
+    if topic in (ACTIONS, ESCALATIONS):
+        return int(v["decided_at_ms"])
+    if topic == REPORTS:
+        return int(v["times"]["reported"]["ms"])
+    if topic == PRESERVATION:
+        return None  # no time of its own: it goes with its report
+    if topic == REVIEW_VERDICTS:
+        return int(v["ts_ms"])
+    if topic == APPEALS:
+        return int(v["submitted_at_ms"])
+    return int(v["dead_lettered_at_ms"])
+
+
 @dataclass
 class EnforcementLog:
     """Records by kind, each once; ``unreadable`` counts the values skipped, by topic."""
@@ -59,6 +73,7 @@ class EnforcementLog:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     appeals: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    newest_ms: int | None = None  # the latest record time (see compute's clock) among them
     read: Counter[str] = field(default_factory=Counter)
     unreadable: Counter[str] = field(default_factory=Counter)
 
@@ -76,6 +91,10 @@ class EnforcementLog:
         self.read[topic] += 1
         if not isinstance(value, dict) or not self._add(topic, value):
             self.unreadable[topic] += 1
+            return
+        at = _record_time(topic, value)
+        if at is not None:
+            self.newest_ms = at if self.newest_ms is None else max(self.newest_ms, at)
 
     def _add(self, topic: str, v: dict[str, Any]) -> bool:
         if topic in (ACTIONS, ESCALATIONS):

@@ -87,7 +87,9 @@ async def test_report_from_the_broker_equals_counts_made_from_its_topics(pipelin
     assert run.returncode == 0, run.stdout + run.stderr
     report = orjson.loads(run.stdout)
     raw = [(topic, value) for topic, _, value in records.items]
-    assert_report_matches(report, expected_figures(raw, started - 60_000, until))
+    as_of = report["period"]["as_of_ms"]  # when the command read the topics
+    assert started < as_of <= now_ms()
+    assert_report_matches(report, expected_figures(raw, started - 60_000, until, as_of))
     assert report["records"]["read"] == {t: len(records.on(t)) for t in TOPICS}
     # what the worker and the test made, spelled out
     assert report["actions"]["by_type"] == {"block": 1, "restrict": 1, "escalate": 2, "report": 1, "reinstate": 1}

@@ -162,6 +162,20 @@ def test_review_sla_per_priority():
     assert sla["P3"] == {"escalations": 1, "met": 0, "missed": 0, "open": 1, "met_rate": None}
 
 
+def test_a_deadline_after_what_the_records_reach_is_open_not_missed():
+    esc = decision("st-1", "escalate", T0, [classifier_ev(T0)], rule="csam-classifier", priority="P0",
+                   due=T0 + 5 * MIN)
+    records = [("enforcement.escalations", esc)]
+    # the period runs on for a day, but the records were read a minute after the escalation
+    early = compute_report(EnforcementLog.of(records), SINCE, UNTIL, TRUST, as_of_ms=T0 + MIN).as_record()
+    assert early["review_sla"]["P0"]["open"] == 1 and early["period"]["as_of_ms"] == T0 + MIN
+    assert figures(records)["review_sla"]["P0"]["missed"] == 1
+    assert EnforcementLog.of(mixed_records()).newest_ms == T0 + 300 * MIN  # the reinstatement
+    mixed = mixed_records()
+    later = compute_report(EnforcementLog.of(mixed), SINCE, UNTIL, TRUST, as_of_ms=T0 + 300 * MIN).as_record()
+    assert_report_matches(later, expected_figures(mixed, SINCE, UNTIL, T0 + 300 * MIN))
+
+
 def test_a_verdict_at_the_deadline_meets_it_and_one_after_until_is_not_known_yet():
     esc = decision("st-1", "escalate", T0, [classifier_ev(T0)], rule="csam-classifier", priority="P0",
                    due=T0 + 5 * MIN)
