@@ -135,6 +135,20 @@ def test_detection_sources_by_strongest_evidence_and_bank_trust():
                                       "user_report": 1, "reviewer": 1, "fused_risk": 2}
 
 
+@pytest.mark.parametrize(("evidence", "source"), [
+    ([review_ev(T0), hash_ev(T0 - 9, "internal-confirmed"), hash_ev(T0 - 5)], "authority_hash"),
+    ([hash_ev(T0, "partner-x"), hash_ev(T0, "internal-confirmed")], "internal_hash"),
+    ([user_report_ev(T0), classifier_ev(T0), hash_ev(T0, "partner-x")], "partner_hash"),
+    ([review_ev(T0), user_report_ev(T0), classifier_ev(T0)], "classifier"),
+    ([risk_ev(T0), review_ev(T0), user_report_ev(T0)], "user_report"),
+    ([risk_ev(T0), review_ev(T0)], "reviewer"),
+    ([risk_ev(T0), {"kind": "context", "ts_ms": T0, "visibility": "private"}], "fused_risk"),
+])
+def test_the_strongest_evidence_names_the_source(evidence, source):
+    sources = figures([("enforcement.actions", decision("st-1", "block", T0, evidence))])["detection_sources"]
+    assert {s: n for s, n in sources.items() if n} == {source: 1}
+
+
 def test_human_decisions_are_reviewer_verdicts_and_reinstatements():
     r = figures(mixed_records())
     # the reviewer's block and the reinstatement; a missed deadline's re-escalation is automated
