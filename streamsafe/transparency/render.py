@@ -233,7 +233,7 @@ def to_html(report: TransparencyReport, title: str = "StreamSafe transparency re
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
             f'<p class="period">{html.escape(period["since_utc"])} to {html.escape(period["until_utc"])} '
-            f"(up to, not including, the end)</p>"
+            f"(up to, not including, the end); records as of {html.escape(period['as_of_utc'])}</p>"
             f'<p class="note">Clock: {html.escape(period["clock"])}</p>'
             f'<div class="tiles">{tile_html}</div><div class="charts">{charts}</div>'
             f'<div class="tables">{_tables(r)}</div>'
