@@ -48,11 +48,12 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
         "replay": ["replay", str(recording), "--broker", broker],
         "evaluate": ["evaluate", str(recording), "--broker", broker],
         "worker": ["worker", "--broker", broker],
+        "transparency": ["transparency", "--json", "--broker", broker],
     }
 
 
 COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "topics apply",
-            "hash --emit", "replay", "evaluate", "worker"]
+            "hash --emit", "replay", "evaluate", "worker", "transparency"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
