@@ -337,3 +337,17 @@ def test_cli_needs_an_output_and_an_ordered_period(tmp_path):
     backwards = CliRunner().invoke(cli, ["transparency", "--recording", str(recording), "--json",
                                          "--since", "2025-12-01", "--until", "2025-11-01"])
     assert backwards.exit_code == 2 and "--since" in backwards.output
+
+
+def test_without_chromium_the_browser_test_skips_except_in_ci(monkeypatch):
+    import shutil
+
+    from tests.transparency_support import chromium_or_skip
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        chromium_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        chromium_or_skip()
