@@ -32,7 +32,8 @@ async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
     consumer = clients.consumer(settings, max_partition_fetch_bytes=8 * 1024 * 1024)
     await clients.start(consumer)
     try:
-        present = [name for name in names if name in await consumer.topics()]
+        listed = await consumer.topics()
+        present = [name for name in names if name in listed]
         assigned = [TopicPartition(name, p) for name in present for p in await _partitions(consumer, name)]
         if not assigned:
             return []
