@@ -1,9 +1,11 @@
-"""Apache Kafka in KRaft mode (one combined broker + controller) from Maven Central jars.
+"""Apache Kafka in KRaft mode (combined broker + controller nodes) from Maven Central jars.
 
 The jars are fetched once with Maven (``kafka_2.13`` and its runtime dependencies,
 plus a log4j2 binding) into ``~/.cache/streamsafe/kafka/<version>/libs``; each
 start formats fresh storage with a random cluster id and listens on free
-loopback ports.
+loopback ports. :func:`start_kafka` runs one node (development, most tests);
+:func:`start_kafka_cluster` runs several in one quorum, for what needs replicas:
+StreamSafe's production durability (3 replicas, 2 in sync) and losing a broker.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamsafe.brokers.base import BrokerProcess, free_port, wait_until_ready
 from streamsafe.errors import BrokerError
 
-__all__ = ["KAFKA_VERSION", "fetch_kafka", "java_available", "start_kafka"]
+__all__ = ["KAFKA_VERSION", "KafkaCluster", "fetch_kafka", "java_available", "start_kafka", "start_kafka_cluster"]
 
 KAFKA_VERSION = "4.1.2"
 _HERE = Path(__file__).resolve().parent
@@ -63,11 +66,16 @@ def _java_opts(heap: str) -> list[str]:
     ]
 
 
-def _server_properties(data: Path, port: int, controller_port: int) -> str:
+def _server_properties(data: Path, port: int, controller_port: int, node_id: int = 1, voters: str | None = None,
+                       replicas: int = 1) -> str:
+    """One combined node's properties; ``voters``: the quorum (default: this node alone);
+    ``replicas``: the replication of Kafka's own topics (consumer offsets, transactions)."""
+    voters = voters or f"{node_id}@127.0.0.1:{controller_port}"
+    min_isr = max(1, replicas - 1)
     return f"""\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -75,15 +83,15 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={data / "logs"}
 num.partitions=1
-default.replication.factor=1
+default.replication.factor={replicas}
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
@@ -91,6 +99,42 @@ num.recovery.threads.per.data.dir=1
 log.segment.bytes=16777216
 message.max.bytes=1048588
 """
+
+
+def _ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _format(libs: Path, properties: Path, cluster_id: str, heap: str) -> None:
+    java = shutil.which("java") or "java"
+    # '=' form: a base64url id may start with '-', which would read as an option
+    formatted = subprocess.run(
+        [java, *_java_opts(heap), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+         f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"],
+        capture_output=True, text=True, check=False,
+    )
+    if formatted.returncode != 0:
+        raise BrokerError(f"formatting Kafka storage failed:\n{formatted.stdout}{formatted.stderr}")
+
+
+def _launch(libs: Path, properties: Path, heap: str, kind: str, bootstrap: str) -> BrokerProcess:
+    java = shutil.which("java") or "java"
+    log_path = properties.parent / "kafka.out"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [java, *_java_opts(heap), "-cp", f"{libs}/*", "kafka.Kafka", str(properties)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    return BrokerProcess(kind, bootstrap, process, log_path)
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def start_kafka(
@@ -113,26 +157,78 @@ def start_kafka(
         controller_port = free_port()
     properties = data / "server.properties"
     properties.write_text(_server_properties(data, port, controller_port))
-    classpath = f"{libs}/*"
-    java = shutil.which("java") or "java"
-    # '=' form: a base64url id may start with '-', which would read as an option
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    formatted = subprocess.run(
-        [java, *_java_opts(heap), "-cp", classpath, "kafka.tools.StorageTool", "format",
-         f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"],
-        capture_output=True, text=True, check=False,
-    )
-    if formatted.returncode != 0:
-        raise BrokerError(f"formatting Kafka storage failed:\n{formatted.stdout}{formatted.stderr}")
-    log_path = data / "kafka.out"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [java, *_java_opts(heap), "-cp", classpath, "kafka.Kafka", str(properties)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    broker = BrokerProcess(f"Apache Kafka {version}", f"127.0.0.1:{port}", process, log_path)
+    _format(libs, properties, _cluster_id(), heap)
+    broker = _launch(libs, properties, heap, f"Apache Kafka {version}", f"127.0.0.1:{port}")
     wait_until_ready(broker, ready_timeout_s)
     return broker
+
+
+@dataclass
+class KafkaCluster:
+    """Several KRaft nodes (each broker and controller) in one quorum, on loopback."""
+
+    nodes: list[BrokerProcess]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    @property
+    def kind(self) -> str:
+        return f"{self.nodes[0].kind.rsplit(' (', 1)[0]} ({len(self.nodes)} nodes)"
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout_s)
+
+    def __enter__(self) -> KafkaCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_kafka_cluster(
+    nodes: int = 3,
+    data_dir: Path | None = None,
+    *,
+    version: str = KAFKA_VERSION,
+    heap: str = "256m",
+    ready_timeout_s: float = 120.0,
+) -> KafkaCluster:
+    """Start ``nodes`` fresh KRaft nodes in one quorum (Kafka's own topics replicated on all
+    of them, up to 3) and wait until each answers clients."""
+    if not java_available():
+        raise BrokerError("Java is needed to run Apache Kafka (java not on PATH)")
+    libs = fetch_kafka(version)
+    data = Path(data_dir or tempfile.mkdtemp(prefix="streamsafe-kafka-cluster-"))
+    ports = _ports(2 * nodes)
+    listen, control = ports[:nodes], ports[nodes:]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{control[i]}" for i in range(nodes))
+    cluster_id = _cluster_id()
+    started: list[BrokerProcess] = []
+    try:
+        for i in range(nodes):
+            node_dir = data / f"node-{i + 1}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            properties = node_dir / "server.properties"
+            properties.write_text(_server_properties(node_dir, listen[i], control[i], i + 1, voters,
+                                                     replicas=min(nodes, 3)))
+            _format(libs, properties, cluster_id, heap)
+            # every node starts before any is waited for: a quorum forms only once most voters run
+            started.append(_launch(libs, properties, heap, f"Apache Kafka {version} (node {i + 1})",
+                                   f"127.0.0.1:{listen[i]}"))
+        for node in started:
+            wait_until_ready(node, ready_timeout_s)
+    except BaseException:
+        for node in started:
+            node.stop()
+        raise
+    return KafkaCluster(started)
 
 
 def restart_kafka(broker: BrokerProcess, *, version: str = KAFKA_VERSION, heap: str = "512m",
