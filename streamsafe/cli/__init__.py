@@ -1,9 +1,9 @@
-"""The ``streamsafe`` command: ``base`` holds the group and its error path, ``commands``
-and ``banks`` the commands (importing them registers them on the group)."""
+"""The ``streamsafe`` command: ``base`` holds the group and its error path, ``commands``,
+``banks`` and ``deploy`` the commands (importing them registers them on the group)."""
 
 from __future__ import annotations
 
-from streamsafe.cli import alerts, banks, commands, reports, transparency  # noqa: F401  (registers the commands)
+from streamsafe.cli import alerts, banks, commands, deploy, reports, transparency  # noqa: F401  (registers the commands)
 from streamsafe.cli.base import cli
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,54 @@
+"""``streamsafe deploy render``: Kubernetes manifests from the contract and the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamsafe.cli.base import cli, present
+from streamsafe.errors import StreamSafeError
+from streamsafe.settings import Settings
+
+__all__: list[str] = []
+
+
+@cli.group()
+def deploy() -> None:
+    """Deployment manifests (Kubernetes, Strimzi, KEDA, Prometheus Operator)."""
+
+
+@deploy.command("render")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="directory to write the manifests and kustomization.yaml to")
+@click.option("--namespace", default="streamsafe", show_default=True)
+@click.option("--image", help="worker image (default: streamsafe:<version>)")
+@click.option("--replicas", type=click.IntRange(min=1), default=2, show_default=True,
+              help="workers (with autoscaling: the fewest KEDA keeps)")
+@click.option("--cluster", default="kafka", show_default=True, help="the Strimzi Kafka resource's name")
+@click.option("--bootstrap", help="host:port of its SCRAM listener (default: <cluster>-kafka-bootstrap, 9093)")
+@click.option("--security-protocol", type=click.Choice(["SASL_SSL", "SASL_PLAINTEXT"]), default="SASL_SSL",
+              show_default=True)
+@click.option("--app-id", help="consumer group and table namespace (env STREAMSAFE_APP_ID)")
+@click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
+@click.option("--storage", default="10Gi", show_default=True, help="each worker's RocksDB volume")
+@click.option("--storage-class", help="the volumes' storage class (default: the cluster's)")
+@click.option("--autoscale/--no-autoscale", default=True, show_default=True,
+              help="a KEDA ScaledObject owns the worker count")
+def deploy_render(out: Path, app_id: str | None, topic_prefix: str | None, **options: Any) -> None:
+    """Write the Kubernetes manifests of a deployment to OUT (apply with kubectl apply -k OUT)."""
+    from streamsafe.deploy import RenderOptions, write_manifests
+    from streamsafe.events.contract import load_contract
+    from streamsafe.roles import unassigned_topics
+
+    try:
+        settings = Settings.from_env(app_id=app_id, topic_prefix=topic_prefix)
+        render = RenderOptions(settings, **present(options))
+    except StreamSafeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    contract = load_contract()
+    for path in write_manifests(render, out, contract):
+        click.echo(f"wrote {path}")
+    for topic in unassigned_topics(contract):
+        click.echo(f"warning: {topic}: add a grant for it in streamsafe/roles.py", err=True)
