@@ -55,13 +55,16 @@ class RenderOptions:
             raise ConfigError(f"security_protocol must be one of {SECURITY_PROTOCOLS} (the KafkaUsers are SCRAM)")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace):
             raise ConfigError(f"namespace {self.namespace!r} is not a valid Kubernetes namespace")
-        # the worker's objects and user names are derived from the app id
-        resource_name(self.settings.app_id)
+        # the worker's objects and user names are derived from the app id: a Service name is an
+        # RFC 1035 label, and a StatefulSet's pods' revision label leaves it 52 characters
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,50}[a-z0-9])?", self.name):
+            raise ConfigError(f"app id {self.settings.app_id!r} does not make a Kubernetes name "
+                              "(a letter first, then letters, digits, '-', '_' or '.'; at most 52)")
 
     @property
     def name(self) -> str:
-        """The StatefulSet's, Service's and other workload objects' name."""
-        return resource_name(self.settings.app_id)
+        """The StatefulSet's, Service's and other workload objects' name (from the app id)."""
+        return re.sub(r"[^a-z0-9]+", "-", self.settings.app_id.lower()).strip("-")
 
     @property
     def bootstrap_servers(self) -> str:

@@ -21,6 +21,7 @@ from streamsafe.app import changelog_topics
 from streamsafe.deploy import RenderOptions, render_files, render_resources
 from streamsafe.deploy.monitoring import alert_rules
 from streamsafe.deploy.workload import DATA_DIR
+from streamsafe.errors import ConfigError
 from streamsafe.events.contract import FRAME_HASHES, contract_dir, load_contract
 from streamsafe.roles import ROLES, role_access, unassigned_topics
 from streamsafe.settings import ENV_FIELDS, ENV_PREFIX, SECURITY_ENV, Settings
@@ -257,6 +258,12 @@ def test_the_users_acls_follow_the_role_table(rendered, contract):
     assert _topics(_acls(rendered, "policy-admin"), "Write") == {"streamsafe.policy"}
     scaler = _acls(rendered, "scaler")
     assert all(a["operations"] == ["Describe"] for a in scaler)
+
+
+@pytest.mark.parametrize("app_id", ["9lives", "a" * 53, "--"])
+def test_an_app_id_that_makes_no_kubernetes_name_is_refused(app_id):
+    with pytest.raises(ConfigError, match="Kubernetes name"):
+        options(settings={"app_id": app_id})
 
 
 def test_role_access_uses_the_broker_side_names(contract):
