@@ -1,5 +1,5 @@
-"""The ``streamsafe`` command: ``base`` holds the group and its error path, ``commands``,
-``banks`` and ``deploy`` the commands (importing them registers them on the group)."""
+"""The ``streamsafe`` command: ``base`` holds the group and its error path, the other modules
+(``commands``, ``banks``, ``deploy``, …) the commands (importing them registers them on the group)."""
 
 from __future__ import annotations
 
