@@ -34,6 +34,8 @@ def deploy() -> None:
 @click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
 @click.option("--storage", default="10Gi", show_default=True, help="each worker's RocksDB volume")
 @click.option("--storage-class", help="the volumes' storage class (default: the cluster's)")
+@click.option("--runbook-base", envvar="STREAMSAFE_RUNBOOK_BASE", show_envvar=True,
+              help="absolute URL where docs/runbook.md is published: the alerts link under it")
 @click.option("--autoscale/--no-autoscale", default=True, show_default=True,
               help="a KEDA ScaledObject owns the worker count")
 def deploy_render(out: Path, app_id: str | None, topic_prefix: str | None, **options: Any) -> None:

@@ -1,37 +1,29 @@
 """Prometheus Operator objects: the ServiceMonitor that scrapes every worker, and the
-PrometheusRule carrying ``deploy/prometheus/alerts.yml`` unchanged (the same rules promtool tests)."""
+PrometheusRule carrying ``deploy/prometheus/alerts.yml`` unchanged (the same rules promtool tests)
+but for its runbook links, which point under the platform's runbook base as ``streamsafe alerts
+render`` writes them."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from streamsafe.deploy.options import HTTP_PORT_NAME, RenderOptions
 from streamsafe.errors import ConfigError
+from streamsafe.observability.alerts import PLACEHOLDER_RUNBOOK_BASE, render_alert_rules
 
-__all__ = ["alert_rules", "alerts_path", "prometheus_rule", "service_monitor"]
+__all__ = ["alert_rules", "prometheus_rule", "service_monitor"]
 
 #: the alerts' ``job`` label: ``up{job="streamsafe"}``, whatever the app id
 JOB = "streamsafe"
 
 
-def alerts_path() -> Path:
-    """The checkout's ``deploy/prometheus/alerts.yml``, or the copy an installed wheel carries."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package.parent / "deploy" / "prometheus" / "alerts.yml",
-                      package / "_deploy" / "prometheus" / "alerts.yml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no deploy/prometheus/alerts.yml found next to {package}")
-
-
-def alert_rules(path: Path | None = None) -> dict[str, Any]:
-    """The alert rule file as data (``{"groups": [...]}``)."""
-    rules = yaml.safe_load((path or alerts_path()).read_text())
+def alert_rules(runbook_base: str = PLACEHOLDER_RUNBOOK_BASE) -> dict[str, Any]:
+    """The shipped alert rules as data (``{"groups": [...]}``), runbook links under ``runbook_base``."""
+    rules = yaml.safe_load(render_alert_rules(runbook_base))
     if not isinstance(rules, dict) or not rules.get("groups"):
-        raise ConfigError(f"{path or alerts_path()} has no rule groups")
+        raise ConfigError("the shipped alert rules have no rule groups")
     return rules
 
 
@@ -56,5 +48,5 @@ def prometheus_rule(options: RenderOptions, rules: dict[str, Any] | None = None)
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": options.metadata(options.name, "worker"),
-        "spec": {"groups": (rules or alert_rules())["groups"]},
+        "spec": {"groups": (rules or alert_rules(options.runbook_base))["groups"]},
     }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from streamsafe import __version__
 from streamsafe.errors import ConfigError
+from streamsafe.observability.alerts import PLACEHOLDER_RUNBOOK_BASE
 from streamsafe.settings import Settings
 
 __all__ = ["HTTP_PORT_NAME", "RenderOptions", "resource_name"]
@@ -47,6 +48,8 @@ class RenderOptions:
     #: KEDA's ScaledObject owns the worker count (the StatefulSet then names none: re-applying
     #: the manifests must not undo a scale-out)
     autoscale: bool = True
+    #: where docs/runbook.md is published: the alerts' runbook links point under it
+    runbook_base: str = PLACEHOLDER_RUNBOOK_BASE
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
