@@ -30,7 +30,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STREAMSAFE_STORE=rocksdb:// \
     STREAMSAFE_DATA_DIR=/var/lib/streamsafe \
     STREAMSAFE_LOG_FORMAT=json \
-    STREAMSAFE_HTTP_PORT=8466
+    STREAMSAFE_HTTP_PORT=8466 \
+    NUMBA_CACHE_DIR=/var/lib/streamsafe/numba-cache
 # Only the builder's wheels, none from an index: the image holds exactly what was built.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/streamsafe-*.whl \
@@ -39,7 +40,8 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && mkdir -p /var/lib/streamsafe \
     && chown streamsafe:streamsafe /var/lib/streamsafe
 # RocksDB tables (the "blocked once" memory, incidents): a restart keeps them and replays
-# only the changelog's tail
+# only the changelog's tail. The PDQ kernels' compiled cache lives there too: the package
+# directory is read-only (root-owned here, a read-only root filesystem in Kubernetes).
 VOLUME ["/var/lib/streamsafe"]
 WORKDIR /var/lib/streamsafe
 USER 10001:10001

@@ -115,6 +115,8 @@ def test_the_image_runs_streamsafe_with_its_state_on_a_volume():
     assert set(k for k in env if k.startswith(ENV_PREFIX)) <= KNOWN_ENV
     assert settings.store == "rocksdb://" and str(settings.data_dir) == DATA_DIR
     assert _json_list(instructions(runtime, "VOLUME")[-1]) == [DATA_DIR]
+    # numba writes its kernel cache beside the package, read-only for the image's user: on the volume instead
+    assert env["NUMBA_CACHE_DIR"].startswith(DATA_DIR + "/")
     assert instructions(runtime, "EXPOSE") == [str(settings.http_port)]
     assert "/healthz" in instructions(runtime, "HEALTHCHECK")[-1]
 
