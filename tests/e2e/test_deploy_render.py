@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,6 +39,13 @@ def test_deploy_render_writes_a_kustomize_base(tmp_path):
             if r["kind"] in ("KafkaTopic", "KafkaUser")} == {"events"}
     for line in result.stdout.splitlines():
         assert line.startswith(f"wrote {out}")
+    # the files as written, through kubernetes-validate's own command (built-in kinds, strict)
+    validated = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-k", "1.33",
+                                "--no-warn", *(str(out / name) for name in kustomization["resources"])],
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert validated.stdout.count(" passed for resource ") == sum(
+        r["apiVersion"] in ("v1", "apps/v1", "policy/v1") for r in resources)
 
 
 def test_deploy_render_refuses_a_bad_namespace_in_one_line(tmp_path):
