@@ -13,7 +13,7 @@ from streamsafe import clients
 from streamsafe.errors import BrokerError
 from streamsafe.settings import Settings
 
-__all__ = ["BrokerProcess", "free_port", "stop_process", "wait_until_ready"]
+__all__ = ["BrokerProcess", "free_port", "free_ports", "stop_process", "wait_until_ready"]
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> int:
@@ -32,6 +32,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 @dataclass

@@ -16,10 +16,11 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamsafe.brokers.base import BrokerProcess, free_port, wait_until_ready
+from streamsafe.brokers.base import BrokerProcess, free_ports, wait_until_ready
 from streamsafe.errors import BrokerError
 
 __all__ = ["KAFKA_VERSION", "KafkaCluster", "fetch_kafka", "java_available", "start_kafka", "start_kafka_cluster"]
@@ -101,21 +102,15 @@ message.max.bytes=1048588
 """
 
 
-def _ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def _format(libs: Path, properties: Path, cluster_id: str, heap: str) -> None:
+def _format(libs: Path, properties: Path, cluster_id: str, heap: str,
+            scram_users: Mapping[str, str] | None = None) -> None:
     java = shutil.which("java") or "java"
+    scram = [arg for name, password in (scram_users or {}).items()
+             for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
     # '=' form: a base64url id may start with '-', which would read as an option
     formatted = subprocess.run(
         [java, *_java_opts(heap), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-         f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"],
+         f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted", *scram],
         capture_output=True, text=True, check=False,
     )
     if formatted.returncode != 0:
@@ -142,23 +137,28 @@ def start_kafka(
     *,
     version: str = KAFKA_VERSION,
     port: int | None = None,
+    controller_port: int | None = None,
     heap: str = "512m",
     ready_timeout_s: float = 90.0,
+    extra_properties: str = "",
+    scram_users: Mapping[str, str] | None = None,
+    kind: str | None = None,
 ) -> BrokerProcess:
-    """Start a fresh single-node KRaft broker and wait until clients can use it."""
+    """Start a fresh single-node KRaft broker and wait until clients can use it.
+    ``extra_properties`` are appended to its server properties (later keys win: e.g. more
+    listeners, an authorizer); ``scram_users`` (name -> password) get SCRAM-SHA-512 credentials
+    when the storage is formatted."""
     if not java_available():
         raise BrokerError("Java is needed to run Apache Kafka (java not on PATH)")
     libs = fetch_kafka(version)
     data = Path(data_dir or tempfile.mkdtemp(prefix="streamsafe-kafka-"))
     data.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
+    if port is None or controller_port is None:
+        port, controller_port = free_ports(2)
     properties = data / "server.properties"
-    properties.write_text(_server_properties(data, port, controller_port))
-    _format(libs, properties, _cluster_id(), heap)
-    broker = _launch(libs, properties, heap, f"Apache Kafka {version}", f"127.0.0.1:{port}")
+    properties.write_text(_server_properties(data, port, controller_port) + extra_properties)
+    _format(libs, properties, _cluster_id(), heap, scram_users)
+    broker = _launch(libs, properties, heap, kind or f"Apache Kafka {version}", f"127.0.0.1:{port}")
     wait_until_ready(broker, ready_timeout_s)
     return broker
 
@@ -206,7 +206,7 @@ def start_kafka_cluster(
         raise BrokerError("Java is needed to run Apache Kafka (java not on PATH)")
     libs = fetch_kafka(version)
     data = Path(data_dir or tempfile.mkdtemp(prefix="streamsafe-kafka-cluster-"))
-    ports = _ports(2 * nodes)
+    ports = free_ports(2 * nodes)
     listen, control = ports[:nodes], ports[nodes:]
     voters = ",".join(f"{i + 1}@127.0.0.1:{control[i]}" for i in range(nodes))
     cluster_id = _cluster_id()

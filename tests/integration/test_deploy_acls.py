@@ -6,11 +6,8 @@ worker configured by the StatefulSet's environment (SCRAM-SHA-512, STREAMSAFE_CR
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,8 +19,8 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from streamsafe import clients
-from streamsafe.brokers.base import BrokerProcess, free_port, wait_until_ready
-from streamsafe.brokers.kafka import _java_opts, _server_properties, fetch_kafka
+from streamsafe.brokers.base import BrokerProcess, free_port, free_ports
+from streamsafe.brokers.kafka import start_kafka
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.deploy import RenderOptions, render_resources
 from streamsafe.events.contract import ACTIONS, FRAME_HASHES
@@ -48,14 +45,9 @@ def start_secured_kafka(users: dict[str, str]) -> tuple[BrokerProcess, str]:
     """A one-node KRaft broker with ACLs enforced: PLAINTEXT for the test itself (anonymous is a
     super user there), SASL_PLAINTEXT with SCRAM-SHA-512 for ``users`` (name -> password), whose
     credentials are written when the storage is formatted. Returns the broker and its SASL address."""
-    libs = fetch_kafka()
-    data = Path(tempfile.mkdtemp(prefix="streamsafe-kafka-acl-"))
-    port, controller_port, sasl_port = free_port(), free_port(), free_port()
-    while len({port, controller_port, sasl_port}) < 3:
-        controller_port, sasl_port = free_port(), free_port()
-    properties = data / "server.properties"
-    # later keys win in a Java properties file: the reference broker's settings, secured
-    properties.write_text(_server_properties(data, port, controller_port) + f"""
+    port, controller_port, sasl_port = free_ports(3)
+    broker = start_kafka(port=port, controller_port=controller_port, kind="Apache Kafka (SASL, ACLs)",
+                         scram_users=users, extra_properties=f"""
 listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -65,21 +57,6 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:ANONYMOUS
 allow.everyone.if.no.acl.found=false
 """)
-    java = shutil.which("java") or "java"
-    classpath = f"{libs}/*"
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    scram = [arg for name, password in users.items()
-             for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
-    formatted = subprocess.run([java, *_java_opts("512m"), "-cp", classpath, "kafka.tools.StorageTool", "format",
-                                f"--cluster-id={cluster_id}", "-c", str(properties), *scram],
-                               capture_output=True, text=True, check=False)
-    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
-    log_path = data / "kafka.out"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([java, *_java_opts("512m"), "-cp", classpath, "kafka.Kafka", str(properties)],
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    broker = BrokerProcess("Apache Kafka (SASL, ACLs)", f"127.0.0.1:{port}", process, log_path)
-    wait_until_ready(broker, 90)
     return broker, f"127.0.0.1:{sasl_port}"
 
 
