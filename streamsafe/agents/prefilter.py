@@ -226,6 +226,7 @@ class FramePreFilter(Service):
                 handler.count_rejected(FRAME_HASHES, outcome.dead_letter)
             else:
                 handler.count_input(FRAME_HASHES)
+                handler.count_allow(outcome)
                 if outcome.matches is not None:
                     assert self._forward_to is not None
                     sends.append(Send(self._forward_to, r.key or b"", encode_frame_matches(outcome.matches, source),

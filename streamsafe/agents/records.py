@@ -30,7 +30,7 @@ from streamsafe.matching.banks import HashBanks
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.pipeline.review import ReviewConfig
-from streamsafe.pipeline.screen import FrameScreen, processing_error
+from streamsafe.pipeline.screen import FrameScreen, Screened, processing_error
 from streamsafe.pipeline.step import Lifecycle, StepContext, StepEvent, expiry_ms, step
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.policyset import PolicySet
@@ -108,6 +108,15 @@ class RecordHandler:
         if self.count_inputs:
             self._accepted[topic].inc()
 
+    def count_allow(self, screened: Screened) -> None:
+        """Count what allow banks did to a screened frame-hash record (see ``pipeline/screen.py``)."""
+        if screened.allow_cleared:
+            self.metrics.allow_effects.labels("cleared").inc(screened.allow_cleared)
+        if screened.allow_overruled:
+            self.metrics.allow_effects.labels("overruled").inc(screened.allow_overruled)
+            log.warning("an allow bank matched a frame that also strongly matched an authority bank: the "
+                        "authority match stands (policy matching.allow_clears_authority); check the allow bank")
+
     def count_rejected(self, topic: str, rejected: DeadLetter) -> None:
         """Count (and log, without content) an input record on its way to the dead-letter topic."""
         self.stats.rejected[rejected.reason] += 1
@@ -171,6 +180,7 @@ class RecordHandler:
             if screened.dead_letter is not None:
                 return Outcome(dead_letters=(screened.dead_letter,))
             self.count_input(topic)
+            self.count_allow(screened)
             return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
         try:
             # ticks are sent by StreamSafe to the partition that holds the stream's state

@@ -66,6 +66,7 @@ class StreamSafeMetrics:
     reports: Counter
     stalled: Gauge
     delivery_failures: Counter
+    allow_effects: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> StreamSafeMetrics:
@@ -128,6 +129,9 @@ class StreamSafeMetrics:
                           "(delivery), lag without a commit (progress)", ["cause"], registry=r),
             delivery_failures=Counter("streamsafe_delivery_failures", "Sends that timed out or were refused "
                                       "(each is sent again)", registry=r),
+            allow_effects=Counter("streamsafe_allow_bank_effects", "Matches allow banks cleared (cleared), and "
+                                  "strong authority matches that stood against an allow match (overruled)",
+                                  ["effect"], registry=r),
         )
 
     def start_at_zero(self, input_topics: Iterable[str], incident_types: Iterable[str],
@@ -147,6 +151,8 @@ class StreamSafeMetrics:
             self.review_verdicts.labels(outcome)
         for cause in stall_causes:
             self.stalled.labels(cause).set(0)
+        for effect in ("cleared", "overruled"):
+            self.allow_effects.labels(effect)
 
     def names(self) -> set[str]:
         """Every sample name this bundle exports (for checking dashboards and alerts)."""

@@ -41,6 +41,9 @@ class Screened:
 
     matches: FrameMatches | None = None
     dead_letter: DeadLetter | None = None
+    #: matches an allow bank cleared, and strong authority matches that stood against one
+    allow_cleared: int = 0
+    allow_overruled: int = 0
 
     @property
     def accepted(self) -> bool:
@@ -78,8 +81,7 @@ class FrameScreen:
             return Screened(dead_letter=DeadLetter(exc.reason, exc.detail, source, key, value))
         except Exception as exc:  # one record must never stop the screening
             return Screened(dead_letter=processing_error(exc, key, value, source))
-        kept = _without_allowed(matches, policy.trust_of) if matches else matches
-        return Screened(matches=FrameMatches.of(event, kept)) if kept else NOTHING
+        return _screened(event, matches, policy) if matches else NOTHING
 
     def screen(self, records: Sequence[RawRecord]) -> list[Screened]:
         """Screen records in order; their PDQ hashes are looked up in one index call."""
@@ -103,8 +105,7 @@ class FrameScreen:
             groups = [self._match_one(i, e, records, out, policy) for i, e in decoded]
         for (i, event), matches in zip(decoded, groups, strict=True):
             if out[i] is None:
-                kept = _without_allowed(matches, policy.trust_of)
-                out[i] = Screened(matches=FrameMatches.of(event, kept) if kept else None)
+                out[i] = _screened(event, matches, policy)
         return [s if s is not None else Screened() for s in out]
 
     def _match_one(self, i: int, event: FrameBatch, records: Sequence[RawRecord],
@@ -117,9 +118,21 @@ class FrameScreen:
             return []
 
 
-def _without_allowed(matches: list[Match], trust: Callable[[str], str]) -> list[Match]:
-    """A match in an allow bank (overlays, test cards, black frames) clears its frame."""
+def _screened(event: FrameBatch, matches: list[Match], policy: Policy) -> Screened:
+    """A frame that matched an allow bank (overlays, test cards, black frames) is cleared of its
+    matches, except strong matches in authority banks (known abuse an authority listed), which
+    stand unless the policy trusts that allow bank to clear them (``allow_clears_authority``)."""
     if not matches:
-        return matches
-    allowed = {m.frame_seq for m in matches if trust(m.bank) == "allow"}
-    return [m for m in matches if m.frame_seq not in allowed] if allowed else matches
+        return NOTHING
+    allowing: dict[int, list[str]] = {}
+    for m in matches:
+        if policy.trust_of(m.bank) == "allow":
+            allowing.setdefault(m.frame_seq, []).append(m.bank)
+    if not allowing:
+        return Screened(matches=FrameMatches.of(event, matches))
+    kept = [m for m in matches if m.frame_seq not in allowing
+            or policy.survives_allow(m.bank, m.distance, allowing[m.frame_seq])]
+    overruled = sum(1 for m in kept if m.frame_seq in allowing)
+    cleared = len(matches) - len(kept) - sum(len(banks) for banks in allowing.values())
+    return Screened(matches=FrameMatches.of(event, kept) if kept else None, allow_cleared=cleared,
+                    allow_overruled=overruled)

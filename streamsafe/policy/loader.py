@@ -192,6 +192,10 @@ def policy_from_mapping(document: Any) -> Policy:
     for bank, trust in banks.items():
         if trust not in TRUST_LEVELS:
             p.add(f"banks.{bank}", f"trust must be one of {TRUST_LEVELS}")
+    clears = matching.get("allow_clears_authority") or []
+    if not isinstance(clears, list) or not all(isinstance(b, str) and banks.get(b) == "allow" for b in clears):
+        p.add("matching.allow_clears_authority", "must list banks whose trust (under banks:) is allow")
+        clears = []
     fusion = _fusion(p, p.mapping("fusion", document.get("fusion")))
     rules_doc = document.get("rules")
     rules: list[Rule] = []
@@ -211,7 +215,8 @@ def policy_from_mapping(document: Any) -> Policy:
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
                   strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
                   pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius),
-                  pdq_transforms=pdq_transforms, bank_transforms=bank_transforms)
+                  pdq_transforms=pdq_transforms, bank_transforms=bank_transforms,
+                  allow_clears_authority=frozenset(clears))
 
 
 def _transforms(p: _Problems, where: str, doc: Any, names: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:

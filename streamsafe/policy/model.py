@@ -3,7 +3,7 @@ a stream's evidence into actions."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streamsafe.events.values import Priority
@@ -72,6 +72,9 @@ class Policy:
     #: matches, when the frame carries its variants (trust levels not named: identity only)
     pdq_transforms: Mapping[str, frozenset[str]] = field(default_factory=lambda: {"authority": ALL})
     bank_transforms: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per bank, over trust
+    #: allow banks whose match may also clear a frame's strong authority match (default none: an
+    #: allow entry clears weak and partner matches, never known abuse an authority listed)
+    allow_clears_authority: frozenset[str] = frozenset()
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")
@@ -84,3 +87,9 @@ class Policy:
 
     def is_strong(self, distance: int) -> bool:
         return distance <= self.strong_max_distance
+
+    def survives_allow(self, match_bank: str, distance: int, allow_banks: Iterable[str]) -> bool:
+        """Whether a match stands on a frame that also matched ``allow_banks``: a strong match in an
+        authority bank does, unless one of those allow banks is trusted to clear it."""
+        return (self.trust_of(match_bank) == "authority" and self.is_strong(distance)
+                and not any(bank in self.allow_clears_authority for bank in allow_banks))

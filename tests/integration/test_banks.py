@@ -71,7 +71,7 @@ async def test_pdq_strong_weak_allow_and_quality(pipeline):
     await publish_entries(pipeline.settings, [
         BankEntry("ncmec:case-1", "ncmec", "pdq", CASE),
         BankEntry("allow:overlay", "platform-allow", "pdq", OVERLAY),
-        BankEntry("ncmec:overlay-lookalike", "ncmec", "pdq", flip(OVERLAY, 2)),
+        BankEntry("ncmec:overlay-lookalike", "ncmec", "pdq", flip(OVERLAY, 20)),  # weak: the allow match clears it
     ])
     worker = pipeline.start_worker()
     # weak (distance 27) matches on three frames -> escalate P0 and restrict
@@ -188,3 +188,53 @@ async def test_bank_age_is_the_entries_own_time_through_a_re_import_and_a_restar
     newest = max(d["added_ms"] for d in records.on(HASHBANK_ENTRIES)) / 1000
     assert newest > added
     await wait_for_freshness(restarted, newest)
+
+
+async def metric(worker, prefix: str) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.http_port}/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def wait_for_metric(worker, prefix: str, predicate, timeout_s: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = await metric(worker, prefix)
+        if predicate(value):
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{prefix} = {value}")
+
+
+async def test_an_allow_entry_does_not_silence_known_abuse_unless_the_policy_says_so(pipeline):
+    from streamsafe.control.publish import publish_policy
+    from streamsafe.policy.loader import default_policy_text
+
+    known = "9e107d9d372bb6826bd81d3542a419d6"
+    await publish_entries(pipeline.settings, [
+        BankEntry("ncmec:known", "ncmec", "md5", known),
+        BankEntry("allow:known", "platform-allow", "md5", known),  # the same picture, also in an allow bank
+    ])
+    worker = pipeline.start_worker()
+    worker.wait_ready()
+    await pipeline.send(FRAME_HASHES, b"s-known", {"schema_version": 1, "stream_id": "s-known", "frames": [
+        {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known}]})
+    records = await pipeline.read(until=lambda r: for_stream(r, "s-known", ACTIONS), settle_s=1.0)
+    assert sorted(d["action"] for d in for_stream(records, "s-known", ACTIONS)) == ["block", "report"]
+    overruled = 'streamsafe_allow_bank_effects_total{effect="overruled"}'
+    assert await wait_for_metric(worker, overruled, lambda v: v >= 1) == 1
+    assert "the authority match stands" in worker.log()
+
+    trusting = default_policy_text().replace("allow_clears_authority: []", "allow_clears_authority: [platform-allow]")
+    trusting = trusting.replace('version: "', 'version: "allow-trusted-', 1)
+    await publish_policy(pipeline.settings, trusting)
+    await wait_for_metric(worker, 'streamsafe_policy_info{role="live",version="allow-trusted-', lambda v: v == 1)
+    await pipeline.send(FRAME_HASHES, b"s-trusted", {"schema_version": 1, "stream_id": "s-trusted", "frames": [
+        {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known}]})
+    cleared = 'streamsafe_allow_bank_effects_total{effect="cleared"}'
+    assert await wait_for_metric(worker, cleared, lambda v: v >= 1) == 1
+    later = await pipeline.read(until=lambda r: False, timeout_s=3)
+    assert for_stream(later, "s-trusted", ACTIONS) == [] and for_stream(later, "s-trusted", ESCALATIONS) == []

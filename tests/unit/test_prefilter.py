@@ -184,3 +184,34 @@ async def test_a_batch_is_cut_by_its_time_budget_and_a_match_is_sent_before_the_
     assert sent_at <= 0.042 + 1e-9 < now[0] == pytest.approx(0.5)  # sent with its slice, not after the batch
     assert prefilter.screened_to == {tp: 500} and prefilter.forwarded == 1
     await prefilter.deliveries.settled()
+
+
+def test_an_allow_match_clears_weak_and_partner_matches_but_not_strong_authority_ones(contract):
+    from dataclasses import replace
+
+    base = make_handler(contract)
+    base.banks.add_many([BankEntry("ncmec:allowed-too", "ncmec", "md5", ALLOWED_MD5),
+                         BankEntry("partner:allowed", "partner-x", "md5", ALLOWED_MD5)])
+    outcome = screen(base, b"s1", frames("s1", ALLOWED_MD5), src())
+    assert [m.entry_id for m in outcome.matches.matches] == ["ncmec:allowed-too"]  # known abuse stands
+    assert (outcome.allow_cleared, outcome.allow_overruled) == (1, 1)  # the partner match cleared
+    base.count_allow(outcome)
+    assert base.metrics.allow_effects.labels("overruled")._value.get() == 1
+
+    live = base.policies.live
+    trusting = make_handler(contract)
+    trusting.banks.add_many([BankEntry("ncmec:allowed-too", "ncmec", "md5", ALLOWED_MD5)])
+    trusting.use_policies(PolicySet(replace(live, allow_clears_authority=frozenset({"platform-allow"}))))
+    cleared = screen(trusting, b"s1", frames("s1", ALLOWED_MD5), src())
+    assert cleared.matches is None and (cleared.allow_cleared, cleared.allow_overruled) == (1, 0)
+
+
+def test_only_allow_banks_may_be_trusted_to_clear_authority_matches():
+    from streamsafe.errors import PolicyError
+    from streamsafe.policy.loader import default_policy_text
+
+    text = default_policy_text()
+    assert load_policy(text.replace("allow_clears_authority: []", "allow_clears_authority: [platform-allow]")
+                       ).allow_clears_authority == {"platform-allow"}
+    with pytest.raises(PolicyError, match="allow_clears_authority"):
+        load_policy(text.replace("allow_clears_authority: []", "allow_clears_authority: [ncmec]"))
