@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,8 +24,10 @@ def scenarios(tmp_path):
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    # the test broker is one node: the replay's topics get one replica, as on any development broker
+    env = {**os.environ, "STREAMSAFE_REPLICATION_FACTOR": "1"}
     return subprocess.run([sys.executable, "-m", "streamsafe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_evaluate_the_default_policy_against_a_stricter_shadow(broker, scenarios, tmp_path):

@@ -100,3 +100,27 @@ async def test_fetches_wait_briefly_at_the_broker() -> None:
     thread = consumer_for()._thread
     aiokafka_consumer = thread._create_worker_consumer(thread.transport)
     assert aiokafka_consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+
+
+async def test_the_livelock_check_skips_a_partition_assigned_before_it_has_a_position(monkeypatch) -> None:
+    """After a rebalance aiokafka can hold a partition with no position yet; Faust's check read
+    it and aiokafka's assertion ended the worker. The check now waits for the position."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+
+    thread = consumer_for()._thread
+    states = {A: TopicPartitionState(None), B: TopicPartitionState(None)}
+    states[B].seek(7)  # B has been sought; A not yet
+    assignment = SimpleNamespace(state_value=lambda tp: states.get(TP(tp.topic, tp.partition)))
+    fetcher = SimpleNamespace(_subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment)))
+    thread._ensure_consumer = lambda: SimpleNamespace(_fetcher=fetcher)
+    checked: list[TP] = []
+    monkeypatch.setattr(st.SafeSeekConsumerThread.__mro__[1], "verify_event_path",
+                        lambda self, now, tp: checked.append(tp))
+    with pytest.raises(AssertionError):
+        _ = states[A].position  # what Faust's check would have read
+    thread.verify_event_path(100.0, A)
+    thread.verify_event_path(100.0, B)
+    thread.verify_event_path(100.0, C)  # not assigned at all
+    assert checked == [B]
