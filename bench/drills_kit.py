@@ -147,6 +147,7 @@ class Tail:
     def __init__(self, world: World, topic: str) -> None:
         self.records: list[tuple[int, float, bytes | None, dict[str, Any]]] = []
         self.blocks: dict[str, list[tuple[float, bytes]]] = {}  # stream -> its block records (emit time, bytes)
+        self.seen_at: dict[str, float] = {}  # stream -> wall time its first block was read here
         self.consumer = clients.consumer(world.settings, world.topic(topic), fetch_max_wait_ms=50)
         self.task: asyncio.Task[None] | None = None
 
@@ -169,6 +170,7 @@ class Tail:
                     self.records.append((m.partition, m.timestamp / 1000, m.key, doc))
                     if doc.get("action") == "block":
                         self.blocks.setdefault(doc["stream_id"], []).append((m.timestamp / 1000, m.value))
+                        self.seen_at.setdefault(doc["stream_id"], time.time())
 
     async def __aexit__(self, *exc: object) -> None:
         if self.task is not None:
@@ -192,6 +194,7 @@ class Sender:
         self.acked: set[str] = set()
         self.failed = 0
         self.stopping = False
+        self.paused = False  # while True, nothing is sent (a benchmark's measured window)
         self.producer = clients.producer(world.settings, acks=1, linger_ms=5, request_timeout_ms=40_000)
         self.task: asyncio.Task[None] | None = None
 
@@ -209,6 +212,9 @@ class Sender:
     async def _run(self) -> None:
         rng, n, topic = random.Random(3), 0, self.world.topic(FRAME_HASHES)
         while not self.stopping:
+            if self.paused:
+                await asyncio.sleep(self.interval)
+                continue
             j = 0
             while partition_of(f"c{n}-{j}".encode()) != n % PARTITIONS:
                 j += 1

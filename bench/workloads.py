@@ -24,13 +24,14 @@ def frame(rng: random.Random, seq: int, now: int, md5: str | None = None, dihedr
     return record
 
 
-def workload(kind: str, n: int, streams: int, seed: int = 11) -> list[tuple[str, bytes, bytes]]:
+def workload(kind: str, n: int, streams: int, seed: int = 11, prefix: str = "st-") -> list[tuple[str, bytes, bytes]]:
+    """``n`` messages over ``streams`` stream ids ``<prefix>NNNNNN``."""
     rng = random.Random(seed)
     known_md5 = known_hashes()[0][0]
     now = int(time.time() * 1000)
     out = []
     for i in range(n):
-        sid = f"st-{rng.randrange(streams):06d}"
+        sid = f"{prefix}{rng.randrange(streams):06d}"
         roll = rng.random() if kind == "mix" else 0.0
         if roll < 0.70:
             count = 5 if kind == "five" else 1

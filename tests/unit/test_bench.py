@@ -3,6 +3,9 @@
 import importlib.util
 from pathlib import Path
 
+import orjson
+import pytest
+
 
 def load_worker_bench():
     path = Path(__file__).parents[2] / "bench" / "worker.py"
@@ -35,3 +38,47 @@ def test_the_dihedral_bench_measures_both_ways_or_says_it_measured_nothing():
     assert bench.bench_screen(100, 0)["ratio"] == bench.NOT_MEASURED
     screened = bench.bench_screen(100, 20)
     assert screened["v1_us_per_message"] > 0 and screened["v2_us_per_message"] > 0
+
+
+def test_the_scale_bench_counts_each_violation_of_blocked_exactly_once():
+    bench = load_bench("scale")
+    blocks = {"known-1": {"d1": 1}, "known-2": {"d2": 1, "d3": 1}, "known-3": {"d4": 2}, "benign": {"d5": 1},
+              "c1-0": {"d6": 1}}
+    check = bench.exactly_once({"known-1", "known-2", "known-3", "known-4"}, blocks, {"c1-0", "c2-0"})
+    assert check == {"known_streams": 4, "blocked": 3, "missing": 1, "duplicates": 1, "false_blocks": 1,
+                     "redelivered": 1}
+    assert bench.violations(check) == 3
+    clean = bench.exactly_once({"known-1"}, {"known-1": {"d1": 2}}, set())
+    assert bench.violations(clean) == 0 and clean["redelivered"] == 1  # an identical copy is one decision
+
+
+def test_the_scale_bench_gives_no_ratio_for_what_it_did_not_measure():
+    bench = load_bench("scale")
+    phases = bench.with_ratios([
+        {"drain": {"msgs_per_s": 1000, "cpu_s_per_1k": 0.5}, "p99_ms": None},
+        {"drain": {"msgs_per_s": 1500, "cpu_s_per_1k": 0.6}, "p99_ms": 80.0},
+        {"drain": {"msgs_per_s": None, "cpu_s_per_1k": None}, "p99_ms": 90.0}])
+    assert [p["throughput_x"] for p in phases] == [1.0, 1.5, None]
+    assert [p["cpu_per_1k_x"] for p in phases] == [1.0, 1.2, None]
+    assert [p["p99_x"] for p in phases] == [None, None, None]  # no one-worker p99: no ratio to it
+
+
+def test_the_scale_bench_saves_costs_that_streamsafe_capacity_reads(tmp_path):
+    from streamsafe.capacity import load_costs
+
+    bench = load_bench("scale")
+    result = {"phases": [{"drain": {"msgs_per_s": 2000, "cpu_s_per_1k": 0.45}}],
+              "memory": {"worker_base_rss_bytes": 250_000_000, "stream_state_bytes": 1800,
+                         "stream_state_serialized_bytes": 400,
+                         "bank": {"entries": 1000, "bytes_per_entry": 500.0, "pdq_index_bytes_per_hash": 190.0}},
+              "measured_at": "2026-12-01T20:00:00Z", "command": "bench/scale.py --quick", "head": "abc1234",
+              "machine": bench.machine(), "broker": "kafka", "load_before": [1.0, 1.0, 1.0],
+              "load_after": [2.0, 1.0, 1.0]}
+    path = tmp_path / "costs.json"
+    path.write_bytes(orjson.dumps(bench.costs_from(result)))
+    costs = load_costs(path)
+    assert costs.cpu_s_per_event == 0.00045 and costs.stream_state_bytes == 1800
+    assert costs.provenance["machine"]["cores"] >= 1
+    result["phases"][0]["drain"]["cpu_s_per_1k"] = None
+    with pytest.raises(ValueError, match="no costs to save"):
+        bench.costs_from(result)
