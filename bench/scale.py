@@ -2,7 +2,7 @@
 in one consumer group, in one run, with every known-hash stream blocked exactly once throughout.
 
     python bench/scale.py [--quick] [--json] [--save-costs PATH] [--messages N] [--streams N]
-                          [--bank N] [--latency-rate R]
+                          [--state-streams N] [--bank N] [--bank-probe N] [--latency-s S] [--latency-rate R]
 
 One Apache Kafka broker (KRaft) on loopback, topics at replication factor 1, a PDQ bank of
 ``--bank`` entries (so frames are really matched) and a hash list whose MD5s block (an
@@ -11,14 +11,16 @@ slots, canary sender and topic tail are bench/drills_kit.py's.
 
 1. memory: a fresh process builds the banks with ``--bank-probe`` PDQ entries (its RSS growth
    per entry, and the PDQ index's own bytes per hash); a worker with no bank gives the base RSS.
-2. one worker: a backlog of ``--messages`` (the mix over ``--streams`` new streams) is drained
-   as a warm-up, then a second one on other new streams is drained and timed: msgs/s from when
-   the backlog is produced until the group's committed offsets cover it, and CPU seconds per
-   1,000 messages (utime + stime of every worker, and of the broker, from /proc). The worker's
-   RSS growth between the two drains over its new streams (``streamsafe_active_streams``) is the
-   state a stream costs; ``streamsafe_stream_state_bytes`` gives its serialized size beside it.
-   Then decision latency: the mix at a fixed rate (half the one-worker rate, the same for every
-   count) with a known-hash probe on a new stream every 100th message, send -> block read, p50/p99.
+2. one worker: a backlog of ``--messages`` (the mix over ``--streams`` streams, 2,000: ~30
+   messages each, as in bench/worker.py) is drained as a warm-up; then a backlog of two messages
+   per stream over ``--state-streams`` new streams: the worker's RSS growth over it, divided by
+   the streams it added (``streamsafe_active_streams``), is the memory a stream's state costs
+   (``streamsafe_stream_state_bytes`` gives its serialized size beside it); then another backlog
+   of ``--messages`` on the same 2,000 streams is drained and timed: msgs/s from when the backlog
+   is produced until the group's committed offsets cover it, and CPU seconds per 1,000 messages
+   (utime + stime of every worker, and of the broker, from /proc). Then decision latency: the
+   mix at a fixed rate (half the one-worker rate, the same for every count) with a known-hash
+   probe on a new stream every 100th message, send -> block read, p50/p99.
 3. a second worker joins, then a third: while canaries flow (one every 50 ms, round-robin over
    the 8 partitions, plus benign frames), ``ready_s`` (start -> its /readyz), ``rebalance_s``
    (start -> a canary sent after it on every partition is blocked: the group is stable and
@@ -167,23 +169,21 @@ async def run(ctx: Context, args: argparse.Namespace, bank: dict[str, Any]) -> d
     expected: set[str] = set()
     phases: list[dict[str, Any]] = []
 
-    async def timed_drain(prefix: str) -> dict[str, Any]:
-        messages = workload("mix", args.messages, args.streams, seed=len(phases) + 1, prefix=prefix)
+    async def timed_drain(seed: int, n: int, streams: int, prefix: str = "st-") -> dict[str, Any]:
+        messages = workload("mix", n, streams, seed=seed, prefix=prefix)
         expected.update(known_streams(messages))
-        say(f"{len(world.slots)} worker(s): draining a backlog of {len(messages)}")
+        say(f"{len(world.slots)} worker(s): draining a backlog of {len(messages)} over {streams} streams")
         return await drain(world, messages, ctx.broker.process.pid)
 
     async with Tail(world, ACTIONS) as tail, Sender(world) as sender:
         sender.paused = True
-        warm = await timed_drain("a-")
-        port = world.slots[0].http_port
+        warm = await timed_drain(1, args.messages, args.streams)  # the streams' states exist from here on
+        port, pid = world.slots[0].http_port, world.slots[0].process.pid
         await asyncio.sleep(GAUGE_S)  # the worker's gauges (active streams) catch up
-        rss_before = await settled_rss(world.slots[0].process.pid)
-        before = scrape(port)
-        timed = await timed_drain("b-")
+        rss_before, before = await settled_rss(pid), scrape(port)
+        new = await timed_drain(2, 2 * args.state_streams, args.state_streams, "new-")
         await asyncio.sleep(GAUGE_S)
-        rss_after = await settled_rss(world.slots[0].process.pid)
-        after = scrape(port)
+        rss_after, after = await settled_rss(pid), scrape(port)
         new_streams = after.get("streamsafe_active_streams", 0) - before.get("streamsafe_active_streams", 0)
         writes = after.get("streamsafe_stream_state_bytes_count", 0)
         memory = {"worker_base_rss_bytes": base_rss, "worker_rss_with_bank_bytes": banked_rss,
@@ -192,13 +192,14 @@ async def run(ctx: Context, args: argparse.Namespace, bank: dict[str, Any]) -> d
                   and rss_after > rss_before else None,
                   "stream_state_serialized_bytes": round(after["streamsafe_stream_state_bytes_sum"] / writes)
                   if writes else None}
+        timed = await timed_drain(3, args.messages, args.streams)
         rate = args.latency_rate or (timed["msgs_per_s"] / 2 if timed.get("msgs_per_s") else 200.0)
         for count in (1, 2, 3):
             joined = None
             if count > 1:
                 say(f"worker {count} joins")
                 joined = await join(world, sender, tail, count - 1)
-                timed = await timed_drain(f"{'abcd'[count]}-")
+                timed = await timed_drain(2 + count, args.messages, args.streams)
             say(f"{count} worker(s): decision latency at {rate:.0f} msgs/s")
             latencies, known = await timed_mix(world, tail, rate, args.latency_s, f"l{count}", args.streams)
             expected.update(known)
@@ -217,8 +218,9 @@ async def run(ctx: Context, args: argparse.Namespace, bank: dict[str, Any]) -> d
         check = exactly_once(expected, blocks, set(sender.sent))
         errors = world.errors()
     await world.close()
-    return {"warmup_drain": warm, "phases": with_ratios(phases), "kill": killed, "memory": memory,
-            "exactly_once": check, "violations": violations(check), "crashes": world.crashes, **errors}
+    return {"warmup_drain": warm, "new_streams_drain": new, "phases": with_ratios(phases), "kill": killed,
+            "memory": memory, "exactly_once": check, "violations": violations(check), "crashes": world.crashes,
+            **errors}
 
 
 def show(result: dict[str, Any], out: Any = sys.stdout) -> None:
@@ -243,6 +245,10 @@ def show(result: dict[str, Any], out: Any = sys.stdout) -> None:
               f"{fig(j.get('rebalance_s')) if j else '-':>11} {fig(j.get('stall_s')) if j else '-':>7}")
         if d.get("note"):
             print(f"        {p['workers']} worker(s): {d['note']}")
+    new = result["new_streams_drain"]
+    print(f"backlogs of {result['messages_per_backlog']:,} over {result['streams']:,} streams; one of "
+          f"{new['messages']:,} over new streams (two each, every one a new state) with one worker: "
+          f"{fig(new.get('msgs_per_s'))} msgs/s, {fig(new.get('cpu_s_per_1k'))} CPU-s/1k")
     lat = result["phases"][0]
     print(f"latency: {lat['latency_rate']} msgs/s of the mix with a known-hash probe every 100th message, "
           f"{', '.join(str(p['decisions_timed']) for p in result['phases'])} blocks timed")
@@ -269,7 +275,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, bank and latency runs (a few minutes)")
     parser.add_argument("--messages", type=int, help="per backlog (default 60,000; 20,000 with --quick)")
-    parser.add_argument("--streams", type=int, help="new streams per backlog (default 20,000; 10,000 with --quick)")
+    parser.add_argument("--streams", type=int, default=2_000, help="streams the backlogs are spread over")
+    parser.add_argument("--state-streams", type=int, help="new streams for the state memory figure (default 20,000; "
+                        "10,000 with --quick)")
     parser.add_argument("--bank", type=int, help="PDQ bank entries the workers load (default 100,000; 20,000 quick)")
     parser.add_argument("--bank-probe", type=int, help="entries for the bank memory probe (default 1,000,000; "
                         "200,000 quick)")
@@ -280,7 +288,7 @@ def main() -> None:
     args = parser.parse_args()
     q = args.quick
     args.messages = args.messages or (20_000 if q else 60_000)
-    args.streams = args.streams or (10_000 if q else 20_000)
+    args.state_streams = args.state_streams or (10_000 if q else 20_000)
     args.bank = args.bank if args.bank is not None else (20_000 if q else 100_000)
     args.bank_probe = args.bank_probe or (200_000 if q else 1_000_000)
     args.latency_s = args.latency_s or (10.0 if q else 20.0)
@@ -304,7 +312,7 @@ def main() -> None:
                           capture_output=True, text=True, check=False).stdout.strip() or None
     result = {"broker": broker.kind, "head": head, "command": "bench/scale.py" + (" --quick" if q else ""),
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              "messages_per_backlog": args.messages, "streams_per_backlog": args.streams,
+              "messages_per_backlog": args.messages, "streams": args.streams,
               "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
               "seconds": round(time.monotonic() - started), "logs": str(workdir), **result}
     if args.save_costs:
