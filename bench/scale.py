@@ -105,6 +105,18 @@ def exactly_once(expected: set[str], blocks: dict[str, dict[str, int]], canaries
             "redelivered": sum(any(n > 1 for n in ids.values()) for ids in blocks.values())}
 
 
+def missing_detail(stream: str, sender: Sender, killed_at: float) -> str:
+    """Where a known-hash stream that was never blocked came from (canaries: their partition and
+    send time from the kill)."""
+    if stream in sender.sent:
+        partition, sent_at = sender.sent[stream]
+        return f"{stream}: canary, partition {partition}, sent {sent_at - killed_at:+.1f} s from the kill"
+    head = stream.split("-", 1)[0]
+    kind = ("latency probe" if head.endswith("p") else "latency run's mix" if head.startswith("l")
+            else "backlog")
+    return f"{stream}: {kind}"
+
+
 def violations(check: dict[str, int]) -> int:
     return check["missing"] + check["duplicates"] + check["false_blocks"]
 
@@ -210,12 +222,16 @@ async def run(ctx: Context, args: argparse.Namespace, bank: dict[str, Any]) -> d
         killed = await kill(world, sender, tail, 0)
         await sender.__aexit__()
         expected.update(sender.acked)
-        deadline = time.monotonic() + 60
+        t_end = time.time()
+        deadline = time.monotonic() + args.settle_s
         while not expected <= set(tail.blocks) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)  # late duplicates
         blocks = await block_count(world)
         check = exactly_once(expected, blocks, set(sender.sent))
+        check["settled_s"] = round(time.time() - t_end, 1)
+        check["missing_streams"] = [missing_detail(s, sender, killed["at"])
+                                    for s in sorted(expected - set(blocks))[:10]]
         errors = world.errors()
     await world.close()
     return {"warmup_drain": warm, "new_streams_drain": new, "phases": with_ratios(phases), "kill": killed,
@@ -267,7 +283,9 @@ def show(result: dict[str, Any], out: Any = sys.stdout) -> None:
     c = result["exactly_once"]
     print(f"blocked exactly once: {c['known_streams']:,} known-hash streams, {c['blocked']:,} blocked; "
           f"missing {c['missing']}, two decisions {c['duplicates']}, false blocks {c['false_blocks']} "
-          f"(identical redelivered copies {c['redelivered']}); worker crashes {result['crashes']}"
+          f"(identical redelivered copies {c['redelivered']}); counted {c['settled_s']} s after the last send; "
+          f"worker crashes {result['crashes']}"
+          + (f"; never blocked: {'; '.join(c['missing_streams'])}" if c["missing_streams"] else "")
           + (f"; errors {result['errors']}" if result["errors"] else ""))
 
 
@@ -283,6 +301,8 @@ def main() -> None:
                         "200,000 quick)")
     parser.add_argument("--latency-s", type=float, help="seconds per latency run (default 20; 10 with --quick)")
     parser.add_argument("--latency-rate", type=float, help="msgs/s (default: half the one-worker drain rate)")
+    parser.add_argument("--settle-s", type=float, default=180.0, help="at the end, how long to wait for every "
+                        "known-hash stream's block before counting (default 180)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save-costs", type=Path, metavar="PATH", help="write the costs streamsafe capacity reads")
     args = parser.parse_args()

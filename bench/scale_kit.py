@@ -216,7 +216,7 @@ async def kill(world: World, sender: Sender, tail: Tail, slot: int) -> dict[str,
     world.kill(slot)
     resume, missing = await wait_resumed(world, sender, tail, t_kill, 120)
     sender.paused = True
-    return {"rebalance_s": resume, "stall_s": _stall(sender, tail, t_kill, t_kill + (resume or 0.0)),
+    return {"at": t_kill, "rebalance_s": resume, "stall_s": _stall(sender, tail, t_kill, t_kill + (resume or 0.0)),
             "unresumed_partitions": missing, "session_timeout_s": world.settings.session_timeout_s}
 
 
