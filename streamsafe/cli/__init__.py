@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from streamsafe.cli import alerts, banks, commands, deploy, reports, transparency  # noqa: F401  (registers the commands)
+from streamsafe.cli import (  # noqa: F401  (registers the commands)
+    alerts,
+    banks,
+    capacity,
+    commands,
+    deploy,
+    reports,
+    transparency,
+)
 from streamsafe.cli.base import cli
 
 __all__ = ["cli", "main"]
