@@ -130,3 +130,16 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path):
     missing = CliRunner().invoke(cli, ["capacity", "--streams", "1", "--fps", "1", "--signals-per-s", "0.5",
                                        "--bank", "10", "--costs", str(tmp_path / "none.json")])
     assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
+
+
+def test_the_installed_command_prints_the_plan_and_exits_0():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "streamsafe", "capacity", "--streams", "100000", "--fps", "1",
+                          "--signals-per-s", "0.5", "--bank", "10000000"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "partitions" in run.stdout and "measured" in run.stdout and run.stderr == ""
+    bad = subprocess.run([sys.executable, "-m", "streamsafe", "capacity", "--streams", "-5", "--fps", "1",
+                          "--signals-per-s", "0.5", "--bank", "1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stderr.strip() == "Error: --streams must be more than 0, got '-5'"
