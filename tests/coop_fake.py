@@ -80,6 +80,9 @@ def _error(status: int, title: str, pointer: str | None = None) -> web.Response:
 @dataclass
 class FakeCoop:
     api_key: str
+    #: the organisation's item type ids, when given: a report naming another is refused (400), as Coop
+    #: refuses "a report referencing a non-existent item" (docs/api/errors.md)
+    item_types: frozenset[str] | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
     port: int = 0
@@ -99,6 +102,9 @@ class FakeCoop:
             self.refused.append((400, "not JSON"))
             return _error(400, "malformed JSON")
         errors = report_errors(body)
+        if not errors and self.item_types is not None:
+            errors = [(f"/{where}/typeId", "unknown item type") for where in ("reporter", "reportedItem")
+                      if body[where]["typeId"] not in self.item_types]
         if errors:
             self.refused.append((400, "; ".join(f"{p} {m}" for p, m in errors)))
             return _error(400, errors[0][1], errors[0][0])

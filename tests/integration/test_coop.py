@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from streamsafe.brokers.base import free_port
-from streamsafe.events.contract import ACTIONS, ESCALATIONS, REVIEW_VERDICTS
+from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, REPORTS, REVIEW_VERDICTS
 from streamsafe.runner import worker_environment
 from tests.coop_fake import CoopSigner, FakeCoop
 from tests.integration.test_review import CASE, WEAK, escalations, weak_frames
@@ -201,6 +201,29 @@ async def test_a_wrong_api_key_is_retried_not_dropped(pipeline, bank_list, mappi
     assert fixed.stop() == 0
 
 
+async def test_what_coop_refuses_and_broken_escalations_are_dead_lettered_not_lost(pipeline, bank_list, tmp_path):
+    coop = await FakeCoop(API_KEY, item_types=frozenset({"streamsafe-reporter", "live-stream"})).start()
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({**MAPPING, "stream_item_type_id": "livestream-typo"}))
+    worker = pipeline.start_worker(bank_list)
+    worker.wait_ready()
+    forwarder = start_forwarder(pipeline, wrong, coop.url)
+    await forwarder.wait_ready()
+    await pipeline.send(ESCALATIONS, b"s-junk", b"{not json")
+    await weak_frames(pipeline, "s-typo")
+    records = await pipeline.read(until=lambda r: len(r.on(DEAD_LETTER)) >= 2, topics=(DEAD_LETTER,), timeout_s=60)
+    reasons = sorted((d["reason"], d["source"]["topic"]) for d in records.on(DEAD_LETTER))
+    source = pipeline.topic(ESCALATIONS)
+    assert reasons == [("processing_error", source), ("schema_violation", source)]
+    (refused,) = [d for d in records.on(DEAD_LETTER) if d["reason"] == "processing_error"]
+    assert "Coop refused the report" in refused["detail"] and "/reportedItem/typeId" in refused["detail"]
+    assert coop.reports == [] and [status for status, _ in coop.refused] == [400]
+    assert await forwarder.metric("streamsafe_coop_escalations_total", "rejected") == 1
+    assert await forwarder.metric("streamsafe_coop_escalations_total", "invalid") == 1
+    assert forwarder.stop() == 0
+    await coop.stop()
+
+
 def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
@@ -277,5 +300,19 @@ async def test_signed_callbacks_become_verdicts_the_worker_acts_on_and_bad_ones_
     counted = {o: await serve.metric("streamsafe_coop_callbacks_total", o)
                for o in ("accepted", "unsigned", "bad_signature", "stale", "replayed")}
     assert counted == {"accepted": 2, "unsigned": 1, "bad_signature": 2, "stale": 1, "replayed": 1}
-    assert serve.stop() == 0 and forwarder.stop() == 0
+    assert serve.stop() == 0
     assert "reviewer.one" not in serve.log()  # emails are never logged
+
+    # a restarted service has forgotten what it accepted: Coop's retry gets through, and it is harmless
+    again = Service(pipeline, ["serve", "--mapping", str(mapping_file), "--public-key", str(key_file),
+                               "--host", "127.0.0.1", "--port", str(port := free_port())],
+                    port, "serve-2", STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key")
+    await again.wait_ready()
+    assert await post(port, confirmed, signer.sign(confirmed)) == (200, {"status": "accepted"})
+    after = await pipeline.read(until=lambda r: len(r.on(REVIEW_VERDICTS)) >= 3,
+                                topics=(REVIEW_VERDICTS, ACTIONS, REPORTS), settle_s=3.0)
+    bad = [v for v in after.on(REVIEW_VERDICTS) if v["stream_id"] == "s-bad"]
+    assert len(bad) == 2 and bad[0] == bad[1]  # the same record byte for byte
+    assert len([a for a in after.on(ACTIONS) if a["stream_id"] == "s-bad" and a["action"] == "block"]) == 1
+    assert len([r for r in after.on(REPORTS) if r["stream_id"] == "s-bad"]) == 1
+    assert again.stop() == 0 and forwarder.stop() == 0

@@ -28,6 +28,7 @@ import aiohttp
 import fastjsonschema
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streamsafe import clients
 from streamsafe.events.contract import DEAD_LETTER, ESCALATIONS, load_contract
@@ -127,7 +128,8 @@ class Forwarder:
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=100)
-                self.metrics.pending.set(sum(len(r) for r in batch.values()))
+                if batch:
+                    self.metrics.pending.set(sum(len(r) for r in batch.values()))
                 failed = False
                 for tp, records in batch.items():
                     failed |= not await self._forward_partition(tp, records)
@@ -147,7 +149,12 @@ class Forwarder:
             if not await self._forward(record):
                 self._consumer.seek(tp, record.offset)
                 return False
-            await self._consumer.commit({tp: record.offset + 1})
+            try:
+                await self._consumer.commit({tp: record.offset + 1})
+            except KafkaError as exc:  # a rebalance took the partition: its new owner finds the ledger entry
+                log.warning("could not commit %s at %d (%s); a re-delivery will be skipped as a duplicate",
+                            tp, record.offset + 1, type(exc).__name__)
+                return True
             self.metrics.pending.dec()
         return True
 
