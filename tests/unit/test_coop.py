@@ -279,3 +279,30 @@ def test_unusable_callbacks_are_refused_by_reason(mapping, document, reason):
     with pytest.raises(CallbackRefused) as refused:
         verdict_record(document, mapping, NOW, None, known)
     assert refused.value.reason == reason
+
+
+# -- Coop's answers, as the forwarder reads them (the fake Coop over local HTTP) ----------
+
+
+async def test_the_client_reads_coops_answers(example, mapping):
+    from streamsafe.brokers.base import free_port
+    from streamsafe.integrations.coop.forwarder import CoopClient, CoopRejected, CoopUnavailable
+    from tests.coop_fake import FakeCoop
+
+    body = report_body(hash_escalation(example), mapping)
+    coop = await FakeCoop("right-key").start()
+    try:
+        async with CoopClient(coop.url, "right-key") as client:
+            report_id = await client.post_report(body)
+            assert report_id == coop.reports[0]["reportId"]
+            with pytest.raises(CoopRejected, match="400"):
+                await client.post_report({**body, "reportedAt": "soon"})
+        async with CoopClient(coop.url, "wrong-key") as client:
+            with pytest.raises(CoopUnavailable, match="401"):  # a key can be fixed: retried, never dropped
+                await client.post_report(body)
+        async with CoopClient(f"http://127.0.0.1:{free_port()}", "right-key") as client:
+            with pytest.raises(CoopUnavailable):
+                await client.post_report(body)
+    finally:
+        await coop.stop()
+    assert len(coop.reports) == 1
