@@ -58,14 +58,15 @@ def coop() -> None:
 @click.option("--mapping", envvar="STREAMSAFE_COOP_MAPPING", type=_FILE, required=True,
               help="the Coop mapping file, YAML (env STREAMSAFE_COOP_MAPPING)")
 @click.option("--api-key-file", type=_FILE, help="file holding Coop's API key (else env STREAMSAFE_COOP_API_KEY)")
-@click.option("--group-id", default="streamsafe-coop-forwarder", show_default=True, help="consumer group")
+@click.option("--group-id", help="consumer group (default: <app id>-reviewer-tool-coop, inside the group prefix "
+                                  "the reviewer-tool Kafka role may use)")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--metrics-port", default=8468, show_default=True, type=click.IntRange(0, 65535),
               help="serves /metrics and /healthz")
 @click.option("--max-backoff", default=30.0, show_default=True, help="longest wait between attempts, seconds")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def coop_forward(settings: Settings, coop_url: str, mapping: Path, api_key_file: Path | None, group_id: str,
+def coop_forward(settings: Settings, coop_url: str, mapping: Path, api_key_file: Path | None, group_id: str | None,
                  metrics_host: str, metrics_port: int, max_backoff: float, log_level: str) -> None:
     """Forward escalations to Coop's report API (runs until stopped)."""
     from streamsafe.integrations.coop.forwarder import CoopClient, Forwarder, ForwarderConfig
@@ -85,7 +86,8 @@ def coop_forward(settings: Settings, coop_url: str, mapping: Path, api_key_file:
         try:
             async with CoopClient(coop_url, api_key) as client:
                 forwarder = Forwarder(settings, loaded, client, metrics,
-                                      ForwarderConfig(group_id=group_id, max_backoff_s=max_backoff))
+                                      ForwarderConfig(group_id=group_id or f"{settings.app_id}-reviewer-tool-coop",
+                                                      max_backoff_s=max_backoff))
                 log.info("forwarding escalations to %s", coop_url)
                 await forwarder.run(stop)
         finally:

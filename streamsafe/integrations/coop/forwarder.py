@@ -1,6 +1,6 @@
 """Forward ``enforcement.escalations`` to Coop's report API, losing none and repeating none.
 
-* Its own consumer group (``streamsafe-coop-forwarder`` unless told), through
+* Its own consumer group (``<app id>-reviewer-tool-coop`` from the CLI unless told), through
   :mod:`streamsafe.clients`; an offset is committed only after Coop answered the escalation
   with 2xx (the contract's ``201 {reportId}``) and the ledger holds it, so Coop being down
   delays escalations and loses none.
@@ -96,7 +96,7 @@ class CoopClient:
 
 @dataclass(frozen=True, slots=True)
 class ForwarderConfig:
-    group_id: str = "streamsafe-coop-forwarder"
+    group_id: str = "streamsafe-reviewer-tool-coop"
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     warn_after: int = 5
