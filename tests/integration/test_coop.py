@@ -72,6 +72,11 @@ class Service:
         found = re.search(rf'^{name}{{outcome="{outcome}"}} (\S+)$', text, re.M)
         return float(found.group(1)) if found else 0.0
 
+    async def gauge(self, name: str) -> float:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as r:
+            found = re.search(rf"^{name} (\S+)$", await r.text(), re.M)
+        return float(found.group(1)) if found else 0.0
+
     def stop(self) -> int:
         self.process.terminate()
         try:
@@ -178,7 +183,8 @@ async def test_coop_down_delays_escalations_and_loses_none(pipeline, bank_list, 
         assert re.search(r"^streamsafe_coop_escalations_pending [1-9]", await r.text(), re.M)
     await coop.start(port)  # Coop is back
     await until(lambda: len(coop.reports) == 2, what="both reports after Coop came back")
-    await asyncio.sleep(1.5)
+    await until(lambda: _at_least(forwarder.metric("streamsafe_coop_escalations_total", "forwarded"), 2),
+                what="both recorded as forwarded")
     assert sorted(r["reportedItem"]["id"] for r in coop.reports) == ["s-down-1", "s-down-2"]
     assert await forwarder.metric("streamsafe_coop_escalations_total", "forwarded") == 2
     assert forwarder.stop() == 0
@@ -265,7 +271,8 @@ async def test_signed_callbacks_become_verdicts_the_worker_acts_on_and_bad_ones_
     (bad_escalation,) = escalations(first, "s-bad")
     (fine_escalation,) = escalations(first, "s-fine")
     await until(lambda: len(coop.reports) == 2, what="both escalations in Coop")
-    await asyncio.sleep(1.0)  # the reviewer takes a moment; coop serve has read the ledger by then
+    await until(lambda: _at_least(serve.gauge("streamsafe_coop_ledger_escalations"), 2),
+                what="coop serve knowing both were forwarded")  # a reviewer takes longer than that
     now = int(time.time() * 1000)
     confirmed = action_body("s-bad", now, verdict="confirmed", category="A2")
     assert await post(port, confirmed, None) == (401, {"error": "unsigned", "detail": "no Coop-Signature header"})

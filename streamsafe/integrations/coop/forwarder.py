@@ -110,7 +110,7 @@ class Forwarder:
         self.coop = coop
         self.metrics = metrics
         self.config = config or ForwarderConfig()
-        self.ledger = ForwardedLedger(settings)
+        self.ledger = ForwardedLedger(settings, metrics.ledger)
         self.topic = settings.topic_name(ESCALATIONS)
         self._validate = fastjsonschema.compile(dict(load_contract()[ESCALATIONS].schema))
         self._failures = 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from prometheus_client import Gauge
 
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import BroadcastReader
@@ -66,12 +67,14 @@ def ledger_spec(name: str) -> TopicSpec:
 class ForwardedLedger:
     """Every forwarded escalation, read whole from the ledger topic and followed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, size: Gauge | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic_name(LEDGER_TOPIC)
         self._by_id: dict[str, Forwarded] = {}
         self._by_stream: dict[str, list[tuple[int, str]]] = {}
         self._reader = BroadcastReader(settings, self.topic, self._apply)
+        if size is not None:
+            size.set_function(lambda: len(self._by_id))
 
     async def start(self, timeout_s: float = 60.0) -> None:
         await apply_topics(self.settings, {}, internal={self.topic: ledger_spec(self.topic)})

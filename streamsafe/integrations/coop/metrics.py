@@ -25,6 +25,7 @@ class CoopMetrics:
     escalations: Counter
     pending: Gauge
     callbacks: Counter
+    ledger: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> CoopMetrics:
@@ -38,6 +39,9 @@ class CoopMetrics:
                           "Escalations read and not yet forwarded (waiting for Coop)", registry=registry),
             callbacks=Counter("streamsafe_coop_callbacks", "Coop action callbacks, accepted or refused by reason",
                               ["outcome"], registry=registry),
+            ledger=Gauge("streamsafe_coop_ledger_escalations",
+                         "Escalations this process knows were forwarded to Coop (read from streamsafe.coop-reports)",
+                         registry=registry),
         )
         for outcome in FORWARD_OUTCOMES:
             metrics.escalations.labels(outcome)

@@ -55,7 +55,7 @@ class CallbackService:
         self.public_key = public_key
         self.metrics = metrics
         self.reviewer_key = reviewer_key
-        self.ledger = ForwardedLedger(settings)
+        self.ledger = ForwardedLedger(settings, metrics.ledger)
         self.replays = ReplayCache(ttl_s=mapping.max_age_s + mapping.max_skew_s)
         self.topic = settings.topic_name(REVIEW_VERDICTS)
         self._validate = fastjsonschema.compile(dict(load_contract()[REVIEW_VERDICTS].schema))
