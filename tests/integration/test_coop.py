@@ -38,6 +38,19 @@ MAPPING = {
 }
 
 
+_STARTED: list[Service] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_services():
+    """Every ``streamsafe coop`` process a test started is stopped after it, also when the test failed."""
+    yield
+    while _STARTED:
+        service = _STARTED.pop()
+        if service.process.poll() is None:
+            service.stop()
+
+
 class Service:
     """A ``streamsafe coop`` process, its log and its HTTP port."""
 
@@ -48,6 +61,7 @@ class Service:
             self.process = subprocess.Popen([sys.executable, "-m", "streamsafe", "coop", *args],
                                             env=worker_environment(pipeline.settings, **env),
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _STARTED.append(self)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
