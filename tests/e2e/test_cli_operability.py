@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 from streamsafe.brokers.base import free_port
@@ -37,6 +40,15 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(frame)
     recording = tmp_path / "recording.jsonl"
     streamsafe("simulate", "--scenarios", "--streams", "2", "--out", str(recording))
+    mapping = tmp_path / "coop.yaml"
+    mapping.write_text(yaml.safe_dump({"version": 1, "reporter": {"type_id": "streamsafe-reporter", "id": "s"},
+                                       "stream_item_type_id": "live-stream",
+                                       "policies": {"default": {"policy_id": "pol-child-safety"}}}))
+    public_key = tmp_path / "coop.pem"
+    public_key.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    api_key = tmp_path / "coop-api-key"
+    api_key.write_text("test-key\n")
     return {
         "simulate": ["simulate", "--count", "5", "--broker", broker],
         "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker],
@@ -49,11 +61,15 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
         "evaluate": ["evaluate", str(recording), "--broker", broker],
         "worker": ["worker", "--broker", broker],
         "transparency": ["transparency", "--json", "--broker", broker],
+        "coop forward": ["coop", "forward", "--coop-url", "http://127.0.0.1:9", "--mapping", str(mapping),
+                         "--api-key-file", str(api_key), "--metrics-port", "0", "--broker", broker],
+        "coop serve": ["coop", "serve", "--mapping", str(mapping), "--public-key", str(public_key), "--port", "0",
+                       "--broker", broker],
     }
 
 
 COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "topics apply",
-            "hash --emit", "replay", "evaluate", "worker", "transparency"]
+            "hash --emit", "replay", "evaluate", "worker", "transparency", "coop forward", "coop serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -64,7 +80,8 @@ def test_with_no_broker_every_broker_command_fails_in_one_line(tmp_path, command
     result = streamsafe(*args)
     assert time.monotonic() - started < 30
     assert result.returncode != 0, result.stdout + result.stderr
-    errors = result.stderr.strip().splitlines()
+    # a long-running service (coop forward, coop serve) may have logged its start as JSON lines first
+    errors = [line for line in result.stderr.strip().splitlines() if not line.startswith('{"ts":')]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert errors[0].startswith("Error: ") and broker.removeprefix("kafka://") in errors[0], errors[0]
 
