@@ -31,6 +31,7 @@ from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.pipeline.review import ReviewConfig
 from streamsafe.pipeline.screen import FrameScreen, Screened, processing_error
+from streamsafe.pipeline.statements import with_statements
 from streamsafe.pipeline.step import Lifecycle, StepContext, StepEvent, expiry_ms, step
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.policyset import PolicySet
@@ -207,7 +208,7 @@ class RecordHandler:
 
         ctx = StepContext(self.policies, source.timestamp_ms or 0, source.partition, self.clock.now_ms(),
                           self.review, self.lifecycle)
-        outcome = step(event, state, incident, ctx)
+        outcome = with_statements(step(event, state, incident, ctx), ctx.policies.live, state, incident)
         if outcome.release:
             self.states.pop(stream_id, None)
             self.incidents.pop(stream_id, None)
@@ -235,6 +236,8 @@ class RecordHandler:
             await self.publisher.publish_many(outcome.decisions)
             for decision in outcome.decisions:
                 self._observe_sent(decision)
+        if outcome.statements:
+            await self.publisher.publish_statements(outcome.statements)
         for report, preservation in outcome.reports:
             await self.publisher.publish_report(report, preservation)
             self.metrics.reports.labels(str(report.record["incident_type"])).inc()

@@ -11,6 +11,7 @@ from streamsafe.cli import (  # noqa: F401  (registers the commands)
     coop,
     deploy,
     reports,
+    statements,
     transparency,
 )
 from streamsafe.cli.base import cli

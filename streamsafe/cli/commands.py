@@ -70,12 +70,15 @@ def topics_apply(settings: Settings, replication_factor: int | None, min_insync_
               help="write the report packets made (JSON lines, as on enforcement.reports) to this file")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="write the run's enforcement, verdict and dead-letter records to this recording (JSONL)")
-def demo(as_json: bool, broker_kind: str, streams: int, reports_out: Path | None, record: Path | None) -> None:
+@click.option("--statements-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the DSA statements of reasons the demo produced (JSONL) to this file")
+def demo(as_json: bool, broker_kind: str, streams: int, reports_out: Path | None, record: Path | None,
+         statements_out: Path | None) -> None:
     """Run the built-in scenario end to end on an embedded broker."""
     from streamsafe.demo.run import run_demo
 
     ok = run_demo(as_json=as_json, broker_kind=broker_kind, streams=streams, reports_out=reports_out,
-                  record=record)
+                  record=record, statements_out=statements_out)
     sys.exit(0 if ok else 1)
 
 
@@ -135,8 +138,10 @@ def _note_broker(broker: str | None) -> None:
 @_replay_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="decisions JSONL (default stdout)")
+@click.option("--statements-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the live policy's DSA statements of reasons (enforcement.statements records), JSONL")
 def replay(path: Path, policies: tuple[Path, ...], broker: str | None, broker_kind: str,
-           out: Path | None) -> None:
+           out: Path | None, statements_out: Path | None) -> None:
     """Play a recorded JSONL file through the real pipeline; write every decision as JSONL."""
     import orjson
 
@@ -150,8 +155,11 @@ def replay(path: Path, policies: tuple[Path, ...], broker: str | None, broker_ki
         sys.stdout.buffer.write(lines)
     else:
         out.write_bytes(lines)
+    if statements_out is not None:
+        statements_out.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in result.statements))
     click.echo(f"replayed {result.events_sent} events with {', '.join(result.policy_versions)}: "
-               f"{len(result.decisions)} decisions in {result.seconds:.1f}s", err=True)
+               f"{len(result.decisions)} decisions, {len(result.statements)} statements of reasons "
+               f"in {result.seconds:.1f}s", err=True)
 
 
 @cli.command()

@@ -22,8 +22,10 @@ from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
+from streamsafe.enforcement.statements_topic import read_statements
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, REPORTS, REVIEW_VERDICTS, load_contract
 from streamsafe.events.values import Priority
+from streamsafe.review.statements import STATEMENT_ACTIONS
 from streamsafe.runner import spawn_worker
 from streamsafe.settings import Settings
 
@@ -150,11 +152,24 @@ def _record(settings: Settings, path: Path) -> int:
     return write_recording(path, (e for e in events if e.value is None or isinstance(e.value, dict)))
 
 
+async def _statements(settings: Settings, observed: Observed, timeout_s: float) -> list[dict[str, Any]]:
+    """The statements of reasons on their topic, once every block/restrict seen has one (or time is up)."""
+    wanted = {d["decision_id"] for d in observed.decisions if d["action"] in STATEMENT_ACTIONS}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = await read_statements(settings)
+        if wanted <= {r["decision_id"] for r in records} or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.5)
+
+
 def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int = 40,
-             reports_out: Path | None = None, record: Path | None = None) -> bool:
-    """Returns True when every expected decision and dead letter was seen. ``reports_out``:
-    a file for the report packets the demo made, one JSON line each, as the topic holds them.
-    ``record``: write what the run left on the enforcement, verdict and dead-letter topics there
+             reports_out: Path | None = None, record: Path | None = None,
+             statements_out: Path | None = None) -> bool:
+    """Returns True when every expected decision and dead letter was seen, and every block and
+    restriction has its statement of reasons. ``reports_out`` / ``statements_out``: files for the
+    report packets and statements of reasons the demo made, one JSON line each, as the topics hold
+    them. ``record``: write what the run left on the enforcement, verdict and dead-letter topics there
     as a recording (the input of ``streamsafe transparency --recording``)."""
     console = None if as_json else Console(highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="streamsafe-demo-"))
@@ -178,6 +193,7 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
             say(f"worker ready; playing {len(scenario.events)} events from {len(scenario.streams)} "
                 "live streams (including malformed input)\n")
             observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30))
+            statements = asyncio.run(_statements(settings, observed, timeout_s=30))
             if record is not None:
                 recorded = _record(settings, record)
                 say(f"recorded {recorded} records to {record}")
@@ -187,8 +203,13 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
         reports_out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in observed.reports))
     decisions = Counter(d["action"] for d in observed.decisions)
     blocks = Counter(d["stream_id"] for d in observed.decisions if d["action"] == "block")
+    stated = {r["decision_id"] for r in statements}
+    unstated = [d["decision_id"] for d in observed.decisions if d["action"] in STATEMENT_ACTIONS
+                and d["decision_id"] not in stated]
+    if statements_out is not None:
+        statements_out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in statements))
     ok = (observed.complete(scenario) and all(n == 1 for n in blocks.values())
-          and len(observed.reports) >= len(scenario.expected_blocks) + 1)
+          and len(observed.reports) >= len(scenario.expected_blocks) + 1 and not unstated)
     summary = {
         "ok": ok,
         "broker": broker_kind,
@@ -197,6 +218,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
         "decisions": dict(sorted(decisions.items())),
         "dead_lettered": len(observed.dead_letters),
         "reports": len(observed.reports),
+        "statements": len(stated),
+        "decisions_without_statement": len(unstated),
         "latency_ms": {"p50": round(_percentile(observed.latencies_ms, 50), 1),
                        "p99": round(_percentile(observed.latencies_ms, 99), 1)},
         "seconds": round(time.monotonic() - started, 1),
@@ -206,6 +229,7 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
     else:
         say(f"\n[bold]{'done' if ok else 'INCOMPLETE'}[/]: {summary['streams']} streams, "
             f"decisions {summary['decisions']}, {summary['reports']} reports, "
+            f"{summary['statements']} statements of reasons, "
             f"{summary['dead_lettered']} dead-lettered, "
             f"input-to-decision latency p50 {summary['latency_ms']['p50']} ms / "
             f"p99 {summary['latency_ms']['p99']} ms, {summary['seconds']} s")

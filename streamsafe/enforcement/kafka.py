@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable, dead_letter_send
 from streamsafe.events.bank_entries import encode_bank_entry
@@ -26,6 +26,7 @@ from streamsafe.events.contract import (
     PRESERVATION,
     REPORTS,
     SHADOW_DECISIONS,
+    STATEMENTS,
     TIMERS,
 )
 from streamsafe.events.dead_letter import DeadLetter
@@ -34,6 +35,7 @@ from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
+from streamsafe.review.statements import Statement
 
 __all__ = ["RETRY_BACKOFF_S", "KafkaPublisher", "OutputTopics", "Sendable"]
 
@@ -49,17 +51,18 @@ class OutputTopics:
     preservation: Sendable
     bank_entries: Sendable
     timers: Sendable
+    statements: Sendable
 
     @classmethod
     def of(cls, topic: Callable[[str], Sendable]) -> OutputTopics:
         """Each role's topic from the contract name (``topic`` adds the prefix and builds it)."""
         return cls(topic(ACTIONS), topic(ESCALATIONS), topic(SHADOW_DECISIONS), topic(DEAD_LETTER),
-                   topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS))
+                   topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS), topic(STATEMENTS))
 
     @classmethod
     def every(cls, topic: Sendable) -> OutputTopics:
         """One topic in every role (for tests)."""
-        return cls(*(topic,) * 8)
+        return cls(*(topic,) * len(fields(cls)))
 
 
 class KafkaPublisher:
@@ -83,6 +86,10 @@ class KafkaPublisher:
         key = report.stream_id.encode()
         await self.deliveries.send([Send(self.topics.preservation, key, preservation.encode()),
                                     Send(self.topics.reports, key, report.encode())])
+
+    async def publish_statements(self, statements: Sequence[Statement]) -> None:
+        await self.deliveries.send([Send(self.topics.statements, s.stream_id.encode(), s.encode())
+                                    for s in statements])
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         now = int(time.time() * 1000)

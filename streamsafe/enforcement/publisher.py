@@ -11,6 +11,7 @@ from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
+from streamsafe.review.statements import Statement
 
 __all__ = ["DecisionPublisher", "InMemoryPublisher"]
 
@@ -26,6 +27,10 @@ class DecisionPublisher(Protocol):
 
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         """Deliver an authority report and its preservation request."""
+        ...
+
+    async def publish_statements(self, statements: Sequence[Statement]) -> None:
+        """Deliver DSA statements of reasons (enforcement.statements)."""
         ...
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
@@ -59,6 +64,7 @@ class InMemoryPublisher:
         self.preservations: list[PreservationRequest] = []
         self.proposals: list[BankEntry] = []
         self.ticks: list[tuple[TimerTick, int]] = []
+        self.statements: list[Statement] = []
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -69,6 +75,9 @@ class InMemoryPublisher:
     async def publish_report(self, report: ReportPacket, preservation: PreservationRequest) -> None:
         self.reports.append(report)
         self.preservations.append(preservation)
+
+    async def publish_statements(self, statements: Sequence[Statement]) -> None:
+        self.statements.extend(statements)
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         self.proposals.extend(entries)

@@ -31,6 +31,7 @@ __all__ = [
     "REPORTS",
     "REVIEW_VERDICTS",
     "SHADOW_DECISIONS",
+    "STATEMENTS",
     "TIMERS",
     "USER_REPORTS",
     "TopicSpec",
@@ -53,10 +54,11 @@ REPORTS = "enforcement.reports"
 PRESERVATION = "enforcement.preservation"
 TIMERS = "streamsafe.timers"
 FRAME_MATCHES = "streamsafe.frame-matches"
+STATEMENTS = "enforcement.statements"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
-                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES)
+                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "replication_factor", "config",
            "schema_versions", "schema", "example")
 _OPTIONAL_FIELDS = ("examples",)  # further valid records, e.g. one of each later schema version

@@ -1,7 +1,8 @@
 """One result type for every record: what it changed, what to publish, what to count.
 
 Inputs, reviewer verdicts and timer ticks all return an :class:`Outcome`; the agent
-writes the state and incident it names, publishes its decisions, report packets,
+writes the state and incident it names, publishes its decisions and their statements of
+reasons, report packets,
 bank proposals and dead letters in that order, and counts the rest. Nothing travels
 beside it.
 """
@@ -15,6 +16,7 @@ from streamsafe.events.models import BankEntry, Match
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.incident import Incident
 from streamsafe.review.reports import PreservationRequest, ReportPacket
+from streamsafe.review.statements import Statement
 from streamsafe.scoring.state import StreamState
 
 __all__ = ["EMPTY", "Outcome"]
@@ -26,6 +28,7 @@ class Outcome:
     incident: Incident | None = None  # the stream's incident to write (None: leave it as it is)
     release: bool = False  # delete the stream's state and incident (an ended or idle stream)
     decisions: tuple[Decision, ...] = ()  # live and shadow
+    statements: tuple[Statement, ...] = ()  # DSA statements of reasons of the live blocks/restricts/reinstates
     reports: tuple[tuple[ReportPacket, PreservationRequest], ...] = ()
     proposals: tuple[BankEntry, ...] = ()  # hashes a reviewer confirmed, for the internal bank
     dead_letters: tuple[DeadLetter, ...] = ()

@@ -40,6 +40,9 @@ class Decision:
     explanation: Mapping[str, Any] = field(default_factory=dict)
     review_due_ms: int | None = None
     shadow: bool = False  # a shadow policy's would-be decision: never enforced
+    appeal_id: str | None = None  # the broadcaster's appeal this decision answers (review item, reinstatement)
+    appealed_decision_id: str | None = None  # an appeal's review item: the decision appealed against
+    reverses: str | None = None  # a reinstatement: the decision it reverses
 
     @classmethod
     def create(
@@ -56,6 +59,9 @@ class Decision:
         explanation: Mapping[str, Any] | None = None,
         review_sla_s: float | None = None,
         shadow: bool = False,
+        appeal_id: str | None = None,
+        appealed_decision_id: str | None = None,
+        reverses: str | None = None,
     ) -> Decision:
         draft = cls(
             decision_id="",
@@ -73,6 +79,9 @@ class Decision:
             review_due_ms=(decided_at_ms + int(review_sla_s * 1000))
             if action.kind == "escalate" and review_sla_s else None,
             shadow=shadow,
+            appeal_id=appeal_id,
+            appealed_decision_id=appealed_decision_id,
+            reverses=reverses,
         )
         # decided_at_ms (the triggering record's broker timestamp) is part of the identity:
         # a re-delivery of that record has it too, a later record with the same evidence not
@@ -108,6 +117,9 @@ class Decision:
             record["review_due_ms"] = self.review_due_ms
         if self.shadow:
             record["shadow"] = True
+        for name in ("appeal_id", "appealed_decision_id", "reverses"):
+            if (value := getattr(self, name)) is not None:
+                record[name] = value
         return record
 
     def encode(self) -> bytes:

@@ -51,6 +51,7 @@ from streamsafe.policy.model import (
     Predicate,
     Rule,
 )
+from streamsafe.policy.texts import appeal_priority, statement_texts
 from streamsafe.scoring.fusion import (
     Calibration,
     ClassifierModel,
@@ -153,7 +154,8 @@ def policy_from_mapping(document: Any) -> Policy:
     p = _Problems()
     if not isinstance(document, Mapping):
         raise PolicyError(["a policy must be a mapping with version and rules"])
-    unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules"}
+    unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules", "statements",
+                               "appeals"}
     if unknown:
         p.add("policy", f"unknown sections {sorted(unknown)}")
     version = document.get("version")
@@ -210,9 +212,15 @@ def policy_from_mapping(document: Any) -> Policy:
                     p.add(f"rules[{i}].name", f"duplicate rule name {rule.name!r}")
                 names.add(rule.name)
                 rules.append(rule)
+    statements_doc = document.get("statements")
+    if statements_doc is None:  # the packaged default's texts: a statement cites only what a policy states
+        statements_doc = yaml.safe_load(default_policy_text())["statements"]
+    statements = statement_texts(p, statements_doc)
+    appeals = appeal_priority(p, document.get("appeals"))
     if p.items:
         raise PolicyError(p.items)
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
+                  statements=statements, appeal_priority=appeals,
                   strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
                   pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius),
                   pdq_transforms=pdq_transforms, bank_transforms=bank_transforms,

@@ -11,10 +11,11 @@ from streamsafe.matching.dihedral import ALL, ONLY_IDENTITY
 from streamsafe.matching.signal_types import PDQ
 from streamsafe.scoring.fusion import FusionModel
 
-__all__ = ["ACTION_KINDS", "PRIORITIES", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Policy",
-           "Predicate", "Rule"]
+__all__ = ["ACTION_KINDS", "PRIORITIES", "REINSTATE", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Ground", "Policy",
+           "Predicate", "Rule", "StatementTexts"]
 
-ACTION_KINDS = ("monitor", "escalate", "restrict", "block", "report")
+ACTION_KINDS = ("monitor", "escalate", "restrict", "block", "report")  # what rules may do
+REINSTATE = "reinstate"  # what only a reviewer's reversal of an appealed decision does
 PRIORITIES = tuple(p.value for p in Priority)
 RESTRICTIONS = ("chat", "gifting", "discovery", "new_viewers")
 TRUST_LEVELS = ("authority", "internal", "partner", "allow")
@@ -57,6 +58,36 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Ground:
+    """What a statement of reasons cites: a legal ground (illegal content) or a clause of the
+    terms of service (incompatible content), with an explanation. The policy's text, never code's."""
+
+    ground: str
+    explanation: str
+    illegal: str = "Yes"  # for terms grounds: is the content also illegal ("Yes"/"No")
+
+
+@dataclass(frozen=True, slots=True)
+class StatementTexts:
+    """The policy's ``statements`` section: grounds by kind of harm (``csam``, ``grooming``: illegal
+    content), ``terms`` (incompatible content), ``reinstatement``, and the kind of harm of each rule."""
+
+    legal_grounds: Mapping[str, Ground] = field(default_factory=dict)
+    terms: Ground | None = None
+    reinstatement: Ground | None = None
+    harm_of_rules: Mapping[str, str] = field(default_factory=dict)
+
+    def harm_of(self, rule: str | None, category: str | None = None) -> str:
+        """The kind of harm a decision is about: a reviewer's category says it, else the rule's entry
+        (default ``csam``)."""
+        if category == "grooming":
+            return "grooming"
+        if category in ("A1", "A2", "B1", "B2"):
+            return "csam"
+        return self.harm_of_rules.get(rule or "", "csam")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: str
     rules: tuple[Rule, ...]
@@ -75,6 +106,8 @@ class Policy:
     #: allow banks whose match may also clear a frame's strong authority match (default none: an
     #: allow entry clears weak and partner matches, never known abuse an authority listed)
     allow_clears_authority: frozenset[str] = frozenset()
+    statements: StatementTexts = field(default_factory=StatementTexts)
+    appeal_priority: str = "P2"  # the priority of an appeal's review item
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")

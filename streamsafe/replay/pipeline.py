@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX
+from streamsafe.enforcement.statements_topic import read_statements
 from streamsafe.errors import ConfigError, StreamSafeError
 from streamsafe.events.contract import (
     ACTIONS,
@@ -71,6 +72,8 @@ class ReplayResult:
     policy_versions: list[str]  # live first, then shadows
     events_sent: int
     seconds: float
+    statements: list[dict[str, Any]] = field(default_factory=list)  # enforcement.statements, one per live
+    # block/restrict/reinstate decision
 
 
 def _policy_documents(policy_files: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
@@ -243,10 +246,11 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
                 worker.wait_ready(120)
                 asyncio.run(_send_inputs(settings, recording, timeout_s))
                 decisions = asyncio.run(_read_decisions(settings))
+                statements = asyncio.run(read_statements(settings))
             finally:
                 worker.stop()
             sent = sum(1 for e in recording.events if e.topic in INPUT_TOPICS)
-            return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started)
+            return ReplayResult(decisions, [v for v, _ in documents], sent, time.monotonic() - started, statements)
 
         # The worker's processing clock is record time, and its sweep does not run: a replay has no
         # reviewers, so review deadlines never fall due, and what it decides depends on the

@@ -28,3 +28,26 @@ def test_demo_json_summary():
     assert summary["dead_lettered"] == 4
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"]
+
+
+def test_every_block_and_restriction_in_the_demo_has_a_valid_statement_of_reasons(tmp_path):
+    import jsonschema
+
+    from streamsafe.events.contract import STATEMENTS, load_contract
+
+    out = tmp_path / "statements.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "streamsafe", "demo", "--json", "--statements-out", str(out)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    validator = jsonschema.Draft7Validator(load_contract()[STATEMENTS].schema)
+    for record in records:
+        assert not list(validator.iter_errors(record)), record
+    # every block (three) and restriction the demo decided has one, and nothing else does
+    enforced = summary["decisions"].get("block", 0) + summary["decisions"].get("restrict", 0)
+    assert summary["decisions_without_statement"] == 0
+    assert len({r["decision_id"] for r in records}) == summary["statements"] == enforced >= 3
+    assert {r["action"] for r in records} <= {"block", "restrict"}

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
+from streamsafe.events.contract import STATEMENTS, load_contract
 from streamsafe.policy.loader import default_policy_text, load_policy
 
 pytestmark = pytest.mark.integration
@@ -53,14 +55,30 @@ def test_evaluate_the_default_policy_against_a_stricter_shadow(broker, scenarios
 
 
 def test_replay_writes_every_decision_with_its_policy_version(broker, scenarios, tmp_path):
-    out = tmp_path / "decisions.jsonl"
-    result = cli("replay", str(scenarios), "--broker", broker.url, "--out", str(out))
+    out, statements_out = tmp_path / "decisions.jsonl", tmp_path / "statements.jsonl"
+    result = cli("replay", str(scenarios), "--broker", broker.url, "--out", str(out),
+                 "--statements-out", str(statements_out))
     assert result.returncode == 0, result.stderr
     decisions = [json.loads(line) for line in out.read_text().splitlines()]
     assert decisions and {d["policy_version"] for d in decisions} == {load_policy().version}
     blocked = {d["stream_id"] for d in decisions if d["action"] == "block"}
     assert blocked and all(s.startswith(("scn-known-hash", "scn-novel-abuse")) for s in blocked)
     assert all(d["explanation"]["top_contributions"] for d in decisions)
+    # every block and restriction has exactly one statement of reasons, valid against the contract
+    statements = [json.loads(line) for line in statements_out.read_text().splitlines()]
+    validator = jsonschema.Draft7Validator(load_contract()[STATEMENTS].schema)
+    for record in statements:
+        assert not list(validator.iter_errors(record)), record
+    enforced = {d["decision_id"]: d for d in decisions if d["action"] in ("block", "restrict")}
+    assert {d["action"] for d in enforced.values()} == {"block", "restrict"}
+    assert sorted({r["decision_id"] for r in statements}) == sorted(enforced)
+    for record in statements:
+        assert record["action"] == enforced[record["decision_id"]]["action"]
+    # exported for the Transparency Database: the bare submissions, one per statement
+    exported = cli("statements", "export", "--from-file", str(statements_out))
+    assert exported.returncode == 0, exported.stderr
+    submissions = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert submissions == [r["statement"] for r in {r["statement_id"]: r for r in statements}.values()]
 
 
 def test_two_replays_of_one_recording_decide_byte_for_byte_alike(broker, tmp_path):

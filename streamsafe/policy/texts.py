@@ -1,0 +1,106 @@
+"""The policy's ``statements`` and ``appeals`` sections: the texts a DSA statement of reasons
+cites, and how appeals are reviewed.
+
+```yaml
+statements:
+  legal_grounds:             # illegal content, by kind of harm (csam and grooming at least)
+    csam: {legal_ground: "...", explanation: "..."}
+    grooming: {legal_ground: "...", explanation: "..."}
+  terms: {ground: "...", explanation: "...", illegal: "No"}          # incompatible content
+  reinstatement: {ground: "...", explanation: "...", illegal: "No"}  # a reversal on appeal
+  harm_of_rules: {grooming-private-young-account: grooming}          # rules not named: csam
+appeals:
+  priority: P2               # an appeal's review item; its deadline is review_sla of that priority
+```
+
+A policy without a ``statements`` section takes the packaged default policy's, so a statement
+never cites a ground no policy states. Lengths are the DSA Transparency Database's limits
+(grounds 500 characters, explanations 2000).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from streamsafe.policy.model import PRIORITIES, Ground, StatementTexts
+
+__all__ = ["HARMS", "appeal_priority", "statement_texts"]
+
+HARMS = ("csam", "grooming")  # kinds of harm with a legal ground; "terms" names the terms of service
+MAX_GROUND = 500
+MAX_EXPLANATION = 2000
+
+
+class _Problems(Protocol):
+    def add(self, where: str, what: str) -> None: ...
+
+
+def _text(p: _Problems, where: str, value: Any, most: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        p.add(where, "must be a non-empty string")
+        return ""
+    if len(value) > most:
+        p.add(where, f"must be at most {most} characters, got {len(value)}")
+    return value.strip()
+
+
+def _ground(p: _Problems, where: str, doc: Any, ground_key: str) -> Ground | None:
+    if not isinstance(doc, Mapping):
+        p.add(where, "must be a mapping")
+        return None
+    unknown = set(doc) - {ground_key, "explanation", "illegal"}
+    if unknown:
+        p.add(where, f"unknown keys {sorted(unknown)}")
+    illegal = doc.get("illegal", "Yes" if ground_key == "legal_ground" else "No")
+    if illegal not in ("Yes", "No"):
+        p.add(f"{where}.illegal", 'must be "Yes" or "No"')
+    return Ground(_text(p, f"{where}.{ground_key}", doc.get(ground_key), MAX_GROUND),
+                  _text(p, f"{where}.explanation", doc.get("explanation"), MAX_EXPLANATION), str(illegal))
+
+
+def statement_texts(p: _Problems, doc: Any) -> StatementTexts:
+    """The ``statements`` section, checked (problems added to ``p``). ``harm_of_rules`` may name
+    rules the policy lacks (a policy taking the default's texts): they are simply never used."""
+    if not isinstance(doc, Mapping):
+        p.add("statements", "must be a mapping")
+        return StatementTexts()
+    unknown = set(doc) - {"legal_grounds", "terms", "reinstatement", "harm_of_rules"}
+    if unknown:
+        p.add("statements", f"unknown keys {sorted(unknown)}")
+    legal_doc = doc.get("legal_grounds")
+    legal: dict[str, Ground] = {}
+    if not isinstance(legal_doc, Mapping):
+        p.add("statements.legal_grounds", "must be a mapping of kinds of harm")
+    else:
+        for harm in HARMS:
+            if harm not in legal_doc:
+                p.add("statements.legal_grounds", f"lacks {harm!r}")
+        for harm, ground_doc in legal_doc.items():
+            ground = _ground(p, f"statements.legal_grounds.{harm}", ground_doc, "legal_ground")
+            if ground is not None:
+                legal[str(harm)] = ground
+    terms = _ground(p, "statements.terms", doc.get("terms"), "ground")
+    reinstatement = _ground(p, "statements.reinstatement", doc.get("reinstatement"), "ground")
+    harms = doc.get("harm_of_rules") or {}
+    if not isinstance(harms, Mapping):
+        p.add("statements.harm_of_rules", "must map rule names to kinds of harm")
+        harms = {}
+    for rule, harm in harms.items():
+        if harm not in (*legal, "terms"):
+            p.add(f"statements.harm_of_rules.{rule}", f"{harm!r} is not one of {sorted(legal)} or 'terms'")
+    return StatementTexts(legal, terms, reinstatement, {str(k): str(v) for k, v in harms.items()})
+
+
+def appeal_priority(p: _Problems, doc: Any) -> str:
+    """The ``appeals`` section's priority (default P2)."""
+    if doc is None:
+        return "P2"
+    if not isinstance(doc, Mapping) or set(doc) - {"priority"}:
+        p.add("appeals", "must be a mapping with priority")
+        return "P2"
+    priority = doc.get("priority", "P2")
+    if priority not in PRIORITIES:
+        p.add("appeals.priority", f"must be one of {PRIORITIES}")
+        return "P2"
+    return str(priority)
