@@ -22,7 +22,7 @@ import orjson
 from streamsafe.agents.clock import ProcessingClock, WallClock
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
-from streamsafe.events.contract import FRAME_HASHES, INPUT_TOPICS, REVIEW_VERDICTS, TIMERS
+from streamsafe.events.contract import FRAME_HASHES, INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder, decode_frame_matches
 from streamsafe.events.models import FrameMatches, TimerTick
@@ -40,7 +40,9 @@ from streamsafe.scoring.state import StreamState
 
 __all__ = ["RecordHandler", "RecordStats"]
 
-VERDICT_OUTCOMES = {"confirmed", "benign", "needs_more_context", "unknown_escalation", "already_closed"}
+VERDICT_OUTCOMES = {"confirmed", "benign", "needs_more_context", "unknown_escalation", "already_closed", "upheld",
+                    "reversed", "not_an_appeal", "nothing_to_reinstate"}
+APPEAL_OUTCOMES = {"appeal_opened", "duplicate_appeal", "appeal_merged"}
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class RecordHandler:
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock or WallClock()
         self.metrics = metrics or StreamSafeMetrics.create()
-        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS)
+        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS)
         self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
         self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
         self.decoder = decoder
@@ -245,6 +247,8 @@ class RecordHandler:
             await self.publisher.propose_entries(outcome.proposals)
         if outcome.review in VERDICT_OUTCOMES:
             self.metrics.review_verdicts.labels(outcome.review).inc()
+        elif outcome.review in APPEAL_OUTCOMES:
+            self.metrics.appeals.labels(outcome.review).inc()
         if outcome.false_positive:
             self.metrics.false_positives.labels(outcome.false_positive).inc()
         if outcome.sla_breach:

@@ -2,7 +2,7 @@
 :class:`~streamsafe.agents.records.RecordHandler`.
 
 One agent per input topic (frames: per ``streamsafe.frame-matches`` when the frame
-pre-filter runs), one for reviewer verdicts, one for StreamSafe's own ticks. The
+pre-filter runs), one for reviewer verdicts, one for appeals, one for StreamSafe's own ticks. The
 sweep timer finds due review deadlines and expiring streams on the processing clock
 and sends a tick to each stream's own partition, so the work happens in the agent
 that holds the stream's state (a repeated tick is harmless: decisions are
@@ -19,7 +19,14 @@ import faust
 
 from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import DecisionPublisher
-from streamsafe.events.contract import FRAME_HASHES, FRAME_MATCHES, INPUT_TOPICS, REVIEW_VERDICTS, TIMERS
+from streamsafe.events.contract import (
+    FRAME_HASHES,
+    FRAME_MATCHES,
+    INPUT_TOPICS,
+    REVIEW_APPEALS,
+    REVIEW_VERDICTS,
+    TIMERS,
+)
 from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.observability.liveness import AgentRoster
 from streamsafe.settings import Settings
@@ -35,7 +42,7 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 
 def install_agents(app: faust.App, settings: Settings, handler: RecordHandler, ready: asyncio.Event,
                    roster: AgentRoster, partitions: int) -> None:
-    for name in (*INPUT_TOPICS, REVIEW_VERDICTS, TIMERS):
+    for name in (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS):
         forwarded = settings.prefilter and name == FRAME_HASHES  # only the frames that matched
         topic = raw_topic(app, settings.topic_name(FRAME_MATCHES if forwarded else name), partitions)
         roster.expected.add(name)

@@ -29,6 +29,7 @@ __all__ = [
     "POLICY",
     "PRESERVATION",
     "REPORTS",
+    "REVIEW_APPEALS",
     "REVIEW_VERDICTS",
     "SHADOW_DECISIONS",
     "STATEMENTS",
@@ -50,6 +51,7 @@ SHADOW_DECISIONS = "streamsafe.shadow-decisions"
 POLICY = "streamsafe.policy"
 HASHBANK_ENTRIES = "hashbank.entries"
 REVIEW_VERDICTS = "review.verdicts"
+REVIEW_APPEALS = "review.appeals"
 REPORTS = "enforcement.reports"
 PRESERVATION = "enforcement.preservation"
 TIMERS = "streamsafe.timers"
@@ -57,7 +59,7 @@ FRAME_MATCHES = "streamsafe.frame-matches"
 STATEMENTS = "enforcement.statements"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
-REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
+REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
                    POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS)
 _FIELDS = ("name", "direction", "description", "partitions", "key", "replication_factor", "config",
            "schema_versions", "schema", "example")

@@ -35,6 +35,7 @@ from streamsafe.events.contract import (
     CLASSIFIER_SIGNALS,
     FRAME_HASHES,
     METADATA,
+    REVIEW_APPEALS,
     REVIEW_VERDICTS,
     TIMERS,
     USER_REPORTS,
@@ -42,6 +43,7 @@ from streamsafe.events.contract import (
 )
 from streamsafe.events.dead_letter import DEAD_LETTER_REASONS, SourceRecord
 from streamsafe.events.models import (
+    Appeal,
     ClassifierSignal,
     Frame,
     FrameBatch,
@@ -62,7 +64,7 @@ LATEST_MS = 4_102_444_800_000
 #: how far an event time may run ahead of its record's broker timestamp (producer clock skew)
 MAX_FUTURE_SKEW_MS = 3_600_000
 
-InputEvent = FrameBatch | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | TimerTick
+InputEvent = FrameBatch | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
 
 _BUILDERS: Mapping[str, Callable[[dict[str, Any]], InputEvent]] = {
     FRAME_HASHES: FrameBatch.from_dict,
@@ -70,6 +72,7 @@ _BUILDERS: Mapping[str, Callable[[dict[str, Any]], InputEvent]] = {
     USER_REPORTS: UserReport.from_dict,
     METADATA: StreamMetadata.from_dict,
     REVIEW_VERDICTS: ReviewVerdict.from_dict,
+    REVIEW_APPEALS: Appeal.from_dict,
     TIMERS: TimerTick.from_dict,
 }
 

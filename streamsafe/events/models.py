@@ -8,7 +8,7 @@ from typing import Any
 
 from streamsafe.events.values import EvidenceRef
 
-__all__ = ["BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "FrameMatches", "Match", "ReviewVerdict",
+__all__ = ["Appeal", "BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "FrameMatches", "Match", "ReviewVerdict",
            "StreamMetadata", "TimerTick", "UserReport"]
 
 
@@ -161,6 +161,21 @@ class ReviewVerdict:
     def from_dict(cls, value: dict[str, Any]) -> ReviewVerdict:
         return cls(value["stream_id"], value["verdict"], value["reviewer_id"], value["ts_ms"],
                    value.get("escalation_id"), value.get("category"), value.get("propose_hashes", True))
+
+
+@dataclass(frozen=True, slots=True)
+class Appeal:
+    """A broadcaster's appeal against a block or restriction (the appellant's id and words stay
+    with the platform's appeal tool: StreamSafe needs neither to review it)."""
+
+    stream_id: str
+    appeal_id: str
+    decision_id: str
+    submitted_at_ms: int
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Appeal:
+        return cls(value["stream_id"], value["appeal_id"], value["decision_id"], value["submitted_at_ms"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class StreamSafeMetrics:
     ready: Gauge
     last_input: Gauge
     review_verdicts: Counter
+    appeals: Counter
     false_positives: Counter
     sla_breaches: Counter
     reports: Counter
@@ -119,6 +120,8 @@ class StreamSafeMetrics:
                              ["topic"], registry=r),
             review_verdicts=Counter("streamsafe_review_verdicts", "Reviewer verdicts by outcome",
                                     ["outcome"], registry=r),
+            appeals=Counter("streamsafe_appeals", "Appeals received, by what became of them (appeal_opened, "
+                            "duplicate_appeal, appeal_merged)", ["outcome"], registry=r),
             false_positives=Counter("streamsafe_false_positives", "Escalations reviewers found benign, "
                                     "by the classifier that contributed most", ["classifier"], registry=r),
             sla_breaches=Counter("streamsafe_review_sla_breaches",

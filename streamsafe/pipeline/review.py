@@ -10,6 +10,8 @@ deterministic decision and report ids.
 * ``needs_more_context``: recorded; the escalation stays open with its deadline.
 * A missed deadline re-escalates at the next priority; a missed P0 also restricts
   the stream (configurable).
+* Verdicts on an appeal's review item (``upheld``, ``reversed``) are answered in
+  :mod:`.appeals`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass, replace
 from streamsafe.events.bank_entries import entry_id_for
 from streamsafe.events.models import BankEntry
 from streamsafe.events.values import Priority
+from streamsafe.pipeline.appeals import answer_appeal, raise_appeal
 from streamsafe.pipeline.outcome import Outcome
 from streamsafe.policy.decisions import Decision
-from streamsafe.policy.model import Action, Policy
-from streamsafe.review.incident import Escalation, Incident, Verdict
+from streamsafe.policy.model import REINSTATE, Action, Policy
+from streamsafe.review.incident import APPEAL_RULE, Escalation, Incident, Verdict
 from streamsafe.review.reports import PreservationRequest, ReportPacket, build_report, utc
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import StreamState
@@ -63,6 +66,9 @@ def report_if_due(stream_id: str, state: StreamState, incident: Incident, *, tri
 
 def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,
                   record_ts_ms: int, config: ReviewConfig, propose_hashes: bool = True) -> Outcome:
+    appeal = incident.appeal_under_review(verdict.escalation_id) if verdict.escalation_id else None
+    if appeal is not None or verdict.verdict in ("upheld", "reversed"):
+        return answer_appeal(policy, state, incident, stream_id, verdict, appeal, record_ts_ms)
     target = incident.escalation(verdict.escalation_id) if verdict.escalation_id else None
     if verdict.escalation_id and target is None:
         outcome = "unknown_escalation"
@@ -91,8 +97,12 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
                 *_frame_evidence(incident))
     block = Decision.create(stream_id, Action("block"), (reason,), tuple(evidence), policy.version,
                             decided_at_ms=record_ts_ms, event_ts_ms=verdict.ts_ms, rule="reviewer-confirmed")
-    if "block" not in state.emitted or state.emitted["block"] == block.decision_id:
-        if "block" not in state.emitted:
+    # a block reversed on appeal (reinstated) no longer stands: a reviewer who now confirms blocks again
+    standing = state.emitted.get("block")
+    if standing is not None and f"{REINSTATE}:{standing}" in state.emitted:
+        standing = None
+    if standing is None or standing == block.decision_id:
+        if standing is None:
             state = _emit(state, block, "block")
         decisions.append(block)
     incident = incident.with_decisions(decisions, incident.partition)
@@ -114,6 +124,8 @@ def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream
     so a repeated tick yields the same decisions."""
     if escalation.status != "open" or escalation.due_ms is None:
         return Outcome(review="not_due")
+    if escalation.rule == APPEAL_RULE:
+        return raise_appeal(policy, incident, stream_id, escalation)
     due = escalation.due_ms
     priority = Priority(escalation.priority).raised.value
     reason = (f"{escalation.priority} escalation {escalation.decision_id} was not reviewed by "

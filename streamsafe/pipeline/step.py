@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from streamsafe.events.models import (
+    Appeal,
     ClassifierSignal,
     FrameMatches,
     Match,
@@ -36,6 +37,7 @@ from streamsafe.events.models import (
     TimerTick,
     UserReport,
 )
+from streamsafe.pipeline.appeals import open_appeal
 from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due
 from streamsafe.policy.decisions import Decision
@@ -47,7 +49,7 @@ from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
 
 __all__ = ["IncidentReader", "Lifecycle", "StepContext", "StepEvent", "expiry_ms", "reporter_digest", "step"]
 
-StepEvent = FrameMatches | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | TimerTick
+StepEvent = FrameMatches | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
 IncidentReader = Callable[[], Incident | None]  # the stream's stored incident (None: none yet)
 
 
@@ -106,6 +108,9 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
             outcome = apply_verdict(live, stored, current, event.stream_id, verdict, ctx.record_ts_ms,
                                     ctx.review, event.propose_hashes)
             return _touched(outcome, stored, ctx)
+        case Appeal():
+            current = replace(incident() or Incident(), partition=ctx.partition)
+            return _touched(open_appeal(live, state, current, event, ctx.record_ts_ms, ctx.partition), stored, ctx)
         case TimerTick(kind="expire"):
             if state is None or not (incident() or Incident()).settled:
                 return Outcome()  # nothing to release, or an open escalation still needs it

@@ -16,13 +16,15 @@ from streamsafe.events.models import Match
 from streamsafe.events.values import EvidenceRef, Priority
 from streamsafe.policy.decisions import Decision
 
-__all__ = ["Escalation", "Incident", "MatchedFrame", "Verdict"]
+__all__ = ["APPEAL_RULE", "AppealItem", "Escalation", "Incident", "MatchedFrame", "Verdict"]
 
 MAX_DECISIONS = 24
 MAX_FRAMES = 16
 MAX_CLASSIFIER = 12
 MAX_VERDICTS = 8
 MAX_ESCALATIONS = 12
+MAX_APPEALS = 8
+APPEAL_RULE = "appeal"  # the rule of an appeal's review item (an escalation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,19 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class AppealItem:
+    """An appeal under review: the decision appealed, its review item (the escalation now open
+    for it: a missed deadline raises a new one) and what came of it."""
+
+    appeal_id: str
+    decision_id: str
+    escalation_id: str
+    received_ms: int  # broker timestamp of the appeal record: its review item's decided_at_ms
+    status: str = "open"  # open | upheld | reversed | merged (a second appeal of a decision already under review)
+    reinstate_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     partition: int = 0
     decisions: tuple[Mapping[str, Any], ...] = ()
@@ -67,6 +82,7 @@ class Incident:
     verdicts: tuple[Verdict, ...] = ()
     report_id: str | None = None
     reported_at_ms: int | None = None
+    appeals: tuple[AppealItem, ...] = ()
 
     # -- recording ----------------------------------------------------------------
 
@@ -76,14 +92,14 @@ class Incident:
         for d in decisions:
             if d.shadow or any(entry["id"] == d.decision_id for entry in log):
                 continue
-            log.append({"id": d.decision_id, "action": d.action, "priority": d.priority, "rule": d.rule,
-                        "pv": d.policy_version, "at": d.decided_at_ms})
+            log.append(_logged(d))
             if d.action == "escalate" and d.priority:
                 top = _top_signal(d)
-                # a higher escalation supersedes the open lower ones: one deadline at a time
-                escalations = [replace(e, status="superseded") if e.status == "open"
-                               and Priority(e.priority).rank < Priority(d.priority).rank else e
-                               for e in escalations]
+                # a higher escalation supersedes the open lower ones: one deadline at a time (an appeal's
+                # review item is a question of its own: it neither supersedes nor is superseded)
+                escalations = [replace(e, status="superseded") if e.status == "open" and d.rule != APPEAL_RULE
+                               and e.rule != APPEAL_RULE and Priority(e.priority).rank < Priority(d.priority).rank
+                               else e for e in escalations]
                 escalations.append(Escalation(d.decision_id, d.priority, d.rule or "", top, d.decided_at_ms,
                                               d.review_due_ms))
         return replace(self, partition=partition, decisions=tuple(log[-MAX_DECISIONS:]),
@@ -118,15 +134,33 @@ class Incident:
         return replace(self, verdicts=(*self.verdicts, verdict)[-MAX_VERDICTS:])
 
     def close(self, status: str, escalation_id: str | None = None) -> Incident:
-        """Close open escalations (one, or all of the stream's)."""
+        """Close open escalations (one, or all of the stream's but its appeals': only a verdict
+        naming an appeal's review item answers the appeal)."""
         return replace(self, escalations=tuple(
-            replace(e, status=status) if e.status == "open" and escalation_id in (None, e.decision_id) else e
+            replace(e, status=status) if e.status == "open" and (
+                e.decision_id == escalation_id or (escalation_id is None and e.rule != APPEAL_RULE)) else e
             for e in self.escalations))
+
+    def with_appeal(self, appeal: AppealItem) -> Incident:
+        """Record an appeal, or replace the record of the same appeal."""
+        kept = [a for a in self.appeals if a.appeal_id != appeal.appeal_id]
+        return replace(self, appeals=(*kept, appeal)[-MAX_APPEALS:])
 
     # -- reading ------------------------------------------------------------------
 
     def escalation(self, decision_id: str) -> Escalation | None:
         return next((e for e in self.escalations if e.decision_id == decision_id), None)
+
+    def logged(self, decision_id: str) -> Mapping[str, Any] | None:
+        """The decision log's entry of a decision, if it is still in the log."""
+        return next((d for d in self.decisions if d["id"] == decision_id), None)
+
+    def appeal(self, appeal_id: str) -> AppealItem | None:
+        return next((a for a in self.appeals if a.appeal_id == appeal_id), None)
+
+    def appeal_under_review(self, escalation_id: str) -> AppealItem | None:
+        """The appeal an escalation is the review item of, if any."""
+        return next((a for a in self.appeals if a.escalation_id == escalation_id and a.status != "merged"), None)
 
     def open_escalations(self) -> list[Escalation]:
         return [e for e in self.escalations if e.status == "open"]
@@ -162,6 +196,9 @@ class Incident:
                            for v in self.verdicts]
         if self.report_id:
             record["r"] = [self.report_id, self.reported_at_ms]
+        if self.appeals:
+            record["a"] = [[a.appeal_id, a.decision_id, a.escalation_id, a.received_ms, a.status, a.reinstate_id]
+                           for a in self.appeals]
         return record
 
     @classmethod
@@ -178,7 +215,24 @@ class Incident:
             verdicts=tuple(Verdict(*row) for row in record.get("v", ())),
             report_id=report[0],
             reported_at_ms=report[1],
+            appeals=tuple(AppealItem(*row) for row in record.get("a", ())),
         )
+
+
+def _logged(d: Decision) -> dict[str, Any]:
+    """A decision's entry in the log: what an appeal against it needs (the banks its hash
+    evidence came from, what it restricted, a reviewer's category), never hash values."""
+    entry: dict[str, Any] = {"id": d.decision_id, "action": d.action, "priority": d.priority, "rule": d.rule,
+                             "pv": d.policy_version, "at": d.decided_at_ms}
+    banks = sorted({str(v) for e in d.evidence if e.kind == "hash_match" for k, v in e.detail if k == "bank"})
+    if banks:
+        entry["b"] = banks
+    if d.restrictions:
+        entry["x"] = list(d.restrictions)
+    category = next((v for e in d.evidence if e.kind == "review" for k, v in e.detail if k == "category" and v), None)
+    if category:
+        entry["cat"] = category
+    return entry
 
 
 def _top_signal(decision: Decision) -> str:
