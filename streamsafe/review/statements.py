@@ -46,6 +46,8 @@ MAX_PUID = 500
 _KEYWORDS = {"csam": "KEYWORD_CHILD_SEXUAL_ABUSE_MATERIAL", "grooming": "KEYWORD_GROOMING_SEXUAL_ENTICEMENT_MINORS"}
 _INTERACTION = {"chat", "new_viewers"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_LISTS = {"authority": "a hash list held by a child-protection authority", "internal": "the platform's own hash list "
+          "of confirmed material", "partner": "a partner's hash list"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +152,11 @@ def _facts(decision: Decision, policy: Policy, evidence: Sequence[Mapping[str, A
         rule = next((r for r in policy.rules if r.name == decision.rule), None)
         why = f": {rule.description}" if rule is not None and rule.description else ""
         lines = [f"{done} under policy {decision.policy_version}, rule '{decision.rule}'{why}."]
-    banks = Counter((e.get("bank"), policy.trust_of(str(e.get("bank")))) for e in evidence
-                    if e["kind"] == "hash_match")
-    for (bank, trust), frames in sorted(banks.items()):
-        lines.append(f"{frames} frame(s) matched the {trust} hash list '{bank}' of known material.")
+    # by the list's trust, not its name: a statement goes to the broadcaster and is published, and
+    # which authority's list matched is for the authority's report, not for them
+    trusts = Counter(policy.trust_of(str(e.get("bank"))) for e in evidence if e["kind"] == "hash_match")
+    for trust, frames in sorted(trusts.items()):
+        lines.append(f"{frames} frame(s) matched known child sexual abuse material on {_LISTS.get(trust, 'a list')}.")
     for e in evidence:
         if e["kind"] == "classifier":
             lines.append(f"Classifier '{e.get('classifier')}' scored {e.get('score')}.")

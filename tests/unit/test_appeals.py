@@ -227,3 +227,14 @@ async def test_an_appeal_under_the_wrong_key_is_dead_lettered(handler):
     source = SourceRecord(REVIEW_APPEALS, 3, 1, T0)
     await handler.handle(REVIEW_APPEALS, b"other", orjson.dumps(appeal("s1", "dec-" + "2" * 32)), source)
     assert handler.publisher.dead_letters[-1].reason == "key_mismatch"
+
+
+async def test_an_appeal_of_a_report_has_nothing_to_reinstate(handler):
+    await authority_block(handler)
+    (report,) = decisions(handler, "report", "s1")
+    await send(handler, REVIEW_APPEALS, appeal("s1", report.decision_id), 20)
+    (item,) = appeal_items(handler, "s1")
+    assert any("nothing to reinstate" in r for r in item.reasons)
+    await send(handler, REVIEW_VERDICTS, verdict("s1", "reversed", item.decision_id), 21)
+    assert not decisions(handler, "reinstate")
+    assert handler.metrics.review_verdicts.labels("nothing_to_reinstate")._value.get() == 1

@@ -158,6 +158,7 @@ def test_statements_carry_no_hash_values_entry_ids_or_person_ids(validator):
                         decided_at_ms=T0, event_ts_ms=T0, rule="reviewer-confirmed")
     text = orjson.dumps(build_statement(d, POLICY).record).decode()
     assert "ncmec:000417" not in text and "rev-0193" not in text and KNOWN not in text
+    assert "ncmec" not in orjson.dumps(build_statement(d, POLICY).record["statement"]).decode()  # nor the list
 
 
 # -- the schema's field rules: each violated once must fail ------------------------------------
