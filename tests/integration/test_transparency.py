@@ -1,7 +1,7 @@
 """`streamsafe transparency` against the real broker: a worker makes real enforcement
-records, a reviewer answers, a broadcaster appeals (``review.appeals`` and the
-``reinstate`` decision in their agreed shapes, built here); the command's --json equals
-counts made here from the same topics read over TCP."""
+records, a reviewer answers, a broadcaster appeals and a reviewer reverses the appeal (the
+worker's review item and ``reinstate`` decision); the command's --json equals counts made here
+from the same topics read over TCP."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import time
 
 import orjson
 import pytest
-from aiokafka.admin import NewTopic
 
-from streamsafe import clients
 from streamsafe.events.contract import (
     ACTIONS,
     CLASSIFIER_SIGNALS,
@@ -27,7 +25,7 @@ from streamsafe.events.contract import (
 )
 from streamsafe.transparency.log import APPEALS
 from tests.integration.conftest import KNOWN_MD5
-from tests.transparency_support import appeal, assert_report_matches, expected_figures, reinstate
+from tests.transparency_support import appeal, assert_report_matches, expected_figures
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +36,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def create_appeals_topic(pipeline) -> None:
-    admin = clients.admin(pipeline.settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(pipeline.topic(APPEALS), num_partitions=8, replication_factor=1)])
-    finally:
-        await admin.close()
-
-
 async def test_report_from_the_broker_equals_counts_made_from_its_topics(pipeline, hash_list):
     started = now_ms()
-    await create_appeals_topic(pipeline)
     worker = pipeline.start_worker(hash_list)
     worker.wait_ready()
     await pipeline.send(FRAME_HASHES, b"s-hash", {"schema_version": 1, "stream_id": "s-hash", "frames": [
@@ -74,11 +62,16 @@ async def test_report_from_the_broker_equals_counts_made_from_its_topics(pipelin
     filed = appeal("apl-1", "s-csam", restrict["decision_id"], now_ms())
     await pipeline.send(APPEALS, b"s-csam", filed)
     await pipeline.send(APPEALS, b"s-csam", filed)
-    await pipeline.send(ACTIONS, b"s-csam", reinstate("s-csam", now_ms(), "apl-1", restrict["decision_id"]))
+    opened = await pipeline.read(until=lambda r: any(e.get("appeal_id") == "apl-1" for e in r.on(ESCALATIONS)),
+                                 topics=(ESCALATIONS,), timeout_s=60)
+    (item,) = [e for e in opened.on(ESCALATIONS) if e.get("appeal_id") == "apl-1"]
+    await pipeline.send(REVIEW_VERDICTS, b"s-csam", {"schema_version": 1, "stream_id": "s-csam", "verdict": "reversed",
+                                                     "escalation_id": item["decision_id"], "reviewer_id": "rev-2",
+                                                     "ts_ms": now_ms()})
     until = now_ms() + 60_000
 
     records = await pipeline.read(
-        until=lambda r: len(r.on(APPEALS)) == 2 and r.on(REVIEW_VERDICTS) and r.on(PRESERVATION)
+        until=lambda r: len(r.on(APPEALS)) == 2 and len(r.on(REVIEW_VERDICTS)) == 2 and r.on(PRESERVATION)
         and any(a["action"] == "reinstate" for a in r.on(ACTIONS)), topics=TOPICS, timeout_s=60, settle_s=1.0)
     run = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "streamsafe", "transparency", "--broker", pipeline.settings.broker_url,
@@ -92,7 +85,8 @@ async def test_report_from_the_broker_equals_counts_made_from_its_topics(pipelin
     assert_report_matches(report, expected_figures(raw, started - 60_000, until, as_of))
     assert report["records"]["read"] == {t: len(records.on(t)) for t in TOPICS}
     # what the worker and the test made, spelled out
-    assert report["actions"]["by_type"] == {"block": 1, "restrict": 1, "escalate": 2, "report": 1, "reinstate": 1}
+    # escalations: the P0 (classifier), the P1 confirm-the-block task and the appeal's review item (P2)
+    assert report["actions"]["by_type"] == {"block": 1, "restrict": 1, "escalate": 3, "report": 1, "reinstate": 1}
     assert report["detection_sources"]["authority_hash"] == 3 and report["detection_sources"]["classifier"] == 2
     assert report["authority_reports"]["filed"] == 1 and report["authority_reports"]["preservation_requests"] == 1
     assert report["reviewer_overturn"] == {"csam-classifier": {"reviewed": 1, "benign": 1, "overturn_rate": 1.0}}
