@@ -16,6 +16,7 @@ worker            reads inputs and control topics, writes outputs, reads and wri
                   internal topics; its groups ``<app id>``, ``<app id>-prefilter``
 enforcement       reads enforcement.actions and enforcement.escalations
 reviewer-tool     writes review.verdicts, reads enforcement.escalations
+appeal-tool       writes review.appeals, reads enforcement.actions and enforcement.statements
 reporting         the only reader of enforcement.reports, enforcement.preservation and
                   the dead-letter topic
 bank-admin        writes (and reads back, ``bank stats``) hashbank.entries
@@ -75,6 +76,10 @@ ROLES: tuple[Role, ...] = (
     Role("reviewer-tool", "the human review tool: reads escalations, writes verdicts",
          (Grant((WRITE,), names=("review.verdicts",)),
           Grant((READ,), names=("enforcement.escalations",)))),
+    Role("appeal-tool", "the platform's complaint handling (DSA Art. 17, 20, 24(5)): gives broadcasters their "
+         "decisions' statements of reasons, submits them to the Transparency Database, takes appeals",
+         (Grant((WRITE,), names=("review.appeals",)),
+          Grant((READ,), names=("enforcement.actions", "enforcement.statements")))),
     Role("reporting", "the team that files reports with authorities and preserves evidence",
          (Grant((READ,), names=("enforcement.reports", "enforcement.preservation", "streamsafe.dead-letter")),)),
     Role("bank-admin", "imports hash banks (streamsafe bank import / bank stats)",

@@ -205,16 +205,16 @@ def test_a_new_topic_file_is_rendered_without_a_list_to_update(tmp_path):
     for path in contract_dir().glob("*.json"):
         shutil.copy(path, tmp_path)
     spec = json.loads((contract_dir() / "enforcement.actions.json").read_text())
-    spec["name"] = "enforcement.statements"
-    (tmp_path / "enforcement.statements.json").write_text(json.dumps(spec))
+    spec["name"] = "enforcement.notices"
+    (tmp_path / "enforcement.notices.json").write_text(json.dumps(spec))
     contract = load_contract(tmp_path)
     resources = render_resources(options(), contract)
-    assert "enforcement.statements" in {t["metadata"]["name"] for t in by_kind(resources, "KafkaTopic")}
+    assert "enforcement.notices" in {t["metadata"]["name"] for t in by_kind(resources, "KafkaTopic")}
     worker = next(u for u in by_kind(resources, "KafkaUser") if u["metadata"]["name"] == "streamsafe-worker")
     writes = {a["resource"]["name"] for a in worker["spec"]["authorization"]["acls"] if "Write" in a["operations"]}
-    assert "enforcement.statements" in writes  # an output: the worker's by direction
+    assert "enforcement.notices" in writes  # an output: the worker's by direction
     # nobody reads it yet: say so, rather than grant it to someone silently
-    assert unassigned_topics(contract) == ["enforcement.statements (out: no role reads it)"]
+    assert unassigned_topics(contract) == ["enforcement.notices (out: no role reads it)"]
 
 
 def test_every_contract_topic_has_the_roles_its_direction_needs(contract):
@@ -248,6 +248,9 @@ def test_the_users_acls_follow_the_role_table(rendered, contract):
     assert _topics(_acls(rendered, "platform"), "Write") == {n for n in by_direction["in"]
                                                              if n.startswith("livestream.")}
     assert _topics(_acls(rendered, "reviewer-tool"), "Write") == {"review.verdicts"}
+    appeals = _acls(rendered, "appeal-tool")
+    assert _topics(appeals, "Write") == {"review.appeals"}
+    assert _topics(appeals, "Read") == {"enforcement.actions", "enforcement.statements"}
     assert _topics(_acls(rendered, "enforcement"), "Read") == {"enforcement.actions", "enforcement.escalations"}
     # reporting is the only reader of reports, preservation and dead letters
     for topic in ("enforcement.reports", "enforcement.preservation", "streamsafe.dead-letter"):
