@@ -15,7 +15,8 @@ platform          writes the ``livestream.*`` inputs
 worker            reads inputs and control topics, writes outputs, reads and writes its
                   internal topics; its groups ``<app id>``, ``<app id>-prefilter``
 enforcement       reads enforcement.actions and enforcement.escalations
-reviewer-tool     writes review.verdicts, reads enforcement.escalations
+reviewer-tool     writes review.verdicts, reads enforcement.escalations; the Coop bridge's
+                  streamsafe.coop-reports, and its dead letters
 appeal-tool       writes review.appeals, reads enforcement.actions and enforcement.statements
 reporting         the only reader of enforcement.reports, enforcement.preservation and
                   the dead-letter topic
@@ -73,9 +74,11 @@ ROLES: tuple[Role, ...] = (
          is_worker=True),
     Role("enforcement", "the platform's enforcement service: acts on decisions and escalations",
          (Grant((READ,), names=("enforcement.actions", "enforcement.escalations")),)),
-    Role("reviewer-tool", "the human review tool: reads escalations, writes verdicts",
-         (Grant((WRITE,), names=("review.verdicts",)),
-          Grant((READ,), names=("enforcement.escalations",)))),
+    Role("reviewer-tool", "the human review tool (and streamsafe coop forward / serve): reads escalations, "
+         "writes verdicts; the Coop bridge's record of what it reported, and its dead letters",
+         (Grant((WRITE,), names=("review.verdicts", "streamsafe.dead-letter")),
+          Grant((READ,), names=("enforcement.escalations",)),
+          Grant((READ, WRITE), directions=("service",), names=("streamsafe.coop-reports",)))),
     Role("appeal-tool", "the platform's complaint handling (DSA Art. 17, 20, 24(5)): gives broadcasters their "
          "decisions' statements of reasons, submits them to the Transparency Database, takes appeals",
          (Grant((WRITE,), names=("review.appeals",)),
@@ -135,4 +138,6 @@ def unassigned_topics(contract: Mapping[str, TopicSpec]) -> list[str]:
             missing.append(f"{name} ({spec.direction}: no role writes it)")
         elif spec.direction == "out" and not used(spec, READ):
             missing.append(f"{name} (out: no role reads it)")
+        elif spec.direction == "service" and not (used(spec, READ) and used(spec, WRITE)):
+            missing.append(f"{name} (service: no role both reads and writes it)")
     return missing

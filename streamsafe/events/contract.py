@@ -61,6 +61,9 @@ STATEMENTS = "enforcement.statements"
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
                    POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS)
+#: in: the platform's inputs; out: what workers publish; control: policies and banks every worker
+#: reads; internal: the workers' own; service: a side service's own (e.g. streamsafe coop forward)
+DIRECTIONS = ("in", "out", "control", "internal", "service")
 _FIELDS = ("name", "direction", "description", "partitions", "key", "replication_factor", "config",
            "schema_versions", "schema", "example")
 _OPTIONAL_FIELDS = ("examples",)  # further valid records, e.g. one of each later schema version
@@ -112,8 +115,8 @@ def _load_spec(path: Path) -> TopicSpec:
         raise ContractError(f"{path.name}: unknown fields {unknown}")
     if raw["name"] + ".json" != path.name:
         raise ContractError(f"{path.name}: file name does not match topic name {raw['name']!r}")
-    if raw["direction"] not in ("in", "out", "control", "internal"):
-        raise ContractError(f"{path.name}: direction must be 'in', 'out', 'control' or 'internal'")
+    if raw["direction"] not in DIRECTIONS:
+        raise ContractError(f"{path.name}: direction must be one of {DIRECTIONS}")
     if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
         raise ContractError(f"{path.name}: partitions must be a positive integer")
     replication = raw["replication_factor"]

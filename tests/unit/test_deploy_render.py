@@ -247,7 +247,9 @@ def test_the_users_acls_follow_the_role_table(rendered, contract):
     assert ("streamsafe-", "prefix") in {(a["resource"].get("name"), a["resource"].get("patternType")) for a in worker}
     assert _topics(_acls(rendered, "platform"), "Write") == {n for n in by_direction["in"]
                                                              if n.startswith("livestream.")}
-    assert _topics(_acls(rendered, "reviewer-tool"), "Write") == {"review.verdicts"}
+    reviewer = _acls(rendered, "reviewer-tool")  # and the Coop bridge: its record and its dead letters
+    assert _topics(reviewer, "Write") == {"review.verdicts", "streamsafe.coop-reports", "streamsafe.dead-letter"}
+    assert _topics(reviewer, "Read") == {"enforcement.escalations", "streamsafe.coop-reports"}
     appeals = _acls(rendered, "appeal-tool")
     assert _topics(appeals, "Write") == {"review.appeals"}
     assert _topics(appeals, "Read") == {"enforcement.actions", "enforcement.statements"}

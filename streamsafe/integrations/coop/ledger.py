@@ -26,10 +26,10 @@ from prometheus_client import Gauge
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import BroadcastReader
 from streamsafe.errors import BrokerError
-from streamsafe.events.contract import TopicSpec
+from streamsafe.events.contract import load_contract
 from streamsafe.settings import Settings
 
-__all__ = ["LEDGER_TOPIC", "Forwarded", "ForwardedLedger", "ledger_spec"]
+__all__ = ["LEDGER_TOPIC", "Forwarded", "ForwardedLedger"]
 
 LEDGER_TOPIC = "streamsafe.coop-reports"
 _PER_STREAM = 24
@@ -45,7 +45,7 @@ class Forwarded:
     decided_at_ms: int
 
     def encode(self) -> bytes:
-        return orjson.dumps({"escalation_id": self.escalation_id, "stream_id": self.stream_id,
+        return orjson.dumps({"schema_version": 1, "escalation_id": self.escalation_id, "stream_id": self.stream_id,
                              "priority": self.priority, "report_id": self.report_id,
                              "forwarded_at_ms": self.forwarded_at_ms, "decided_at_ms": self.decided_at_ms})
 
@@ -54,14 +54,6 @@ class Forwarded:
         raw = orjson.loads(value)
         return cls(str(raw["escalation_id"]), str(raw["stream_id"]), str(raw["priority"]), raw.get("report_id"),
                    int(raw["forwarded_at_ms"]), int(raw["decided_at_ms"]))
-
-
-def ledger_spec(name: str) -> TopicSpec:
-    """The ledger topic (``name`` as on the broker): compacted, kept as long as escalations are."""
-    return TopicSpec(name=name, direction="internal", description="escalations forwarded to Coop", partitions=3,
-                     key="escalation_id", config={"cleanup.policy": "compact,delete", "retention.ms": "2592000000",
-                                                  "min.insync.replicas": "2"},
-                     schema_versions=(1,), schema={}, example={})
 
 
 class ForwardedLedger:
@@ -77,7 +69,7 @@ class ForwardedLedger:
             size.set_function(lambda: len(self._by_id))
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        await apply_topics(self.settings, {}, internal={self.topic: ledger_spec(self.topic)})
+        await apply_topics(self.settings, {LEDGER_TOPIC: load_contract()[LEDGER_TOPIC]})
         await self._reader.start()
         try:
             await asyncio.wait_for(self._reader.caught_up.wait(), timeout_s)
