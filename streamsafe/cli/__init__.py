@@ -10,6 +10,7 @@ from streamsafe.cli import (  # noqa: F401  (registers the commands)
     commands,
     coop,
     deploy,
+    hma,
     reports,
     statements,
     transparency,
