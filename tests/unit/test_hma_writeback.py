@@ -1,0 +1,58 @@
+"""The write-back's choice of records and its check-before-add, against a fake HMA client."""
+
+from __future__ import annotations
+
+from aiokafka import ConsumerRecord
+
+from streamsafe.events.bank_entries import encode_bank_entry, entry_id_for
+from streamsafe.events.models import BankEntry
+from streamsafe.integrations.hma.writeback import HmaWriteback
+from streamsafe.settings import Settings
+
+H = "ab" * 32
+
+
+def record(bank: str, source: str | None, signal_type: str = "pdq", hash_: str = H,
+           value: bytes | None = b"") -> ConsumerRecord:
+    entry = BankEntry(entry_id_for(bank, signal_type, hash_), bank, signal_type, hash_, "confirmed A1 R-1")
+    data = encode_bank_entry(entry, source, 1) if value == b"" else value
+    return ConsumerRecord("hashbank.entries", 0, 0, 0, 0, entry.entry_id.encode(), data, None, 0, 0, [])
+
+
+class FakeHma:
+    def __init__(self, existing: int | None) -> None:
+        self.existing = existing
+        self.added: list[tuple[str, str, str, str]] = []
+
+    async def find_in_bank(self, bank: str, signal_type: str, signal: str) -> int | None:
+        return self.existing
+
+    async def add_signal(self, bank: str, signal_type: str, signal: str, note: str) -> int:
+        self.added.append((bank, signal_type, signal, note))
+        return 7
+
+
+def writeback(client: FakeHma) -> HmaWriteback:
+    return HmaWriteback(Settings(), client, "CONFIRMED", group_id="g")  # type: ignore[arg-type]
+
+
+def test_only_reviewer_confirmed_pdqs_are_written_back():
+    w = writeback(FakeHma(None))
+    assert w.wanted(record("internal-confirmed", "reviewer")).hash == H
+    assert w.wanted(record("internal-confirmed", "hma:OURS")) is None  # came from HMA: no loop
+    assert w.wanted(record("ncmec", "reviewer")) is None
+    assert w.wanted(record("internal-confirmed", "reviewer", "md5", "0f" * 16)) is None
+    assert w.wanted(record("internal-confirmed", "reviewer", value=None)) is None  # tombstone
+    assert w.wanted(record("internal-confirmed", "reviewer", value=b"{not json")) is None
+    assert w.metrics.failures.labels("invalid")._value.get() == 1
+
+
+async def test_a_hash_hma_already_holds_is_not_added_again():
+    fake = FakeHma(None)
+    w = writeback(fake)
+    entry = w.wanted(record("internal-confirmed", "reviewer"))
+    assert await w.write(entry) == (7, True)
+    assert fake.added == [("CONFIRMED", "pdq", H, "StreamSafe reviewer-confirmed: confirmed A1 R-1")]
+    fake.existing = 7
+    assert await w.write(entry) == (7, False) and len(fake.added) == 1
+    assert w.metrics.already._value.get() == 1
