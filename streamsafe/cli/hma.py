@@ -104,8 +104,14 @@ def bank_sync_hma(settings: Settings, dsn: str, banks_csv: str | None, mapping_p
         finally:
             await sync.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    import psycopg
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    except psycopg.Error as exc:  # one line, like a broker that cannot be reached
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise click.ClickException(f"cannot read HMA's database: {detail}") from exc
 
 
 @cli.group()

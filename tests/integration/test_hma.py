@@ -129,7 +129,9 @@ async def probe(pipeline, label: str, t_change: float, keep: str, *, pdq_: str |
                                   topics=(ACTIONS,), timeout_s=60, settle_s=1.5)
     blocked = {a["stream_id"] for a in records.on(ACTIONS) if a["action"] == "block"}
     assert sentinel in blocked
-    return [(offset, stream in blocked) for stream, offset in sent]
+    results = [(offset, stream in blocked) for stream, offset in sent]
+    print(f"{label}: " + " ".join(f"{offset:.1f}{'B' if b else '-'}" for offset, b in results))
+    return results
 
 
 async def first_block(pipeline, pdq_: str) -> bool:
@@ -150,6 +152,7 @@ def gone_within_5s(results: list[tuple[float, bool]]) -> bool:
     return bool(late) and not any(late)
 
 
+@pytest.mark.timeout(600)
 async def test_sync_in_add_delete_disable_reenable_md5_across_hma_restarts(pipeline, hma, tmp_path):
     bank = unique("SYNC")
     await hma.create_bank(bank)
@@ -238,6 +241,7 @@ async def confirmed_in_hma(hma: Hma, bank: str, hash_: str) -> list[dict]:
     return found
 
 
+@pytest.mark.timeout(600)
 async def test_reviewer_confirmed_hashes_are_written_to_hma_once_and_survive_hma_down(pipeline, hma, tmp_path):
     bank = unique("CONFIRMED")
     await hma.create_bank(bank)
@@ -308,6 +312,7 @@ async def _async(value):
 # -- parity with HMA ---------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)
 async def test_parity_with_hma_on_thousands_of_hashes(pipeline, hma, tmp_path):
     bank = unique("PARITY")
     await hma.create_bank(bank)

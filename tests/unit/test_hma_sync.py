@@ -104,3 +104,18 @@ def test_checkpoint_round_trip_and_a_changed_mapping():
 def test_dsn_in_sqlalchemy_spelling_is_accepted():
     assert plain_dsn("postgresql+psycopg2://u:p@h:5/db") == "postgresql://u:p@h:5/db"
     assert plain_dsn("postgresql://u:p@h:5/db") == "postgresql://u:p@h:5/db"
+
+
+def test_sync_command_refuses_a_mapping_the_policy_disagrees_with_before_reading_hma(tmp_path):
+    from click.testing import CliRunner
+
+    from streamsafe.cli import cli
+
+    path = tmp_path / "hma-banks.yaml"
+    path.write_text("banks:\n  X: {bank: hma-x, trust: authority}\n")
+    result = CliRunner().invoke(cli, ["bank", "sync", "hma", "--dsn", "postgresql://u@127.0.0.1:1/db",
+                                      "--mapping", str(path), "--broker", "kafka://127.0.0.1:1"])
+    assert result.exit_code == 1 and "add 'hma-x: authority' under banks: in the policy" in result.output
+    result = CliRunner().invoke(cli, ["bank", "sync", "hma", "--dsn", "postgresql://u@127.0.0.1:1/db",
+                                      "--broker", "kafka://127.0.0.1:1"])
+    assert result.exit_code == 2 and "--mapping FILE and/or --banks" in result.output
