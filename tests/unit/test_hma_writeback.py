@@ -56,3 +56,17 @@ async def test_a_hash_hma_already_holds_is_not_added_again():
     fake.existing = 7
     assert await w.write(entry) == (7, False) and len(fake.added) == 1
     assert w.metrics.already._value.get() == 1
+
+
+def test_hma_tests_skip_without_hma_local_but_fail_in_ci(monkeypatch, tmp_path):
+    import pytest
+
+    from tests import hma_support
+
+    monkeypatch.setattr(hma_support, "HMA_LOCAL", tmp_path / "hma-local")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"HMA tests need .*hma-local/run\.sh"):
+        hma_support.hma_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: they must run"):
+        hma_support.hma_or_skip()
