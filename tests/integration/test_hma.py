@@ -379,3 +379,14 @@ async def test_parity_with_hma_on_thousands_of_hashes(pipeline, hma, tmp_path):
           f"{len(queries) / batch_s:.0f} lookups/s (one batch of {len(queries)})")
     assert mismatches == []
     assert with_matches >= 700  # distances 0..31 match their source: 32 of every 41 queries
+
+    # the checkpoint lost while HMA deleted an item: a fresh sync re-publishes and removes it
+    gone = next(iter(ids))
+    await hma.ok("DELETE", f"/c/bank/{bank}/content/{gone}")
+    (tmp_path / "cp.json").unlink()
+    again = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "sync", "hma", "--dsn", hma.dsn,
+                            "--mapping", str(mapping), "--checkpoint", str(tmp_path / "cp.json"),
+                            *broker_args(pipeline)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "published 2999 entries, removed 1;" in again.stdout, again.stdout
+    assert entry_id_for("parity", "pdq", ids[gone]).encode() not in await read_entries(pipeline)

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamsafe import clients
+from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
 from streamsafe.events.bank_entries import check_bank_name, encode_bank_entry
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.integrations.hma.mapping import HMA_SIGNAL_TYPES, BankMapping
@@ -78,6 +79,9 @@ class HmaSync:
         self.mapping = mapping
         self.checkpoint = checkpoint
         self.metrics = metrics or SyncMetrics.create()
+        #: without a checkpoint, the first poll also removes entries an earlier sync published
+        #: that HMA no longer has (deleted while the checkpoint was lost)
+        self._reconcile = not checkpoint.exists()
         self.state = self._load()
         self._conn: psycopg.AsyncConnection | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -123,6 +127,27 @@ class HmaSync:
             state.cursor = newest
         return new, dropped, went, came
 
+    async def _published_by_sync(self) -> set[str]:
+        """Entry ids live on the topic that a sync of these HMA banks published."""
+        sources = {f"hma:{b}"[:128] for b in self.mapping.hma_banks}
+        consumer = clients.consumer(self.settings)
+        await clients.start(consumer)
+        live: dict[bytes, bool] = {}
+        try:
+            partitions = await assign_whole_topic(consumer, self.settings.topic_name(HASHBANK_ENTRIES))
+            end = await consumer.end_offsets(partitions)
+            while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=50_000)).values():
+                    for record in records:
+                        try:
+                            live[record.key] = record.value is not None and \
+                                orjson.loads(record.value).get("source") in sources
+                        except (orjson.JSONDecodeError, AttributeError):
+                            live[record.key] = False
+        finally:
+            await stop_consumer(consumer)
+        return {key.decode(errors="replace") for key, ours in live.items() if ours and key}
+
     async def _send(self) -> tuple[int, int]:
         changes = self.state.changes
         if not changes:
@@ -150,7 +175,13 @@ class HmaSync:
                 self._conn = None
             raise
         try:
+            if self._reconcile:
+                stale = await self._published_by_sync() - self.state.entries.keys()
+                if stale:
+                    log.info("removing %d entries an earlier HMA sync published that HMA no longer has", len(stale))
+                self.state.changes.remove |= stale
             published, removed = await self._send()
+            self._reconcile = False
         except Exception:
             self.metrics.failures.labels("broker").inc()  # the changes stay pending for the next poll
             raise
