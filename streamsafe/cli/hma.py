@@ -125,10 +125,11 @@ def hma() -> None:
 @click.option("--bank", "hma_bank", required=True, help="the HMA bank confirmed hashes go to (UPPER_WITH_UNDERSCORE)")
 @click.option("--from-bank", default="internal-confirmed", show_default=True,
               help="the StreamSafe bank whose reviewer-sourced entries are written back")
-@click.option("--group", "group_id", default="streamsafe-hma-writeback", show_default=True,
-              help="consumer group (its committed offsets are the write-back's progress)")
+@click.option("--group-id", help="consumer group, whose committed offsets are the write-back's progress "
+                                 "(default: <app id>-bank-admin-hma-writeback, inside the bank-admin role's "
+                                 "group prefix)")
 @click.option("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-def hma_writeback(settings: Settings, url: str, hma_bank: str, from_bank: str, group_id: str,
+def hma_writeback(settings: Settings, url: str, hma_bank: str, from_bank: str, group_id: str | None,
                   metrics_port: int | None) -> None:
     """Write the PDQs reviewers confirmed (the review loop's internal-confirmed proposals on
     hashbank.entries) to an HMA bank, until stopped; HMA down delays, never loses, a write-back."""
@@ -136,8 +137,8 @@ def hma_writeback(settings: Settings, url: str, hma_bank: str, from_bank: str, g
     from streamsafe.integrations.hma.writeback import HmaWriteback
 
     _logging()
-    writeback = HmaWriteback(settings.replace(app_id=group_id), HmaClient(url), hma_bank, group_id=group_id,
-                             from_bank=from_bank)
+    writeback = HmaWriteback(settings, HmaClient(url), hma_bank,
+                             group_id=group_id or f"{settings.app_id}-bank-admin-hma-writeback", from_bank=from_bank)
     _serve_metrics(metrics_port, writeback.metrics.registry)
     click.echo(f"writing reviewer-confirmed hashes of {from_bank} to HMA bank {hma_bank} at {url}", err=True)
     with contextlib.suppress(KeyboardInterrupt):

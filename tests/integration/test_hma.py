@@ -257,7 +257,7 @@ async def test_reviewer_confirmed_hashes_are_written_to_hma_once_and_survive_hma
     worker.wait_ready()
     port = free_port()
     writeback = start(tmp_path, "writeback", "hma", "writeback", "--url", hma.url, "--bank", bank,
-                      "--group", f"hma-wb-{uuid.uuid4().hex[:6]}", "--metrics-port", str(port),
+                      "--group-id", f"hma-wb-{uuid.uuid4().hex[:6]}", "--metrics-port", str(port),
                       *broker_args(pipeline))
     try:
         stream = "s-confirm"

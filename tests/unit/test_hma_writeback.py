@@ -70,3 +70,17 @@ def test_hma_tests_skip_without_hma_local_but_fail_in_ci(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true: they must run"):
         hma_support.hma_or_skip()
+
+
+def test_writeback_without_a_broker_is_one_error_line():
+    from click.testing import CliRunner
+
+    from streamsafe.brokers.base import free_port
+    from streamsafe.cli import cli
+
+    broker = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(cli, ["hma", "writeback", "--url", "http://127.0.0.1:1", "--bank", "CONFIRMED",
+                                      "--broker", f"kafka://{broker}"])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.splitlines()
+    assert errors[-1].startswith("Error: cannot reach the broker") and broker in errors[-1], result.stderr
