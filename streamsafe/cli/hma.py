@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sys
+import logging.config
 from pathlib import Path
 
 import click
@@ -18,6 +18,9 @@ from streamsafe.settings import Settings
 __all__: list[str] = []
 
 
+log = logging.getLogger(__name__)
+
+
 def _serve_metrics(port: int | None, registry: object) -> None:
     if port is not None:
         from prometheus_client import start_http_server
@@ -26,10 +29,10 @@ def _serve_metrics(port: int | None, registry: object) -> None:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("aiokafka", "asyncio"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """JSON log lines, as the worker and the Coop bridge write them."""
+    from streamsafe.observability.logs import json_logging_config
+
+    logging.config.dictConfig(json_logging_config("INFO"))
 
 
 @bank.group("sync")
@@ -140,6 +143,6 @@ def hma_writeback(settings: Settings, url: str, hma_bank: str, from_bank: str, g
     writeback = HmaWriteback(settings, HmaClient(url), hma_bank,
                              group_id=group_id or f"{settings.app_id}-bank-admin-hma-writeback", from_bank=from_bank)
     _serve_metrics(metrics_port, writeback.metrics.registry)
-    click.echo(f"writing reviewer-confirmed hashes of {from_bank} to HMA bank {hma_bank} at {url}", err=True)
+    log.info("writing reviewer-confirmed hashes of %s to HMA bank %s at %s", from_bank, hma_bank, url)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(writeback.run())

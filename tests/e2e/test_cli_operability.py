@@ -65,11 +65,14 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
                          "--api-key-file", str(api_key), "--metrics-port", "0", "--broker", broker],
         "coop serve": ["coop", "serve", "--mapping", str(mapping), "--public-key", str(public_key), "--port", "0",
                        "--broker", broker],
+        "hma writeback": ["hma", "writeback", "--url", "http://127.0.0.1:9", "--bank", "STREAMSAFE_CONFIRMED",
+                          "--metrics-port", "0", "--broker", broker],
     }
 
 
 COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "topics apply",
-            "hash --emit", "replay", "evaluate", "worker", "transparency", "coop forward", "coop serve"]
+            "hash --emit", "replay", "evaluate", "worker", "transparency", "coop forward", "coop serve",
+            "hma writeback"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
