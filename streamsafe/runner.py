@@ -42,8 +42,10 @@ def run_worker(settings: Settings) -> None:
     client_level = client_log.level
     client_log.setLevel(logging.CRITICAL)
     try:
+        # a side service's own topics (direction "service") are not the worker's: it has no ACL on them
+        own = {name: spec for name, spec in contract.items() if spec.direction != "service"}
         statuses = loop.run_until_complete(
-            apply_topics(settings, contract, internal=changelog_topics(settings, contract)))
+            apply_topics(settings, own, internal=changelog_topics(settings, contract)))
         settings = loop.run_until_complete(clients.resolve_idempotence(settings))
     finally:
         loop.close()
