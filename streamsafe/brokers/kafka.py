@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,9 +182,19 @@ class KafkaCluster:
     def kind(self) -> str:
         return f"{self.nodes[0].kind.rsplit(' (', 1)[0]} ({len(self.nodes)} nodes)"
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM to every node at once, then SIGKILL to those still running after ``timeout_s``
+        (a node whose quorum has gone cannot finish a controlled shutdown)."""
         for node in self.nodes:
-            node.stop(timeout_s)
+            if node.process.poll() is None:
+                node.process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            try:
+                node.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(5)
 
     def __enter__(self) -> KafkaCluster:
         return self
