@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import jsonschema
 import pytest
@@ -21,24 +20,14 @@ from streamsafe.events.contract import (
     REVIEW_VERDICTS,
     STATEMENTS,
 )
+from tests.integration import test_review
 from tests.integration.conftest import KNOWN_MD5
+from tests.integration.test_review import WEAK, now_ms
 
 pytestmark = pytest.mark.integration
 
-CASE = "ab" * 32
-WEAK = f"{int(CASE, 16) ^ ((1 << 26) - 1):064x}"  # 26 bits away: a weak match
 OUT = (ACTIONS, ESCALATIONS, STATEMENTS, DEAD_LETTER)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest.fixture
-def partner_list(tmp_path):
-    path = tmp_path / "partner-list.txt"
-    path.write_text(f"pdq:{CASE}\n")
-    return path
+bank_list = test_review.bank_list  # the review tests' partner bank holding CASE (a fixture)
 
 
 def on(records, topic, stream, **fields):
@@ -63,8 +52,8 @@ def valid(pipeline, topic, record):
     return record
 
 
-async def test_appeal_review_reversal_reinstates_with_a_statement_of_reasons(pipeline, partner_list, broker):
-    pipeline.start_worker(partner_list).wait_ready()
+async def test_appeal_review_reversal_reinstates_with_a_statement_of_reasons(pipeline, bank_list, broker):
+    pipeline.start_worker(bank_list).wait_ready()
     stream = "s-restricted"
     await pipeline.send(METADATA, stream.encode(), {"schema_version": 1, "event": "stream.started",
                                                    "stream_id": stream, "ts_ms": now_ms(), "broadcaster_id": "acct-3"})
