@@ -51,8 +51,11 @@ async def test_records_off_their_keys_partition_are_dead_lettered_and_counted_th
         return blocked >= expected_blocks and len(wrong) >= 2 * len(misrouted)
 
     records = await pipeline.read(until=done, topics=(ACTIONS, DEAD_LETTER), timeout_s=60, settle_s=2.0)
-    blocked = [d["stream_id"] for d in records.on(ACTIONS) if d["action"] == "block"]
-    assert sorted(blocked) == sorted(expected_blocks)  # each once; no misrouted stream decided
+    # Two workers joining while records arrive may rebalance mid-run; a partition's new owner
+    # re-reads from the last commit and re-sends the same decision (same id, at-least-once, as
+    # the README says): one decision per stream, none for a misrouted one.
+    blocks = {(d["stream_id"], d["decision_id"]) for d in records.on(ACTIONS) if d["action"] == "block"}
+    assert sorted(s for s, _ in blocks) == sorted(expected_blocks)
     wrong = [d for d in records.on(DEAD_LETTER) if d["reason"] == "wrong_partition"]
     by_topic = sorted((d["source"]["topic"].removeprefix(pipeline.settings.topic_prefix), d["source"]["partition"])
                       for d in wrong)
