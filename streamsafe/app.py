@@ -19,10 +19,13 @@ from streamsafe.agents.readiness import STALL_CAUSES, Watch, install_readiness
 from streamsafe.agents.records import RecordHandler
 from streamsafe.agents.streams import install_agents, install_timers, raw_topic
 from streamsafe.clients import default_partition
+from streamsafe.control.audit import worker_name
+from streamsafe.control.auditor import ControlAuditor
 from streamsafe.control.banks import BankControl
 from streamsafe.control.broadcast import BroadcastReader
 from streamsafe.control.policies import PolicyControl
 from streamsafe.control.service import ControlService
+from streamsafe.control.signing import SigningKey, TrustedKeys
 from streamsafe.enforcement.kafka import KafkaPublisher, OutputTopics
 from streamsafe.errors import BankError
 from streamsafe.events.contract import (
@@ -47,7 +50,7 @@ from streamsafe.settings import KafkaSecurity, Settings
 from streamsafe.transport.consumer import settle_before_commit
 from streamsafe.transport.producer import produce_idempotently
 
-__all__ = ["STATE_TABLE", "changelog_topics", "create_app", "faust_credentials", "load_banks"]
+__all__ = ["STATE_TABLE", "changelog_topics", "control_keys", "create_app", "faust_credentials", "load_banks"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,26 @@ def changelog_topics(settings: Settings, contract: dict[str, TopicSpec]) -> dict
     return topics
 
 
+def control_keys(settings: Settings) -> tuple[TrustedKeys, TrustedKeys, SigningKey | None]:
+    """The keys trusted to sign policies and bank entries, those trusted to sign review verdicts, and
+    the worker's own signing key (for the hashes reviewers confirm), each logged by key id."""
+    trusted_control = TrustedKeys.load(settings.trusted_control_keys)
+    trusted_verdicts = TrustedKeys.load(settings.trusted_verdict_keys)
+    for what, keys in (("policies and bank entries", trusted_control), ("review verdicts", trusted_verdicts)):
+        if keys.keys:
+            log.info("trusted to sign %s: key ids %s", what, ", ".join(sorted(keys.keys)))
+        else:
+            log.warning("no key is trusted to sign %s: every one published will be refused (bad_signature)", what)
+    signer = SigningKey.load(settings.signing_key_file) if settings.signing_key_file else None
+    if signer is None:
+        log.warning("no signing key (STREAMSAFE_SIGNING_KEY_FILE): hashes reviewers confirm are published "
+                    "unsigned and refused by every worker")
+    elif signer.key_id not in trusted_control.keys:
+        log.warning("this worker's signing key %s is not among the trusted control keys: hashes reviewers "
+                    "confirm will be refused", signer.key_id)
+    return trusted_control, trusted_verdicts, signer
+
+
 def load_banks(settings: Settings) -> HashBanks:
     """The banks a worker matches against (the configured hash list, if any)."""
     banks = HashBanks()
@@ -125,9 +148,10 @@ def create_app(
     watch = Watch(DeliveryHealth(on_failure=metrics.delivery_failures.inc),
                   DeliveryHealth(on_failure=metrics.delivery_failures.inc), AgentRoster(),
                   ProgressTracker(settings.stall_after_s))
+    trusted_control, trusted_verdicts, signer = control_keys(settings)
     publisher = KafkaPublisher(OutputTopics.of(lambda name: raw_topic(app, settings.topic_name(name),
                                                                         contract[name].partitions)),
-                               timeout_s=settings.delivery_timeout_s, health=watch.deliveries)
+                               timeout_s=settings.delivery_timeout_s, health=watch.deliveries, signer=signer)
     handler = RecordHandler(
         # a record on another partition than its key's would meet another worker's state
         decoder=InputDecoder(contract, settings.max_message_bytes, default_partition),
@@ -142,6 +166,8 @@ def create_app(
         ),
         lifecycle=Lifecycle(int(settings.ended_stream_ttl_s * 1000), int(settings.inactive_stream_ttl_s * 1000)),
         clock=clock_named(settings.clock),
+        trusted_verdicts=trusted_verdicts,
+        worker=worker_name(settings),
     )
     handler.count_inputs = settings.input_metrics
     metrics.start_at_zero(handler.counted_topics, _enum(contract[REPORTS], "incident_type"),
@@ -149,12 +175,13 @@ def create_app(
     settle_before_commit(app, publisher.settled)  # an offset is committed once its decisions are acknowledged
     produce_idempotently(app, settings.idempotent_producer == "true")
     policy_control = PolicyControl(contract[POLICY], lambda: handler.policies, handler.use_policies,
-                                   publisher, metrics)
+                                   publisher, metrics, trusted_control)
     control = ControlService([
         BroadcastReader(settings, settings.topic_name(POLICY), policy_control.apply),
-        BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES), BankControl(handler.banks, publisher,
-                                                                                     metrics).apply),
-    ], warm_up=warm_up_matching)
+        BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES),
+                        BankControl(handler.banks, publisher, metrics, trusted_control).apply),
+    ], warm_up=warm_up_matching,
+        auditor=ControlAuditor(settings, contract[POLICY], publisher, trusted_control, worker_name(settings)))
     app.service(control)
     prefilter = None
     if settings.prefilter:

@@ -13,15 +13,17 @@ role              access
 ================  =======================================================================
 platform          writes the ``livestream.*`` inputs
 worker            reads inputs and control topics, writes outputs, reads and writes its
-                  internal topics; its groups ``<app id>``, ``<app id>-prefilter``
+                  internal topics; its groups ``<app id>``, ``<app id>-prefilter``,
+                  ``<app id>-audit``
 enforcement       reads enforcement.actions and enforcement.escalations
 reviewer-tool     writes review.verdicts, reads enforcement.escalations; the Coop bridge's
                   streamsafe.coop-reports, and its dead letters
 appeal-tool       writes review.appeals, reads enforcement.actions and enforcement.statements
 reporting         the only reader of enforcement.reports, enforcement.preservation and
                   the dead-letter topic
-bank-admin        writes (and reads back, ``bank stats``) hashbank.entries
-policy-admin      writes (and reads back) streamsafe.policy, reads shadow decisions
+bank-admin        writes (and reads back, ``bank stats``) hashbank.entries; reads streamsafe.audit
+policy-admin      writes (and reads back) streamsafe.policy, reads shadow decisions and
+                  streamsafe.audit
 ================  =======================================================================
 """
 
@@ -85,11 +87,13 @@ ROLES: tuple[Role, ...] = (
           Grant((READ,), names=("enforcement.actions", "enforcement.statements")))),
     Role("reporting", "the team that files reports with authorities and preserves evidence",
          (Grant((READ,), names=("enforcement.reports", "enforcement.preservation", "streamsafe.dead-letter")),)),
-    Role("bank-admin", "imports hash banks (streamsafe bank import / bank stats)",
-         (Grant((READ, WRITE), names=("hashbank.entries",)),)),
-    Role("policy-admin", "publishes live and shadow policies, compares shadow decisions",
+    Role("bank-admin", "imports hash banks (streamsafe bank import / bank stats), reads the audit trail",
+         (Grant((READ, WRITE), names=("hashbank.entries",)),
+          Grant((READ,), names=("streamsafe.audit",)))),
+    Role("policy-admin", "publishes live and shadow policies, compares shadow decisions, reads the audit trail "
+         "(streamsafe audit, policy rollback)",
          (Grant((READ, WRITE), names=("streamsafe.policy",)),
-          Grant((READ,), names=("streamsafe.shadow-decisions",)))),
+          Grant((READ,), names=("streamsafe.shadow-decisions", "streamsafe.audit")))),
 )
 
 
@@ -117,7 +121,7 @@ def role_access(contract: Mapping[str, TopicSpec], settings: Settings, *,
                          if any(WRITE in g.operations and g.selects(spec) for g in role.grants)})
         if role.is_worker:
             access[role.name] = RoleAccess(role, tuple(reads), tuple(writes),
-                                           groups=(settings.app_id, settings.prefilter_group),
+                                           groups=(settings.app_id, settings.prefilter_group, settings.audit_group),
                                            topic_prefix=f"{settings.app_id}-")
         else:
             access[role.name] = RoleAccess(role, tuple(reads), tuple(writes),

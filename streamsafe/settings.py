@@ -105,6 +105,12 @@ ENV_FIELDS: dict[str, tuple[str, Any, str]] = {
     "IDEMPOTENT_PRODUCER": ("idempotent_producer", str, "auto (where the broker supports it), true or false"),
     "HTTP_HOST": ("http_host", str, "address of /metrics, /healthz, /readyz"),
     "HTTP_PORT": ("http_port", int, "port of /metrics, /healthz, /readyz (0: no HTTP server)"),
+    "TRUSTED_CONTROL_KEYS": ("trusted_control_keys", Path,
+                             "Ed25519 public keys (PEM file or directory) trusted to sign bank entries and policies"),
+    "TRUSTED_VERDICT_KEYS": ("trusted_verdict_keys", Path,
+                             "Ed25519 public keys (PEM file or directory) trusted to sign review verdicts"),
+    "SIGNING_KEY_FILE": ("signing_key_file", Path,
+                         "Ed25519 private key (PEM) this process signs the control records it writes with"),
 }
 #: environment variable -> KafkaSecurity field (the password travels as SASL_PASSWORD)
 SECURITY_ENV = {
@@ -155,6 +161,9 @@ class Settings:
     min_insync_replicas: int | None = None
     create_topics: bool = True
     idempotent_producer: str = "auto"
+    trusted_control_keys: Path | None = None
+    trusted_verdict_keys: Path | None = None
+    signing_key_file: Path | None = None
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
@@ -214,6 +223,11 @@ class Settings:
     def prefilter_group(self) -> str:
         """The frame pre-filter's consumer group (see :mod:`streamsafe.agents.prefilter`)."""
         return f"{self.app_id}-prefilter"
+
+    @property
+    def audit_group(self) -> str:
+        """The consumer group of the workers' audit reader (see :mod:`streamsafe.control.auditor`)."""
+        return f"{self.app_id}-audit"
 
     @property
     def prefilter_instance_id(self) -> str | None:

@@ -20,12 +20,14 @@ from typing import Any
 import orjson
 
 from streamsafe.agents.clock import ProcessingClock, WallClock
+from streamsafe.agents.verdicts import audited_verdict, verify_verdict
+from streamsafe.control.signing import TrustedKeys
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import FRAME_HASHES, INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder, decode_frame_matches
-from streamsafe.events.models import FrameMatches, TimerTick
+from streamsafe.events.models import FrameMatches, ReviewVerdict, TimerTick
 from streamsafe.matching.banks import HashBanks
 from streamsafe.observability.metrics import StreamSafeMetrics
 from streamsafe.pipeline.outcome import EMPTY, Outcome
@@ -69,7 +71,12 @@ class RecordHandler:
         review: ReviewConfig | None = None,
         lifecycle: Lifecycle | None = None,
         clock: ProcessingClock | None = None,
+        trusted_verdicts: TrustedKeys | None = None,
+        worker: str = "streamsafe",
     ) -> None:
+        #: the review tool's keys: a verdict signed by none of them is refused
+        self.trusted_verdicts = trusted_verdicts if trusted_verdicts is not None else TrustedKeys({})
+        self.worker = worker  # names this worker in audit records
         self.incidents = incidents if incidents is not None else {}
         self.review = review or ReviewConfig()
         self.lifecycle = lifecycle or Lifecycle()
@@ -185,6 +192,11 @@ class RecordHandler:
             self.count_input(topic)
             self.count_allow(screened)
             return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
+        signer = None
+        if topic == REVIEW_VERDICTS:  # a control record: signed, or refused before anything else
+            signer, refused = verify_verdict(self.trusted_verdicts, key, value, source, self.worker)
+            if refused is not None:
+                return refused
         try:
             # ticks are sent by StreamSafe to the partition that holds the stream's state
             event = self.decoder.decode(topic, key, value, source.timestamp_ms,
@@ -193,7 +205,10 @@ class RecordHandler:
             return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
         self.count_input(topic)
         assert not isinstance(event, FrameMatches)
-        return self._apply(event, source)  # type: ignore[arg-type]
+        outcome = self._apply(event, source)  # type: ignore[arg-type]
+        if isinstance(event, ReviewVerdict):
+            return audited_verdict(outcome, event, key, value, source, signer, self.worker)
+        return outcome
 
     def _apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
         """Read, step, write: synchronous on purpose (no await between the read and the write)."""
@@ -233,7 +248,11 @@ class RecordHandler:
         """Send what an outcome carries, in order, each acknowledged; then count it."""
         for rejected in outcome.dead_letters:
             self.count_rejected(topic, rejected)
+            if topic == REVIEW_VERDICTS:
+                self.metrics.control_refused.labels(topic, rejected.reason).inc()
             await self.publisher.dead_letter(rejected)
+        if outcome.audit:
+            await self.publisher.audit(outcome.audit)
         if outcome.decisions:
             await self.publisher.publish_many(outcome.decisions)
             for decision in outcome.decisions:

@@ -8,6 +8,7 @@ from streamsafe.cli import (  # noqa: F401  (registers the commands)
     banks,
     capacity,
     commands,
+    control,
     coop,
     deploy,
     hma,

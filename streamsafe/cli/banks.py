@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from streamsafe.cli.base import cli, settings_options, uses_broker
+from streamsafe.cli.signing import signing_key_option
 from streamsafe.settings import Settings
 
 __all__: list[str] = []
@@ -86,6 +87,7 @@ def bank() -> None:
 
 @bank.command("import")
 @settings_options
+@signing_key_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--bank", "bank_name", required=True, help="bank name, e.g. ncmec, internal-confirmed")
 @click.option("--format", "fmt", type=click.Choice(["auto", "lines", "csv", "pdq"]), default="auto",
@@ -100,10 +102,12 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from streamsafe.control.bank_publish import entry_content, live_entries, publish_entries
+    from streamsafe.control.signing import signer_for
     from streamsafe.events.bank_entries import check_bank_name
     from streamsafe.matching.importers import ImportProblem, detect_format, read_entries
 
     check_bank_name(bank_name)  # before reading the file or reaching the broker
+    signer = signer_for(settings.signing_key_file, "bank entries")
     fmt = detect_format(path) if fmt == "auto" else fmt
     console = Console(stderr=True, highlight=False)
     problems: list[ImportProblem] = []
@@ -121,13 +125,13 @@ def bank_import(settings: Settings, path: Path, bank_name: str, fmt: str, signal
             for item in read_entries(path, bank_name, fmt, signal_type, source or path.name):
                 if isinstance(item, ImportProblem):
                     problems.append(item)
-                elif live.get(item.entry_id.encode()) == entry_content(item):
-                    unchanged += 1  # already in the bank as it is: not resent, the bank's age stands
+                elif live.get(item.entry_id.encode()) == (*entry_content(item), signer.key_id):
+                    unchanged += 1  # in the bank as it is, signed by this key: not resent, the bank's age stands
                 else:
                     yield item
 
         sent = asyncio.run(publish_entries(settings, entries(), source or path.name,
-                                           on_sent=lambda n: progress.update(task, completed=n)))
+                                           on_sent=lambda n: progress.update(task, completed=n), signer=signer))
     for problem in problems[:50]:
         console.print(f"[yellow]line {problem.line}[/]: {problem.reason} (skipped)")
     if len(problems) > 50:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from streamsafe.cli.base import cli, present, settings_options, uses_broker
+from streamsafe.cli.signing import signing_key_option
 from streamsafe.errors import StreamSafeError
 from streamsafe.settings import Settings
 
@@ -228,10 +229,11 @@ def policy_check(path: Path) -> None:
 
 @policy.command("publish")
 @settings_options
+@signing_key_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--shadow", metavar="NAME", help="publish as shadow policy NAME instead of live")
 def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
-    """Publish a policy; every worker switches to it without a restart."""
+    """Publish a policy, signed; every worker switches to it without a restart."""
     from streamsafe.control.publish import publish_policy
 
     published = asyncio.run(publish_policy(settings, path, shadow))
@@ -241,6 +243,7 @@ def policy_publish(settings: Settings, path: Path, shadow: str | None) -> None:
 
 @policy.command("retire-shadow")
 @settings_options
+@signing_key_option
 @click.argument("name")
 def policy_retire_shadow(settings: Settings, name: str) -> None:
     """Stop evaluating shadow policy NAME."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from streamsafe.cli.base import cli, settings_options
+from streamsafe.cli.signing import signing_key_option
 from streamsafe.settings import Settings
 
 __all__ = ["read_secret"]
@@ -98,6 +99,7 @@ def coop_forward(settings: Settings, coop_url: str, mapping: Path, api_key_file:
 
 @coop.command("serve")
 @settings_options
+@signing_key_option
 @click.option("--mapping", envvar="STREAMSAFE_COOP_MAPPING", type=_FILE, required=True,
               help="the Coop mapping file, YAML (env STREAMSAFE_COOP_MAPPING)")
 @click.option("--public-key", envvar="STREAMSAFE_COOP_PUBLIC_KEY", type=_FILE, required=True,
@@ -110,7 +112,8 @@ def coop_forward(settings: Settings, coop_url: str, mapping: Path, api_key_file:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coop_serve(settings: Settings, mapping: Path, public_key: Path, reviewer_key_file: Path | None,
                host: str, port: int, log_level: str) -> None:
-    """Receive Coop's signed action callbacks and publish them as review verdicts (runs until stopped)."""
+    """Receive Coop's signed action callbacks and publish them as review verdicts, signed with the review
+    tool's key (--signing-key or STREAMSAFE_SIGNING_KEY_FILE; runs until stopped)."""
     from streamsafe.integrations.coop.callbacks import load_public_key
     from streamsafe.integrations.coop.mapping import load_mapping
     from streamsafe.integrations.coop.metrics import CoopMetrics

@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from streamsafe import clients
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
-from streamsafe.events.bank_entries import check_bank_name, encode_bank_entry
+from streamsafe.control.signing import SigningKey, signer_for, signer_of
+from streamsafe.events.bank_entries import bank_entry_document, check_bank_name, encode_bank_removal
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
 from streamsafe.settings import Settings
@@ -28,7 +29,9 @@ async def _producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def publish_entries(settings: Settings, entries: Iterable[BankEntry], source: str | None = None,
-                          on_sent: Callable[[int], None] | None = None) -> int:
+                          on_sent: Callable[[int], None] | None = None, signer: SigningKey | None = None) -> int:
+    """Publish entries, each signed with ``signer`` (default: the settings' signing key file)."""
+    signer = signer or signer_for(settings.signing_key_file, "bank entries")
     producer = await _producer(settings)
     topic = settings.topic_name(HASHBANK_ENTRIES)
     now = int(time.time() * 1000)
@@ -40,8 +43,9 @@ async def publish_entries(settings: Settings, entries: Iterable[BankEntry], sour
             if entry.bank not in checked:  # a name workers would dead-letter is refused, not published
                 check_bank_name(entry.bank)
                 checked.add(entry.bank)
-            pending.append(await producer.send(topic, encode_bank_entry(entry, source, now),
-                                               key=entry.entry_id.encode()))
+            key = entry.entry_id.encode()
+            value = signer.sign_bytes(HASHBANK_ENTRIES, key, bank_entry_document(entry, source, now))
+            pending.append(await producer.send(topic, value, key=key))
             sent += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -56,12 +60,17 @@ async def publish_entries(settings: Settings, entries: Iterable[BankEntry], sour
     return sent
 
 
-async def remove_entries(settings: Settings, entry_ids: Iterable[str]) -> int:
+async def remove_entries(settings: Settings, entry_ids: Iterable[str], source: str | None = None,
+                         signer: SigningKey | None = None) -> int:
+    """Publish a signed removal of each entry (a tombstone cannot be signed, and workers refuse one)."""
+    signer = signer or signer_for(settings.signing_key_file, "bank removals")
     producer = await _producer(settings)
     count = 0
     try:
         for entry_id in entry_ids:
-            await producer.send_and_wait(settings.topic_name(HASHBANK_ENTRIES), None, key=entry_id.encode())
+            key = entry_id.encode()
+            value = signer.sign_bytes(HASHBANK_ENTRIES, key, encode_bank_removal(int(time.time() * 1000), source))
+            await producer.send_and_wait(settings.topic_name(HASHBANK_ENTRIES), value, key=key)
             count += 1
     finally:
         await producer.stop()
@@ -104,12 +113,13 @@ def entry_content(entry: BankEntry) -> tuple[str, str, str, str | None, int | No
     return entry.bank, entry.signal_type, entry.hash, entry.label, entry.quality
 
 
-async def live_entries(settings: Settings, bank: str) -> dict[bytes, tuple[str, str, str, str | None, int | None]]:
-    """The content of every live entry of ``bank`` on the topic, by record key: an import skips
-    what is there unchanged, so a re-import neither resends it nor makes the bank look fresh."""
-    def content(doc: dict[str, Any]) -> tuple[str, str, str, str | None, int | None] | None:
-        if doc["bank"] != bank:
+async def live_entries(settings: Settings, bank: str) -> dict[bytes, tuple[Any, ...]]:
+    """The content of every live entry of ``bank`` on the topic and the key id that signed it, by
+    record key: an import skips what is there unchanged and signed by its key, so a re-import neither
+    resends it nor makes the bank look fresh (and one with a new key re-signs every entry)."""
+    def content(doc: dict[str, Any]) -> tuple[Any, ...] | None:
+        if doc.get("removed") or doc["bank"] != bank:
             return None
-        return doc["bank"], doc["signal_type"], doc["hash"], doc.get("label"), doc.get("quality")
+        return doc["bank"], doc["signal_type"], doc["hash"], doc.get("label"), doc.get("quality"), signer_of(doc)
 
     return {key: value for key, value in (await _latest(settings, content)).items() if value is not None}

@@ -1,5 +1,6 @@
-"""Apply ``hashbank.entries`` records to the worker's banks: additions in batches,
-tombstones as removals, corrupt entries to the dead-letter topic."""
+"""Apply ``hashbank.entries`` records to the worker's banks: signed additions in batches,
+signed removals in order; unsigned, untrusted or corrupt records (tombstones included: they
+cannot carry a signature) go to the dead-letter topic and change nothing."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
+from streamsafe.control.records import check_bank_record
+from streamsafe.control.signing import TrustedKeys
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
-from streamsafe.events.bank_entries import decode_bank_entry
+from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
@@ -23,8 +26,9 @@ log = logging.getLogger(__name__)
 
 class BankControl:
     def __init__(self, banks: HashBanks, publisher: DecisionPublisher,
-                 metrics: StreamSafeMetrics | None = None) -> None:
+                 metrics: StreamSafeMetrics | None = None, trusted: TrustedKeys | None = None) -> None:
         self.metrics = metrics
+        self.trusted = trusted if trusted is not None else TrustedKeys({})
         self.banks = banks
         self.publisher = publisher
         self.rejected = 0
@@ -33,16 +37,16 @@ class BankControl:
         additions: list[BankEntry] = []
         rejected: list[tuple[ConsumerRecord, RejectedInput]] = []
         for record in records:
-            if record.value is None:
+            try:
+                change = check_bank_record(self.trusted, record.key, record.value)
+                if change.entry is not None:
+                    additions.append(change.entry)
+                    continue
                 # keep order: additions before this removal must land first
                 if additions:
                     self._add(additions, records, rejected)
                     additions = []
-                if record.key:  # removed as of the tombstone's own time
-                    self.banks.remove(record.key.decode(errors="replace"), at=record.timestamp / 1000)
-                continue
-            try:
-                additions.append(decode_bank_entry(record.key, record.value))
+                self.banks.remove(change.entry_id, at=record.timestamp / 1000)  # as of the removal's own time
             except RejectedInput as exc:
                 rejected.append((record, exc))
             except Exception as exc:  # one odd entry must not cost the rest of the batch
@@ -53,6 +57,7 @@ class BankControl:
             self.rejected += 1
             if self.metrics is not None:
                 self.metrics.bank_entries_rejected.labels(exc.reason).inc()
+                self.metrics.control_refused.labels(HASHBANK_ENTRIES, exc.reason).inc()
             log.warning("bank entry at %s[%d]@%d rejected: %s", record.topic, record.partition,
                         record.offset, exc.reason)
             source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)

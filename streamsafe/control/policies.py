@@ -1,4 +1,5 @@
-"""Apply policies published on the ``streamsafe.policy`` control topic."""
+"""Apply policies published on the ``streamsafe.policy`` control topic: signed by a trusted
+key (:mod:`.signing`) and valid, or refused to the dead-letter topic."""
 
 from __future__ import annotations
 
@@ -6,76 +7,58 @@ import logging
 from collections.abc import Callable, Sequence
 
 import fastjsonschema
-import orjson
 from aiokafka import ConsumerRecord
 
+from streamsafe.control.records import LIVE_KEY, MAX_POLICY_BYTES, SHADOW_PREFIX, check_policy_record
+from streamsafe.control.signing import TrustedKeys
 from streamsafe.enforcement.publisher import DecisionPublisher
-from streamsafe.errors import PolicyError
-from streamsafe.events.contract import TopicSpec
+from streamsafe.errors import RejectedInput
+from streamsafe.events.contract import POLICY, TopicSpec
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.observability.metrics import StreamSafeMetrics
-from streamsafe.policy.loader import policy_from_mapping
 from streamsafe.policy.policyset import PolicySet
 
-__all__ = ["LIVE_KEY", "SHADOW_PREFIX", "PolicyControl"]
-
-LIVE_KEY = "live"
-SHADOW_PREFIX = "shadow/"
-#: a policy document is a few KiB; anything near the broker's 1 MB limit is not a policy
-MAX_POLICY_BYTES = 256 * 1024
+__all__ = ["LIVE_KEY", "MAX_POLICY_BYTES", "SHADOW_PREFIX", "PolicyControl"]
 
 
 class PolicyControl:
-    """Turns control records into a new :class:`PolicySet`, refusing invalid ones."""
+    """Turns control records into a new :class:`PolicySet`, refusing unsigned or invalid ones."""
 
     def __init__(self, spec: TopicSpec, get: Callable[[], PolicySet], put: Callable[[PolicySet], None],
-                 publisher: DecisionPublisher, metrics: StreamSafeMetrics | None = None) -> None:
+                 publisher: DecisionPublisher, metrics: StreamSafeMetrics | None = None,
+                 trusted: TrustedKeys | None = None) -> None:
         self.metrics = metrics
         self._validate = fastjsonschema.compile(dict(spec.schema))
         self._get = get
         self._put = put
         self._publisher = publisher
+        self.trusted = trusted if trusted is not None else TrustedKeys({})
         self.log = logging.getLogger(__name__)
         self.refused = 0
 
     async def apply(self, records: Sequence[ConsumerRecord]) -> None:
-        """Apply records in order; each invalid one is dead-lettered and the rest go on."""
+        """Apply records in order; each refused one is dead-lettered and the rest go on."""
         for record in records:
-            reason = "invalid_policy"
-            if record.value is not None and len(record.value) > MAX_POLICY_BYTES:
-                reason, problem = "oversized", f"{len(record.value)} bytes exceeds {MAX_POLICY_BYTES}"
+            try:
+                change = check_policy_record(self._validate, self.trusted, record.key, record.value)
+            except RejectedInput as exc:
+                await self._refuse(record, exc)
+                continue
+            current = self._get()
+            if change.shadow is None:
+                assert change.policy is not None
+                self._put(current.with_live(change.policy))
             else:
-                try:
-                    problem = self._apply_one(record)
-                except Exception as exc:  # whatever a malformed document raises, the next record goes on
-                    problem = f"{type(exc).__name__}: {exc}"
-            if problem is not None:
-                self.refused += 1
-                if self.metrics is not None:
-                    self.metrics.policies_refused.inc()
-                self.log.error("refused policy at %s[%d]@%d: %s; the policy in force stays",
-                               record.topic, record.partition, record.offset, problem)
-                source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)
-                await self._publisher.dead_letter(DeadLetter(reason, problem, source, record.key, record.value))
+                self._put(current.with_shadow(change.shadow, change.policy))
+            self.log.info("policy %s %s (signed by key %s)", change.key,
+                          change.policy.version if change.policy else "retired", change.key_id)
 
-    def _apply_one(self, record: ConsumerRecord) -> str | None:
-        key = (record.key or b"").decode(errors="replace")
-        if key != LIVE_KEY and not key.startswith(SHADOW_PREFIX):
-            return f"key must be {LIVE_KEY!r} or '{SHADOW_PREFIX}<name>', got {key!r}"
-        if record.value is None:
-            if key == LIVE_KEY:
-                return "the live policy cannot be deleted, only replaced"
-            self._put(self._get().with_shadow(key[len(SHADOW_PREFIX):], None))
-            return None
-        try:
-            document = orjson.loads(record.value)
-            self._validate(document)
-            policy = policy_from_mapping(document["policy"])
-        except (orjson.JSONDecodeError, fastjsonschema.JsonSchemaException, PolicyError) as exc:
-            return str(getattr(exc, "message", exc))
-        current = self._get()
-        if key == LIVE_KEY:
-            self._put(current.with_live(policy))
-        else:
-            self._put(current.with_shadow(key[len(SHADOW_PREFIX):], policy))
-        return None
+    async def _refuse(self, record: ConsumerRecord, exc: RejectedInput) -> None:
+        self.refused += 1
+        if self.metrics is not None:
+            self.metrics.policies_refused.inc()
+            self.metrics.control_refused.labels(POLICY, exc.reason).inc()
+        self.log.error("refused policy at %s[%d]@%d (%s): %s; the policy in force stays",
+                       record.topic, record.partition, record.offset, exc.reason, exc.detail)
+        source = SourceRecord(record.topic, record.partition, record.offset, record.timestamp)
+        await self._publisher.dead_letter(DeadLetter(exc.reason, exc.detail, source, record.key, record.value))

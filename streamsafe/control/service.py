@@ -9,6 +9,7 @@ from typing import Any
 
 from mode import Service
 
+from streamsafe.control.auditor import ControlAuditor
 from streamsafe.control.broadcast import BroadcastReader
 
 __all__ = ["READY_MESSAGE", "ControlService"]
@@ -23,15 +24,18 @@ class ControlService(Service):
     thread: e.g. loading compiled matching kernels) is done."""
 
     def __init__(self, readers: Sequence[BroadcastReader], warm_up: Callable[[], None] | None = None,
-                 **kwargs: Any) -> None:
+                 auditor: ControlAuditor | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.readers = list(readers)
+        self.auditor = auditor
         self.warm_up = warm_up
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
         for reader in self.readers:
             await reader.start()
+        if self.auditor is not None:
+            await self.auditor.start()
         self.add_future(self._mark_ready())
 
     async def _mark_ready(self) -> None:
@@ -47,5 +51,7 @@ class ControlService(Service):
         self.log.info("%s: caught up with %s", READY_MESSAGE, ", ".join(r.topic for r in self.readers))
 
     async def on_stop(self) -> None:
+        if self.auditor is not None:
+            await self.auditor.stop()
         for reader in self.readers:
             await reader.stop()

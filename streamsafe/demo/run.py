@@ -20,6 +20,7 @@ from streamsafe import clients
 from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
+from streamsafe.control.signing import SigningKey, generate_key
 from streamsafe.demo.player import open_producer, play
 from streamsafe.demo.scenario import Scenario, build_demo_scenario, known_hashes
 from streamsafe.enforcement.statements_topic import read_statements
@@ -113,7 +114,7 @@ async def _until(observed: Observed, done: Any, timeout_s: float) -> bool:
 
 
 async def _drive(settings: Settings, scenario: Scenario, console: Console | None,
-                 timeout_s: float) -> Observed:
+                 timeout_s: float, reviewer: SigningKey) -> Observed:
     observed = Observed()
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(settings, observed, console, scenario, stop))
@@ -133,8 +134,9 @@ async def _drive(settings: Settings, scenario: Scenario, console: Console | None
                 value["category"] = "A2"
             if console:
                 console.print(f"[bold]reviewer[/]    {stream_id:<18} {verdict}")
-            await producer.send_and_wait(settings.topic_name(REVIEW_VERDICTS), orjson.dumps(value),
-                                         key=stream_id.encode())
+            key = stream_id.encode()  # the review tool signs its verdicts
+            await producer.send_and_wait(settings.topic_name(REVIEW_VERDICTS),
+                                         reviewer.sign_bytes(REVIEW_VERDICTS, key, value), key=key)
         expected_reports = len(scenario.expected_blocks) + 1
         await _until(observed, lambda: len(observed.reports) >= expected_reports, timeout_s)
     finally:
@@ -181,9 +183,14 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
     say(f"[bold]StreamSafe demo[/]: starting the embedded {broker_kind} broker…")
     with start_broker(broker_kind, workdir / "broker") as broker:
         tansu = broker_kind == "tansu"
+        # nothing runs unsigned: a bank/policy admin's key (the worker signs confirmed hashes with
+        # it) and the review tool's, made for this run
+        control_key, control_pub, _ = generate_key(workdir / "keys", "demo-control")
+        review_key, review_pub, _ = generate_key(workdir / "keys", "demo-review")
         settings = Settings(broker_url=broker.url, app_id="streamsafe-demo", http_port=0, replication_factor=1,
                             session_timeout_s=2.0 if tansu else 10.0,
-                            rebalance_timeout_s=2.0 if tansu else 10.0)
+                            rebalance_timeout_s=2.0 if tansu else 10.0, trusted_control_keys=control_pub,
+                            trusted_verdict_keys=review_pub, signing_key_file=control_key)
         asyncio.run(apply_topics(settings, load_contract()))
         say(f"broker {broker.bootstrap} ready, topics created; starting a worker…")
         worker = spawn_worker(settings.replace(hash_list=hash_list, data_dir=workdir / "data"),
@@ -192,7 +199,8 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
             worker.wait_ready(60)
             say(f"worker ready; playing {len(scenario.events)} events from {len(scenario.streams)} "
                 "live streams (including malformed input)\n")
-            observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30))
+            observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30,
+                                          reviewer=SigningKey.load(review_key)))
             statements = asyncio.run(_statements(settings, observed, timeout_s=30))
             if record is not None:
                 recorded = _record(settings, record)

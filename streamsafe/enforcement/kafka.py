@@ -13,13 +13,18 @@ SHA-256 stay).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
+import orjson
+
+from streamsafe.control.signing import SigningKey
 from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable, dead_letter_send
-from streamsafe.events.bank_entries import encode_bank_entry
+from streamsafe.events.bank_entries import bank_entry_document
 from streamsafe.events.contract import (
     ACTIONS,
+    AUDIT,
     DEAD_LETTER,
     ESCALATIONS,
     HASHBANK_ENTRIES,
@@ -52,12 +57,14 @@ class OutputTopics:
     bank_entries: Sendable
     timers: Sendable
     statements: Sendable
+    audit: Sendable
 
     @classmethod
     def of(cls, topic: Callable[[str], Sendable]) -> OutputTopics:
         """Each role's topic from the contract name (``topic`` adds the prefix and builds it)."""
         return cls(topic(ACTIONS), topic(ESCALATIONS), topic(SHADOW_DECISIONS), topic(DEAD_LETTER),
-                   topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS), topic(STATEMENTS))
+                   topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS), topic(STATEMENTS),
+                   topic(AUDIT))
 
     @classmethod
     def every(cls, topic: Sendable) -> OutputTopics:
@@ -69,8 +76,11 @@ class KafkaPublisher:
     """Sends each record at once; :meth:`settled` says when all are acknowledged."""
 
     def __init__(self, topics: OutputTopics, *, timeout_s: float = 10.0,
-                 health: DeliveryHealth | None = None) -> None:
+                 health: DeliveryHealth | None = None, signer: SigningKey | None = None) -> None:
         self.topics = topics
+        #: signs the hashes reviewers confirmed (bank entries are control records); without a
+        #: key they go out unsigned and every worker refuses them as bad_signature
+        self.signer = signer
         self.deliveries = Deliveries(timeout_s=timeout_s, health=health)
         self.health = self.deliveries.health
 
@@ -93,8 +103,12 @@ class KafkaPublisher:
 
     async def propose_entries(self, entries: Sequence[BankEntry]) -> None:
         now = int(time.time() * 1000)
-        await self.deliveries.send([Send(self.topics.bank_entries, e.entry_id.encode(),
-                                         encode_bank_entry(e, "reviewer", now)) for e in entries])
+        sends = []
+        for e in entries:
+            key, record = e.entry_id.encode(), bank_entry_document(e, "reviewer", now)
+            value = self.signer.sign_bytes(HASHBANK_ENTRIES, key, record) if self.signer else orjson.dumps(record)
+            sends.append(Send(self.topics.bank_entries, key, value))
+        await self.deliveries.send(sends)
 
     async def send_tick(self, tick: TimerTick, partition: int) -> None:
         await self.deliveries.send([Send(self.topics.timers, tick.stream_id.encode(), encode_tick(tick), partition)])
@@ -112,3 +126,7 @@ class KafkaPublisher:
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         await self.deliveries.send([dead_letter_send(self.topics.dead_letters, rejected)])
+
+    async def audit(self, records: Sequence[Mapping[str, Any]]) -> None:
+        await self.deliveries.send([Send(self.topics.audit, str(r["audit_id"]).encode(), orjson.dumps(r))
+                                    for r in records])

@@ -4,8 +4,8 @@ implementation lives in :mod:`streamsafe.enforcement.kafka`, and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import BankEntry, TimerTick
@@ -45,6 +45,10 @@ class DecisionPublisher(Protocol):
         """Deliver one rejected input to the dead-letter topic."""
         ...
 
+    async def audit(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Deliver audit records (streamsafe.audit), keyed by their audit id."""
+        ...
+
     async def settled(self) -> None:
         """Returns once everything delivered before the call is acknowledged by the broker."""
         ...
@@ -65,6 +69,7 @@ class InMemoryPublisher:
         self.proposals: list[BankEntry] = []
         self.ticks: list[tuple[TimerTick, int]] = []
         self.statements: list[Statement] = []
+        self.audits: list[Mapping[str, Any]] = []
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -87,6 +92,9 @@ class InMemoryPublisher:
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         self.dead_letters.append(rejected)
+
+    async def audit(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.audits.extend(records)
 
     async def settled(self) -> None:
         return None

@@ -16,13 +16,15 @@ import orjson
 from streamsafe.errors import BankError, RejectedInput
 from streamsafe.events.models import BankEntry
 
-__all__ = ["check_bank_name", "decode_bank_entry", "encode_bank_entry", "entry_id_for"]
+__all__ = ["check_bank_name", "decode_bank_entry", "encode_bank_entry", "encode_bank_removal", "entry_from_document",
+           "entry_id_for", "is_removal"]
 
 _BANK = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]+")
 _LENGTH = {"pdq": 64, "md5": 32, "sha256": 64}
 _ALLOWED = frozenset({"schema_version", "bank", "signal_type", "hash", "quality", "label", "source",
-                      "added_ms"})
+                      "added_ms", "signature"})
+_REMOVAL_ALLOWED = frozenset({"schema_version", "removed", "removed_ms", "source", "signature"})
 MAX_ENTRY_BYTES = 4096
 
 
@@ -42,7 +44,12 @@ def entry_id_for(bank: str, signal_type: str, hash_hex: str) -> str:
 
 
 def encode_bank_entry(entry: BankEntry, source: str | None, added_ms: int) -> bytes:
-    """The ``hashbank.entries`` value of an entry (its key is ``entry.entry_id``)."""
+    """The ``hashbank.entries`` value of an entry (its key is ``entry.entry_id``), unsigned."""
+    return orjson.dumps(bank_entry_document(entry, source, added_ms))
+
+
+def bank_entry_document(entry: BankEntry, source: str | None, added_ms: int) -> dict[str, object]:
+    """The ``hashbank.entries`` record of an entry, as a JSON object (to sign or encode)."""
     value: dict[str, object] = {"schema_version": 1, "bank": entry.bank, "signal_type": entry.signal_type,
                                 "hash": entry.hash, "added_ms": added_ms}
     if entry.label:
@@ -51,7 +58,30 @@ def encode_bank_entry(entry: BankEntry, source: str | None, added_ms: int) -> by
         value["quality"] = entry.quality
     if source:
         value["source"] = source
-    return orjson.dumps(value)
+    return value
+
+
+def encode_bank_removal(removed_ms: int, source: str | None = None) -> dict[str, object]:
+    """A removal of the entry named by the record key (a tombstone cannot be signed; this can)."""
+    value: dict[str, object] = {"schema_version": 1, "removed": True, "removed_ms": removed_ms}
+    if source:
+        value["source"] = source
+    return value
+
+
+def is_removal(doc: dict[str, Any]) -> bool:
+    """Whether a decoded record is a removal; :class:`RejectedInput` if it is a malformed one."""
+    if "removed" not in doc:
+        return False
+    if doc.get("removed") is not True or doc.get("schema_version") != 1 or type(doc.get("schema_version")) is not int:
+        raise RejectedInput("schema_violation", "a removal needs schema_version 1 and removed: true")
+    extra = doc.keys() - _REMOVAL_ALLOWED
+    if extra:
+        raise RejectedInput("schema_violation", f"unknown fields in a removal {sorted(extra)}")
+    removed = doc.get("removed_ms")
+    if type(removed) is not int or removed < 0:
+        raise RejectedInput("schema_violation", "removed_ms must be a non-negative integer")
+    return True
 
 
 def decode_bank_entry(key: bytes | None, value: bytes) -> BankEntry:
@@ -64,6 +94,11 @@ def decode_bank_entry(key: bytes | None, value: bytes) -> BankEntry:
         doc: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise RejectedInput("malformed_json", str(exc)) from None
+    return entry_from_document(key, doc)
+
+
+def entry_from_document(key: bytes, doc: Any) -> BankEntry:
+    """A bank entry from a parsed record (the checks of :func:`decode_bank_entry` after parsing)."""
     if not isinstance(doc, dict):
         raise RejectedInput("not_an_object", "a bank entry must be a JSON object")
     if doc.get("schema_version") != 1 or type(doc.get("schema_version")) is not int:

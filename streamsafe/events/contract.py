@@ -18,6 +18,7 @@ from streamsafe.errors import ContractError
 
 __all__ = [
     "ACTIONS",
+    "AUDIT",
     "CLASSIFIER_SIGNALS",
     "DEAD_LETTER",
     "ESCALATIONS",
@@ -57,10 +58,11 @@ PRESERVATION = "enforcement.preservation"
 TIMERS = "streamsafe.timers"
 FRAME_MATCHES = "streamsafe.frame-matches"
 STATEMENTS = "enforcement.statements"
+AUDIT = "streamsafe.audit"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
-                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS)
+                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS, AUDIT)
 #: in: the platform's inputs; out: what workers publish; control: policies and banks every worker
 #: reads; internal: the workers' own; service: a side service's own (e.g. streamsafe coop forward)
 DIRECTIONS = ("in", "out", "control", "internal", "service")

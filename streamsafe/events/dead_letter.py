@@ -31,6 +31,8 @@ DEAD_LETTER_REASONS = (
     "wrong_partition",
     "invalid_policy",
     "invalid_bank_entry",
+    "bad_signature",
+    "no_open_escalation",
     "processing_error",
 )
 MAX_ORIGINAL_BYTES = 128 * 1024

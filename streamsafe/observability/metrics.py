@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from streamsafe.events.contract import HASHBANK_ENTRIES, POLICY, REVIEW_VERDICTS
 from streamsafe.events.dead_letter import DEAD_LETTER_REASONS
 from streamsafe.events.values import Priority
 
@@ -26,6 +27,8 @@ __all__ = ["LATENCY_BUCKETS", "PROCESS_METRICS", "StreamSafeMetrics", "lag"]
 # decision latency: most decisions within milliseconds; the SLO sits around 50 ms,
 # broker or rebalance trouble shows up in seconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: the topics whose records change what workers decide for every stream (verdicts: for one stream)
+CONTROL_TOPICS = (POLICY, HASHBANK_ENTRIES, REVIEW_VERDICTS)
 STATE_BYTES_BUCKETS = (64, 128, 256, 512, 1024, 1536, 2048, 4096, 8192)
 #: what prometheus_client's process collector exports (on Linux)
 PROCESS_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
@@ -51,6 +54,7 @@ class StreamSafeMetrics:
     bank_entries_rejected: Counter
     policy_info: Gauge
     policies_refused: Counter
+    control_refused: Counter
     state_writes: Counter
     state_bytes: Histogram
     active_streams: Gauge
@@ -101,6 +105,9 @@ class StreamSafeMetrics:
             policy_info=Gauge("streamsafe_policy_info", "Policies in force (1 per live or shadow policy)",
                               ["role", "version"], registry=r),
             policies_refused=Counter("streamsafe_policies_refused", "Invalid policies refused", registry=r),
+            control_refused=Counter("streamsafe_control_refused", "Control records (policies, bank entries, "
+                                    "review verdicts) refused and dead-lettered, by topic and reason",
+                                    ["topic", "reason"], registry=r),
             state_writes=Counter("streamsafe_state_writes", "Per-stream state table writes", registry=r),
             state_bytes=Histogram("streamsafe_stream_state_bytes", "Size of a stream's state when written",
                                   buckets=STATE_BYTES_BUCKETS, registry=r),
@@ -156,6 +163,9 @@ class StreamSafeMetrics:
             self.stalled.labels(cause).set(0)
         for effect in ("cleared", "overruled"):
             self.allow_effects.labels(effect)
+        for topic in CONTROL_TOPICS:
+            self.control_refused.labels(topic, "bad_signature")
+        self.control_refused.labels(CONTROL_TOPICS[-1], "no_open_escalation")
 
     def names(self) -> set[str]:
         """Every sample name this bundle exports (for checking dashboards and alerts)."""

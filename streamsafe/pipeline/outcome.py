@@ -10,6 +10,7 @@ beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import BankEntry, Match
@@ -19,7 +20,10 @@ from streamsafe.review.reports import PreservationRequest, ReportPacket
 from streamsafe.review.statements import Statement
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["EMPTY", "Outcome"]
+__all__ = ["EMPTY", "NO_OPEN_ESCALATION", "Outcome"]
+
+#: the review outcome of a verdict that names no open escalation of its stream (it is refused)
+NO_OPEN_ESCALATION = "no_open_escalation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,7 @@ class Outcome:
     review: str | None = None  # what a verdict or deadline did: confirmed, benign, ..., sla_breach
     false_positive: str | None = None  # the signal charged with a false positive
     sla_breach: str | None = None  # the priority of a missed review deadline
+    audit: tuple[dict[str, Any], ...] = ()  # streamsafe.audit records (a verdict applied or refused)
 
 
 #: the outcome of a record that changed nothing (most of them): nothing to write or publish

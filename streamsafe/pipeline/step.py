@@ -38,7 +38,7 @@ from streamsafe.events.models import (
     UserReport,
 )
 from streamsafe.pipeline.appeals import open_appeal
-from streamsafe.pipeline.outcome import EMPTY, Outcome
+from streamsafe.pipeline.outcome import EMPTY, NO_OPEN_ESCALATION, Outcome
 from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
@@ -105,6 +105,11 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
         case ReviewVerdict():
             current = replace(incident() or Incident(), partition=ctx.partition)
             verdict = Verdict(event.verdict, event.category, event.reviewer_id, event.ts_ms, event.escalation_id)
+            named = current.escalation(event.escalation_id) if event.escalation_id else None
+            # a verdict acts on an escalation a reviewer was shown (open), never on a stream at large;
+            # the same verdict again (a redelivery) goes on, to send again what it decided
+            if named is None or (named.status != "open" and verdict not in current.verdicts):
+                return Outcome(review=NO_OPEN_ESCALATION)
             outcome = apply_verdict(live, stored, current, event.stream_id, verdict, ctx.record_ts_ms,
                                     ctx.review, event.propose_hashes)
             return _touched(outcome, stored, ctx)

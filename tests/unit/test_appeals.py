@@ -25,6 +25,7 @@ from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
+from tests.signing_support import VERDICT_TRUST, encoded
 
 T0 = 1_764_324_000_000
 KNOWN = "cd" * 32
@@ -38,7 +39,7 @@ def handler(contract):
     banks.add(BankEntry("ncmec:1", "ncmec", "pdq", KNOWN))
     banks.add(BankEntry("partner:1", "partner-list", "pdq", PARTNER))
     return RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
-                         incidents={}, clock=RecordClock())
+                         incidents={}, trusted_verdicts=VERDICT_TRUST, clock=RecordClock())
 
 
 @pytest.fixture
@@ -56,7 +57,8 @@ async def send(handler, topic, value, offset, ts=None):
     # the broker time of a record: just after the event it carries (as a live producer's would be)
     at = max(T0, value.get("ts_ms", 0), value.get("submitted_at_ms", 0)) + offset
     source = SourceRecord(topic, 3, offset, ts if ts is not None else at)
-    await handler.handle(topic, value["stream_id"].encode(), orjson.dumps(value), source)
+    key = value["stream_id"].encode()
+    await handler.handle(topic, key, encoded(topic, key, value), source)
 
 
 def decisions(handler, action, stream=None):
@@ -125,28 +127,33 @@ async def test_an_authority_hash_block_is_never_reinstated_without_a_reviewer(ha
     (item,) = appeal_items(handler, "s1")
     assert any("authority bank(s) ncmec" in r and "never reinstated automatically" in r for r in item.reasons)
     assert valid(ESCALATIONS, orjson.loads(item.encode()))["evidence"][0]["authority_banks"] == ["ncmec"]
-    # a verdict on the stream as a whole (no escalation id) neither reinstates nor closes the appeal
+    # a verdict on the stream as a whole (no escalation id) is refused: it neither reinstates nor closes the appeal
     await send(handler, REVIEW_VERDICTS, verdict("s1", "benign"), 21)
     await send(handler, REVIEW_VERDICTS, {**verdict("s1", "confirmed"), "category": "B2"}, 22)
     assert not decisions(handler, "reinstate")
     await send(handler, REVIEW_VERDICTS, verdict("s1", "upheld", item.decision_id), 23)
     assert not decisions(handler, "reinstate")
-    # upheld closes it: a later reversal of the same item changes nothing
+    # upheld closes it: a later reversal of the same item is refused (no open escalation)
     await send(handler, REVIEW_VERDICTS, verdict("s1", "reversed", item.decision_id), 24)
     assert not decisions(handler, "reinstate")
-    assert handler.metrics.review_verdicts.labels("already_closed")._value.get() == 1
+    assert [d.reason for d in handler.publisher.dead_letters] == ["no_open_escalation"] * 3
+    assert handler.metrics.review_verdicts.labels("upheld")._value.get() == 1
 
 
-async def test_a_reviewer_can_reverse_an_authority_hash_block_and_confirm_again_later(handler):
+async def test_a_reviewer_can_reverse_an_authority_hash_block_but_not_block_again_without_an_escalation(handler):
     block = await authority_block(handler)
     await send(handler, REVIEW_APPEALS, appeal("s1", block.decision_id), 20)
     (item,) = appeal_items(handler, "s1")
     await send(handler, REVIEW_VERDICTS, verdict("s1", "reversed", item.decision_id), 21)
     (reinstate,) = decisions(handler, "reinstate")
     assert reinstate.reverses == block.decision_id
+    # the same reversal again (a redelivery) sends the same reinstatement again, nothing new
+    await send(handler, REVIEW_VERDICTS, verdict("s1", "reversed", item.decision_id), 21)
+    assert {d.decision_id for d in decisions(handler, "reinstate")} == {reinstate.decision_id}
+    # a stream-wide confirm names no open escalation: refused, nothing blocked
     await send(handler, REVIEW_VERDICTS, {**verdict("s1", "confirmed", ts=T0 + 3 * HOUR), "category": "A2"}, 22)
-    blocks = decisions(handler, "block", "s1")
-    assert len(blocks) == 2 and blocks[-1].rule == "reviewer-confirmed"
+    assert len(decisions(handler, "block", "s1")) == 1
+    assert handler.publisher.dead_letters[-1].reason == "no_open_escalation"
 
 
 async def test_a_redelivered_appeal_creates_nothing_new(handler):
@@ -207,7 +214,7 @@ async def test_verdicts_that_answer_appeals_need_an_appeals_review_item(handler)
     assert handler.publisher.dead_letters[-1].reason == "schema_violation"
     await send(handler, REVIEW_VERDICTS, verdict("s9", "reversed", "dec-" + "1" * 32), 2)
     assert not decisions(handler, "reinstate")
-    assert handler.metrics.review_verdicts.labels("not_an_appeal")._value.get() == 1
+    assert handler.publisher.dead_letters[-1].reason == "no_open_escalation"  # not an escalation of s9
 
 
 @pytest.mark.parametrize("broken", [

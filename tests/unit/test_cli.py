@@ -18,6 +18,7 @@ from streamsafe.cli import cli
 from streamsafe.events.contract import FRAME_HASHES, load_contract
 from streamsafe.hashing.frames import frame_hashes_messages
 from streamsafe.policy.loader import default_policy_text
+from tests.signing_support import CONTROL_KEY, write_private
 from tests.unit.test_hashing import write_video
 
 
@@ -42,11 +43,13 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
     hashes.write_text("0123456789abcdef0123456789abcdef\n")
     policy = tmp_path / "policy.yaml"
     policy.write_text(default_policy_text())
+    key = str(write_private(CONTROL_KEY, tmp_path / "control.key"))
     return {
         "simulate": ["simulate", "--count", "5", "--broker", broker],
-        "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker],
+        "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker,
+                        "--signing-key", key],
         "bank stats": ["bank", "stats", "--broker", broker],
-        "policy publish": ["policy", "publish", str(policy), "--broker", broker],
+        "policy publish": ["policy", "publish", str(policy), "--broker", broker, "--signing-key", key],
         "topics apply": ["topics", "apply", "--broker", broker],
         "hash --emit": ["hash", str(image(tmp_path / "frame.png")), "--emit", "--stream-id", "st-1",
                         "--broker", broker],

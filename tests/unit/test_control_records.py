@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import orjson
 import pytest
 import yaml
 from aiokafka import ConsumerRecord
@@ -14,10 +13,11 @@ from aiokafka import ConsumerRecord
 from streamsafe.control.banks import BankControl
 from streamsafe.control.policies import PolicyControl
 from streamsafe.enforcement.publisher import InMemoryPublisher
-from streamsafe.events.contract import POLICY
+from streamsafe.events.contract import HASHBANK_ENTRIES, POLICY
 from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import default_policy_text, load_policy
 from streamsafe.policy.policyset import PolicySet
+from tests.signing_support import CONTROL_KEY, CONTROL_TRUST, encoded
 
 GOOD = yaml.safe_load(default_policy_text())
 
@@ -76,16 +76,19 @@ def record(offset: int, value: bytes | None, key: bytes = b"live") -> ConsumerRe
     return ConsumerRecord(POLICY, 0, offset, 1764324061000, 0, key, value, None, len(value or b""), len(key), [])
 
 
-def message(doc) -> bytes:
-    # the standard library writes NaN and Infinity tokens, as a careless producer might
-    return json.dumps({"schema_version": 1, "policy": doc, "published_at_ms": 1764324061000}).encode()
+def message(doc, key: bytes = b"live") -> bytes:
+    # the standard library writes NaN and Infinity tokens, as a careless producer might (signed by
+    # a trusted key: what is refused here is the policy, not who published it)
+    value = {"schema_version": 1, "policy": doc, "published_at_ms": 1764324061000}
+    return json.dumps({**value, "signature": CONTROL_KEY.sign(POLICY, key, value)["signature"]}).encode()
 
 
 @pytest.fixture
 def control(contract):
     held = {"policies": PolicySet(load_policy())}
     publisher = InMemoryPublisher()
-    ctl = PolicyControl(contract[POLICY], lambda: held["policies"], lambda p: held.update(policies=p), publisher)
+    ctl = PolicyControl(contract[POLICY], lambda: held["policies"], lambda p: held.update(policies=p), publisher,
+                        trusted=CONTROL_TRUST)
     return ctl, held, publisher
 
 
@@ -109,7 +112,7 @@ async def test_an_oversized_policy_record_is_dead_lettered(control):
 async def test_a_bank_entry_that_fails_to_apply_is_dead_lettered_and_the_batch_goes_on(monkeypatch):
     banks = HashBanks()
     publisher = InMemoryPublisher()
-    control = BankControl(banks, publisher)
+    control = BankControl(banks, publisher, trusted=CONTROL_TRUST)
     entry = {"schema_version": 1, "bank": "ncmec", "signal_type": "md5", "hash": "a" * 32}
     other = entry | {"hash": "b" * 32}
     original = banks.add_many
@@ -120,7 +123,7 @@ async def test_a_bank_entry_that_fails_to_apply_is_dead_lettered_and_the_batch_g
         original(entries)
 
     monkeypatch.setattr(banks, "add_many", picky)
-    records = [ConsumerRecord("hashbank.entries", 0, i, 0, 0, k, orjson.dumps(v), None, 0, 0, [])
+    records = [ConsumerRecord("hashbank.entries", 0, i, 0, 0, k, encoded(HASHBANK_ENTRIES, k, v), None, 0, 0, [])
                for i, (k, v) in enumerate(((b"ncmec:a", entry), (b"ncmec:b", other)))]
     records.append(ConsumerRecord("hashbank.entries", 0, 2, 0, 0, b"ncmec:c", b"x" * 990_000, None, 0, 0, []))
     await control.apply(records)

@@ -243,7 +243,7 @@ def test_the_users_acls_follow_the_role_table(rendered, contract):
     assert _topics(worker, "Read") == by_direction["in"] | by_direction["control"] | by_direction["internal"]
     assert _topics(worker, "Write") == by_direction["out"] | by_direction["internal"]
     groups = {(a["resource"]["name"], a["resource"]["patternType"]) for a in worker if a["resource"]["type"] == "group"}
-    assert groups == {("streamsafe", "literal"), ("streamsafe-prefilter", "literal")}
+    assert groups == {("streamsafe", "literal"), ("streamsafe-prefilter", "literal"), ("streamsafe-audit", "literal")}
     assert ("streamsafe-", "prefix") in {(a["resource"].get("name"), a["resource"].get("patternType")) for a in worker}
     assert _topics(_acls(rendered, "platform"), "Write") == {n for n in by_direction["in"]
                                                              if n.startswith("livestream.")}

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
-from streamsafe.events.bank_entries import encode_bank_entry, entry_id_for
+from streamsafe.events.bank_entries import bank_entry_document, entry_id_for
+from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
 from streamsafe.integrations.hma.writeback import HmaWriteback
 from streamsafe.settings import Settings
+from tests.signing_support import CONTROL_KEY, CONTROL_TRUST, new_key
 
 H = "ab" * 32
 
 
 def record(bank: str, source: str | None, signal_type: str = "pdq", hash_: str = H,
-           value: bytes | None = b"") -> ConsumerRecord:
+           value: bytes | None = b"", signer=None) -> ConsumerRecord:
     entry = BankEntry(entry_id_for(bank, signal_type, hash_), bank, signal_type, hash_, "confirmed A1 R-1")
-    data = encode_bank_entry(entry, source, 1) if value == b"" else value
+    key = entry.entry_id.encode()
+    data = (signer or CONTROL_KEY).sign_bytes(HASHBANK_ENTRIES, key, bank_entry_document(entry, source, 1)) \
+        if value == b"" else value
     return ConsumerRecord("hashbank.entries", 0, 0, 0, 0, entry.entry_id.encode(), data, None, 0, 0, [])
 
 
@@ -33,7 +37,9 @@ class FakeHma:
 
 
 def writeback(client: FakeHma) -> HmaWriteback:
-    return HmaWriteback(Settings(), client, "CONFIRMED", group_id="g")  # type: ignore[arg-type]
+    back = HmaWriteback(Settings(), client, "CONFIRMED", group_id="g")  # type: ignore[arg-type]
+    back.trusted = CONTROL_TRUST  # the workers' key: only what they took goes on to HMA
+    return back
 
 
 def test_only_reviewer_confirmed_pdqs_are_written_back():
@@ -45,6 +51,9 @@ def test_only_reviewer_confirmed_pdqs_are_written_back():
     assert w.wanted(record("internal-confirmed", "reviewer", value=None)) is None  # tombstone
     assert w.wanted(record("internal-confirmed", "reviewer", value=b"{not json")) is None
     assert w.metrics.failures.labels("invalid")._value.get() == 1
+    # a confirmed hash anyone could have written (unsigned, or by a key not trusted) is not written back
+    assert w.wanted(record("internal-confirmed", "reviewer", signer=new_key())) is None
+    assert w.metrics.failures.labels("bad_signature")._value.get() == 1
 
 
 async def test_a_hash_hma_already_holds_is_not_added_again():

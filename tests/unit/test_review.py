@@ -26,6 +26,7 @@ from streamsafe.pipeline.review import ReviewConfig
 from streamsafe.pipeline.step import Lifecycle
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
+from tests.signing_support import VERDICT_TRUST, encoded
 
 T0 = 1_764_324_000_000
 CASE = "ab" * 32
@@ -36,7 +37,8 @@ def processor(contract):
     banks = HashBanks()
     banks.add(BankEntry("partner:1", "partner-list", "pdq", CASE))
     return RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {}, InMemoryPublisher(),
-                         incidents={}, review=ReviewConfig(benign_cooldown_s=600), clock=RecordClock())
+                         incidents={}, trusted_verdicts=VERDICT_TRUST, review=ReviewConfig(benign_cooldown_s=600),
+                         clock=RecordClock())
 
 
 def src(topic, offset=0, partition=3):
@@ -48,7 +50,8 @@ def flip(bits: int) -> str:
 
 
 async def send(processor, topic, value, offset=0):
-    await processor.handle(topic, value["stream_id"].encode(), orjson.dumps(value), src(topic, offset))
+    key = value["stream_id"].encode()
+    await processor.handle(topic, key, encoded(topic, key, value), src(topic, offset))
 
 
 def verdict(stream, kind, escalation_id=None, ts=T0 + 60_000, category=None):
@@ -117,11 +120,14 @@ async def test_benign_closes_suppresses_and_blames_the_classifier(processor):
     assert len([d for d in processor.publisher.decisions if d.action == "escalate"]) == 2
 
 
-async def test_unknown_escalations_are_counted_not_fatal(processor):
+async def test_verdicts_on_unknown_escalations_are_refused_not_fatal(processor):
     await send(processor, REVIEW_VERDICTS, verdict("s-none", "benign", "dec-" + "0" * 32))
-    assert processor.metrics.registry.get_sample_value("streamsafe_review_verdicts_total",
-                                                       {"outcome": "unknown_escalation"}) == 1
-    assert processor.publisher.decisions == []
+    assert processor.metrics.registry.get_sample_value(
+        "streamsafe_control_refused_total", {"topic": REVIEW_VERDICTS, "reason": "no_open_escalation"}) == 1
+    assert [d.reason for d in processor.publisher.dead_letters] == ["no_open_escalation"]
+    assert processor.publisher.decisions == [] and processor.publisher.reports == []
+    (audit,) = processor.publisher.audits
+    assert audit["outcome"] == "refused" and audit["reason"] == "no_open_escalation"
 
 
 async def test_missed_deadline_reescalates_and_restricts_once(processor):

@@ -24,6 +24,7 @@ from streamsafe.policy.model import Action
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.statements import StatementContext, build_statement, puid_of
 from streamsafe.scoring.evidence import Evidence
+from tests.signing_support import VERDICT_TRUST, encoded
 
 T0 = 1_764_324_000_000
 KNOWN = "cd" * 32
@@ -242,11 +243,13 @@ def handler(contract):
     banks.add(BankEntry("ncmec:1", "ncmec", "pdq", KNOWN))
     policies = PolicySet(load_policy(), {"shadow-a": load_policy()})
     return RecordHandler(InputDecoder(contract, 65536), banks, policies, {}, InMemoryPublisher(), incidents={},
+                         trusted_verdicts=VERDICT_TRUST,
                          clock=RecordClock())
 
 
 async def _send(handler, topic, value, offset):
-    await handler.handle(topic, value["stream_id"].encode(), orjson.dumps(value), src(topic, offset))
+    key = value["stream_id"].encode()
+    await handler.handle(topic, key, encoded(topic, key, value), src(topic, offset))
 
 
 async def test_every_live_block_and_restrict_gets_one_valid_statement(handler, validator):

@@ -16,13 +16,13 @@ import time
 from typing import Any
 
 import fastjsonschema
-import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from streamsafe import clients
+from streamsafe.control.signing import signer_for
 from streamsafe.events.contract import REVIEW_VERDICTS, load_contract
 from streamsafe.integrations.coop.callbacks import (
     SIGNATURE_HEADER,
@@ -55,6 +55,8 @@ class CallbackService:
         self.public_key = public_key
         self.metrics = metrics
         self.reviewer_key = reviewer_key
+        #: the review tool's key: verdicts are control records, and workers refuse unsigned ones
+        self.signer = signer_for(settings.signing_key_file, "review verdicts")
         self.ledger = ForwardedLedger(settings, metrics.ledger)
         self.replays = ReplayCache(ttl_s=mapping.max_age_s + mapping.max_skew_s)
         self.topic = settings.topic_name(REVIEW_VERDICTS)
@@ -132,7 +134,9 @@ class CallbackService:
         self.replays.remember(digest, now)  # before the send: a concurrent copy is a replay
         try:
             assert self._producer is not None
-            await self._producer.send_and_wait(self.topic, orjson.dumps(record), key=record["stream_id"].encode())
+            key = record["stream_id"].encode()
+            value = self.signer.sign_bytes(REVIEW_VERDICTS, key, record)
+            await self._producer.send_and_wait(self.topic, value, key=key)
         except KafkaError as exc:
             self.replays.forget(digest)
             raise CallbackRefused("unavailable", 503, f"the broker did not take the verdict: "

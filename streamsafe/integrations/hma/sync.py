@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamsafe import clients
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
-from streamsafe.events.bank_entries import check_bank_name, encode_bank_entry
+from streamsafe.control.signing import signer_for
+from streamsafe.events.bank_entries import bank_entry_document, check_bank_name, encode_bank_removal
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.integrations.hma.mapping import HMA_SIGNAL_TYPES, BankMapping
 from streamsafe.integrations.hma.source import HmaSnapshot, connect
@@ -75,6 +76,7 @@ class HmaSync:
         for mapped in mapping.banks:
             check_bank_name(mapped.bank)
         self.settings = settings
+        self.signer = signer_for(settings.signing_key_file, "bank entries from HMA")  # fail at start, not at a poll
         self.dsn = dsn
         self.mapping = mapping
         self.checkpoint = checkpoint
@@ -140,8 +142,8 @@ class HmaSync:
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=50_000)).values():
                     for record in records:
                         try:
-                            live[record.key] = record.value is not None and \
-                                orjson.loads(record.value).get("source") in sources
+                            doc = orjson.loads(record.value) if record.value is not None else {}
+                            live[record.key] = doc.get("source") in sources and not doc.get("removed")
                         except (orjson.JSONDecodeError, AttributeError):
                             live[record.key] = False
         finally:
@@ -155,10 +157,15 @@ class HmaSync:
         if self._producer is None:
             self._producer = await clients.start(clients.producer(self.settings, linger_ms=20))
         topic = self.settings.topic_name(HASHBANK_ENTRIES)
-        sends = [await self._producer.send(topic, encode_bank_entry(entry, source, entry.added_ms or 0),
+        sign = self.signer.sign_bytes
+        sends = [await self._producer.send(topic, sign(HASHBANK_ENTRIES, entry_id.encode(),
+                                                       bank_entry_document(entry, source, entry.added_ms or 0)),
                                            key=entry_id.encode())
                  for entry_id, (entry, source) in changes.publish.items()]
-        sends += [await self._producer.send(topic, None, key=entry_id.encode()) for entry_id in changes.remove]
+        removed_ms = int(time.time() * 1000)
+        sends += [await self._producer.send(topic, sign(HASHBANK_ENTRIES, entry_id.encode(),
+                                                        encode_bank_removal(removed_ms, "hma")),
+                                            key=entry_id.encode()) for entry_id in changes.remove]
         await asyncio.gather(*sends)
         published, removed = len(changes.publish), len(changes.remove)
         changes.clear()

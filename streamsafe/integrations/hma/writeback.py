@@ -25,8 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
+from streamsafe.control.records import check_bank_record
+from streamsafe.control.signing import BAD_SIGNATURE, TrustedKeys
 from streamsafe.errors import RejectedInput
-from streamsafe.events.bank_entries import decode_bank_entry
 from streamsafe.events.contract import HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
 from streamsafe.integrations.hma.client import HmaClient, HmaRefused, HmaUnavailable
@@ -50,8 +51,8 @@ class WritebackMetrics:
     def create(cls, registry: CollectorRegistry | None = None) -> WritebackMetrics:
         r = registry or CollectorRegistry()
         failures = Counter("streamsafe_hma_writeback_failures", "write-back attempts that failed, by reason "
-                           "(unavailable: retried; refused, invalid: skipped)", ["reason"], registry=r)
-        for reason in ("unavailable", "refused", "invalid"):
+                           "(unavailable: retried; refused, invalid, bad_signature: skipped)", ["reason"], registry=r)
+        for reason in ("unavailable", "refused", "invalid", "bad_signature"):
             failures.labels(reason)
         return cls(r, Counter("streamsafe_hma_writeback_written", "confirmed hashes added to HMA", registry=r),
                    Counter("streamsafe_hma_writeback_already_present",
@@ -73,6 +74,8 @@ class HmaWriteback:
         self.metrics = metrics or WritebackMetrics.create()
         self.retry_s = retry_s
         self.matchable_timeout_s = matchable_timeout_s
+        # only hashes the workers themselves took (signed by a trusted key) go on to HMA
+        self.trusted = TrustedKeys.load(settings.trusted_control_keys)
         self._consumer: AIOKafkaConsumer | None = None
 
     def wanted(self, record: ConsumerRecord) -> BankEntry | None:
@@ -80,9 +83,11 @@ class HmaWriteback:
         if record.value is None:
             return None
         try:
-            entry = decode_bank_entry(record.key, record.value)
-        except RejectedInput:  # workers dead-letter it with its reason; here it is only counted
-            self.metrics.failures.labels("invalid").inc()
+            entry = check_bank_record(self.trusted, record.key, record.value).entry
+        except RejectedInput as exc:  # workers dead-letter it with its reason; here it is only counted
+            self.metrics.failures.labels("bad_signature" if exc.reason == BAD_SIGNATURE else "invalid").inc()
+            return None
+        if entry is None:  # a removal
             return None
         source = _source_of(record.value)
         if entry.bank != self.from_bank or entry.signal_type != "pdq" or source != "reviewer":
