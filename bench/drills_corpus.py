@@ -228,7 +228,11 @@ def oracle(spec: TopicSpec, key: bytes | None, value: bytes | None, max_bytes: i
         return "implausible_time"
     if not jsonschema.Draft7Validator(spec.schema).is_valid(doc):
         return "schema_violation"
-    return None if key is not None and key == doc["stream_id"].encode() else "key_mismatch"
+    if key is None or key != doc["stream_id"].encode():
+        return "key_mismatch"
+    # a verdict is a control record: one the contract accepts is still refused unless a trusted key
+    # signed it, and the drill's hostile verdicts are unsigned
+    return "bad_signature" if spec.name == REVIEW_VERDICTS else None
 
 
 def hostile_corpus(n: int, canaries: int, contract: Mapping[str, TopicSpec], max_bytes: int,

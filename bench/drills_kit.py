@@ -25,6 +25,7 @@ from streamsafe import clients
 from streamsafe.brokers.base import BrokerProcess, free_port
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
+from streamsafe.control.signing import generate_key
 from streamsafe.errors import StreamSafeError
 from streamsafe.events.contract import FRAME_HASHES, TopicSpec
 from streamsafe.runner import WorkerProcess, spawn_worker
@@ -66,8 +67,10 @@ class World:
     def __init__(self, ctx: Context, name: str) -> None:
         uid = uuid.uuid4().hex[:6]
         self.ctx, self.name, self.runs, self.crashes = ctx, name, 0, 0
+        # bank updates are signed: the drill's own key, trusted by its workers
+        key, public, _ = generate_key(ctx.workdir / f"{name}-{uid}-keys", "control")
         self.settings = Settings(broker_url=ctx.broker.url, topic_prefix=f"drill-{name}-{uid}.",
-                                 replication_factor=1,
+                                 replication_factor=1, trusted_control_keys=public, signing_key_file=key,
                                  app_id=f"drill-{name}-{uid}", hash_list=ctx.hash_list, http_host="127.0.0.1",
                                  log_format="text", data_dir=ctx.workdir / f"{name}-data")
         self.slots: dict[int, WorkerProcess] = {}

@@ -54,6 +54,7 @@ from streamsafe.brokers.local import start_broker
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.bank_publish import publish_entries
+from streamsafe.control.signing import generate_key
 from streamsafe.demo.scenario import known_hashes
 from streamsafe.events.contract import (
     FRAME_HASHES,
@@ -185,9 +186,11 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with start_broker(args.broker_kind, workdir / "broker") as broker:
         tansu = args.broker_kind == "tansu"
+        key, public, _ = generate_key(workdir / "keys", "control")  # bank entries are signed
         base = Settings(broker_url=broker.url, hash_list=hash_list, commit_interval_s=0.2, http_port=0,
                         replication_factor=1, log_level="warning", session_timeout_s=2.0 if tansu else 10.0,
-                        rebalance_timeout_s=2.0 if tansu else 10.0)
+                        rebalance_timeout_s=2.0 if tansu else 10.0, trusted_control_keys=public,
+                        signing_key_file=key)
         plan = {"mix": list(VARIANTS)} if args.quick else {
             "mix": list(VARIANTS), "single": [STOCK, FAST, DEFAULT], "five": [STOCK, FAST, DEFAULT],
             "dihedral": [FAST, DEFAULT]}

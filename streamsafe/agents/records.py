@@ -192,23 +192,21 @@ class RecordHandler:
             self.count_input(topic)
             self.count_allow(screened)
             return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
-        signer = None
-        if topic == REVIEW_VERDICTS:  # a control record: signed, or refused before anything else
-            signer, refused = verify_verdict(self.trusted_verdicts, key, value, source, self.worker)
-            if refused is not None:
-                return refused
         try:
             # ticks are sent by StreamSafe to the partition that holds the stream's state
             event = self.decoder.decode(topic, key, value, source.timestamp_ms,
                                         None if topic == TIMERS else source.partition)
         except RejectedInput as exc:
             return Outcome(dead_letters=(DeadLetter(exc.reason, exc.detail, source, key, value),))
+        if isinstance(event, ReviewVerdict):  # a control record: a valid one must also be signed
+            signer, refused = verify_verdict(self.trusted_verdicts, key, value, source, self.worker)
+            if refused is not None:
+                return refused
+            self.count_input(topic)
+            return audited_verdict(self._apply(event, source), event, key, value, source, signer, self.worker)
         self.count_input(topic)
         assert not isinstance(event, FrameMatches)
-        outcome = self._apply(event, source)  # type: ignore[arg-type]
-        if isinstance(event, ReviewVerdict):
-            return audited_verdict(outcome, event, key, value, source, signer, self.worker)
-        return outcome
+        return self._apply(event, source)  # type: ignore[arg-type]
 
     def _apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
         """Read, step, write: synchronous on purpose (no await between the read and the write)."""

@@ -13,6 +13,7 @@ import click
 
 from streamsafe.cli.banks import bank
 from streamsafe.cli.base import cli, settings_options
+from streamsafe.cli.signing import signing_key_option
 from streamsafe.settings import Settings
 
 __all__: list[str] = []
@@ -42,6 +43,7 @@ def bank_sync() -> None:
 
 @bank_sync.command("hma")
 @settings_options
+@signing_key_option
 @click.option("--dsn", envvar="STREAMSAFE_HMA_DSN", required=True,
               help="HMA's PostgreSQL, e.g. postgresql://user:pw@host:5432/media_match; the "
                    "postgresql+psycopg2:// form of HMA's own config works too (env STREAMSAFE_HMA_DSN)")

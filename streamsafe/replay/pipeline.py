@@ -37,8 +37,10 @@ from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.brokers.topics import apply_topics
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.control.policies import LIVE_KEY, SHADOW_PREFIX
+from streamsafe.control.signing import SigningKey, generate_key, signer_for
 from streamsafe.enforcement.statements_topic import read_statements
 from streamsafe.errors import ConfigError, StreamSafeError
+from streamsafe.events.bank_entries import encode_bank_removal
 from streamsafe.events.contract import (
     ACTIONS,
     ESCALATIONS,
@@ -107,21 +109,33 @@ def replay_contract() -> Mapping[str, TopicSpec]:
             for name, spec in load_contract().items()}
 
 
+def _signed_control(signer: SigningKey, topic: str, key: bytes | None, value: Any, origin_ms: int) -> bytes:
+    """A recorded control record, signed by the replay's own key (a recorded tombstone becomes
+    the signed removal or retirement workers apply)."""
+    if value is None:
+        value = (encode_bank_removal(origin_ms, "replay") if topic == HASHBANK_ENTRIES else
+                 {"schema_version": 1, "retired": True, "published_at_ms": origin_ms})
+    return signer.sign_bytes(topic, key, value)
+
+
 async def _publish_controls(settings: Settings, recording: Recording,
                             documents: list[tuple[str, dict[str, Any]]], origin_ms: int) -> None:
+    """The policies and the recording's bank and policy records, signed with the replay's key
+    (the recording and policy files are the operator's own, like a hash list: trusted here)."""
+    signer = signer_for(settings.signing_key_file, "a replay's control records")
     producer = clients.producer(settings, linger_ms=5)
     await producer.start()
     try:
         for i, (_, document) in enumerate(documents):
-            key = LIVE_KEY if i == 0 else f"{SHADOW_PREFIX}{i}"
-            message = encode_policy_message(document, "replay", origin_ms)
-            await producer.send_and_wait(settings.topic_name(POLICY), message, key=key.encode(),
-                                         timestamp_ms=origin_ms)
+            key = (LIVE_KEY if i == 0 else f"{SHADOW_PREFIX}{i}").encode()
+            message = signer.sign_bytes(POLICY, key, orjson.loads(encode_policy_message(document, "replay",
+                                                                                          origin_ms)))
+            await producer.send_and_wait(settings.topic_name(POLICY), message, key=key, timestamp_ms=origin_ms)
         controls = [e for e in recording.events if e.topic in CONTROL_TOPICS]
         for event in controls:
-            value = None if event.value is None else orjson.dumps(event.value)
-            await producer.send(settings.topic_name(event.topic), value,
-                                key=None if event.key is None else event.key.encode(), timestamp_ms=origin_ms)
+            key = None if event.key is None else event.key.encode()
+            value = _signed_control(signer, event.topic, key, event.value, origin_ms)
+            await producer.send(settings.topic_name(event.topic), value, key=key, timestamp_ms=origin_ms)
         await producer.flush()
     finally:
         await producer.stop()
@@ -255,8 +269,10 @@ def replay(recording: Recording, policy_files: Sequence[Path] = (), broker_url: 
         # The worker's processing clock is record time, and its sweep does not run: a replay has no
         # reviewers, so review deadlines never fall due, and what it decides depends on the
         # recording alone, not on when a sweep happened to run.
+        key, public, _ = generate_key(workdir / "keys", "replay")  # signs the replay's control records
         common = dict(app_id=f"streamsafe-replay-{run_id}", http_port=0, commit_interval_s=0.2,
-                      data_dir=workdir / "data", clock="records", sweep_interval_s=86_400.0)
+                      data_dir=workdir / "data", clock="records", sweep_interval_s=86_400.0,
+                      trusted_control_keys=public, signing_key_file=key)
         if broker_url:
             return run(Settings.from_env(broker_url=broker_url, topic_prefix=f"replay-{run_id}.", **common))
         with start_broker(broker_kind, workdir / "broker") as broker:

@@ -22,6 +22,7 @@ from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, load_contract
 from streamsafe.runner import WorkerProcess, spawn_worker
 from streamsafe.settings import Settings
+from tests.signing_support import encoded, write_keys
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,8 @@ class Pipeline:
     tmp: Path
     contract: dict[str, Any]
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: the run's key files (tests/signing_support.py): control_key, review_key, control_trust, verdict_trust
+    keys: dict[str, Path] = field(default_factory=dict)
     _producer: AIOKafkaProducer | None = None
 
     def topic(self, name: str) -> str:
@@ -63,10 +66,11 @@ class Pipeline:
             await self._producer.start()
         return self._producer
 
-    async def send(self, topic: str, key: bytes | None, value: dict[str, Any] | bytes) -> Any:
+    async def send(self, topic: str, key: bytes | None, value: dict[str, Any] | bytes | None) -> Any:
+        """Send a record; a policy, bank entry or verdict given as a dict is signed by the test run's
+        key for it (bytes go as they are: that is how a test sends an unsigned one)."""
         producer = await self.producer()
-        payload = value if isinstance(value, bytes) else orjson.dumps(value)
-        return await producer.send_and_wait(self.topic(topic), payload, key=key)
+        return await producer.send_and_wait(self.topic(topic), encoded(topic, key, value), key=key)
 
     async def read(
         self,
@@ -106,7 +110,10 @@ class Pipeline:
 async def pipeline(broker, tmp_path):
     test_id = uuid.uuid4().hex[:8]
     tansu = "Tansu" in broker.kind
+    keys = write_keys(tmp_path / "keys")  # nothing runs unsigned: workers trust the run's keys
     settings = Settings(
+        trusted_control_keys=keys["control_trust"], trusted_verdict_keys=keys["verdict_trust"],
+        signing_key_file=keys["control_key"],
         broker_url=broker.url,
         replication_factor=1,  # the test broker is one node
         topic_prefix=f"t{test_id}.",
@@ -118,7 +125,7 @@ async def pipeline(broker, tmp_path):
     )
     contract = load_contract()
     await apply_topics(settings, contract)
-    world = Pipeline(settings, tmp_path, contract)
+    world = Pipeline(settings, tmp_path, contract, keys=keys)
     yield world
     await world.close()
 

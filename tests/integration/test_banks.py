@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import orjson
 import pytest
 
 from streamsafe.control.bank_publish import publish_entries, remove_entries
 from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, FRAME_HASHES, HASHBANK_ENTRIES
 from streamsafe.events.models import BankEntry
+from tests.signing_support import encoded
 
 pytestmark = pytest.mark.integration
 
@@ -104,11 +104,9 @@ async def test_corrupt_entries_are_dead_lettered_and_the_rest_load(pipeline):
     producer = await pipeline.producer()
     topic = pipeline.topic(HASHBANK_ENTRIES)
     good = {"schema_version": 1, "bank": "ncmec", "signal_type": "pdq", "hash": CASE}
-    for key, value in [(b"bad:short", orjson.dumps({**good, "hash": CASE[:40]})),
-                       (b"bad:nonhex", orjson.dumps({**good, "hash": "z" * 64})),
-                       (b"bad:type", orjson.dumps({**good, "signal_type": "tmk"})),
-                       (b"ncmec:good", orjson.dumps(good))]:
-        await producer.send_and_wait(topic, value, key=key)
+    for key, value in [(b"bad:short", {**good, "hash": CASE[:40]}), (b"bad:nonhex", {**good, "hash": "z" * 64}),
+                       (b"bad:type", {**good, "signal_type": "tmk"}), (b"ncmec:good", good)]:
+        await producer.send_and_wait(topic, encoded(HASHBANK_ENTRIES, key, value), key=key)  # signed, yet corrupt
     worker = pipeline.start_worker()
     await pipeline.send(FRAME_HASHES, b"s-1", frame_msg("s-1", 1, CASE))
     worker.wait_ready()
@@ -124,8 +122,9 @@ def test_bank_import_and_stats_commands(pipeline, tmp_path):
     listing = tmp_path / "ncmec-export.pdq"
     listing.write_text(f"{CASE},100\n{OVERLAY} 80\nnot-a-hash\n{flip(CASE, 3)}\n")
     env_broker = ["--broker", pipeline.settings.broker_url, "--topic-prefix", pipeline.settings.topic_prefix]
+    signed = ["--signing-key", str(pipeline.keys["control_key"])]
     imported = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "import", str(listing),
-                               "--bank", "ncmec", *env_broker], capture_output=True, text=True, timeout=60)
+                               "--bank", "ncmec", *env_broker, *signed], capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr
     assert "published 3 entries to bank 'ncmec'; 0 already there unchanged; 1 bad lines skipped" in imported.stdout
     assert "line 3" in imported.stderr
@@ -161,10 +160,11 @@ async def test_bank_age_is_the_entries_own_time_through_a_re_import_and_a_restar
     listing = tmp_path / "ncmec-export.pdq"
     listing.write_text(f"{CASE},100\n{OVERLAY} 80\n")
     env_broker = ["--broker", pipeline.settings.broker_url, "--topic-prefix", pipeline.settings.topic_prefix]
+    signed = ["--signing-key", str(pipeline.keys["control_key"])]
 
     def bank_import() -> str:
         done = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "import", str(listing),
-                               "--bank", "ncmec", *env_broker], capture_output=True, text=True, timeout=60)
+                               "--bank", "ncmec", *env_broker, *signed], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -275,7 +275,8 @@ async def test_signed_callbacks_become_verdicts_the_worker_acts_on_and_bad_ones_
     forwarder = start_forwarder(pipeline, mapping_file, coop.url)
     serve = Service(pipeline, ["serve", "--mapping", str(mapping_file), "--public-key", str(key_file),
                                "--host", "127.0.0.1", "--port", str(port := free_port())],
-                    port, "serve", STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key")
+                    port, "serve", STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key",
+                    STREAMSAFE_SIGNING_KEY_FILE=str(pipeline.keys["review_key"]))
     await forwarder.wait_ready()
     await serve.wait_ready()
     for stream in ("s-bad", "s-fine"):
@@ -327,7 +328,8 @@ async def test_signed_callbacks_become_verdicts_the_worker_acts_on_and_bad_ones_
     # a restarted service has forgotten what it accepted: Coop's retry gets through, and it is harmless
     again = Service(pipeline, ["serve", "--mapping", str(mapping_file), "--public-key", str(key_file),
                                "--host", "127.0.0.1", "--port", str(port := free_port())],
-                    port, "serve-2", STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key")
+                    port, "serve-2", STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key",
+                    STREAMSAFE_SIGNING_KEY_FILE=str(pipeline.keys["review_key"]))
     await again.wait_ready()
     assert await post(port, confirmed, signer.sign(confirmed)) == (200, {"status": "accepted"})
     after = await pipeline.read(until=lambda r: len(r.on(REVIEW_VERDICTS)) >= 3,

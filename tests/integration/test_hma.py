@@ -6,6 +6,7 @@ across HMA restarts; and StreamSafe's matching agrees with HMA's on a few thousa
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import yaml
 from streamsafe import clients
 from streamsafe.brokers.base import free_port
 from streamsafe.control.broadcast import assign_whole_topic, stop_consumer
-from streamsafe.events.bank_entries import decode_bank_entry, encode_bank_entry, entry_id_for
+from streamsafe.events.bank_entries import bank_entry_document, decode_bank_entry, entry_id_for
 from streamsafe.events.contract import ACTIONS, ESCALATIONS, FRAME_HASHES, HASHBANK_ENTRIES, METADATA, REVIEW_VERDICTS
 from streamsafe.events.models import BankEntry, Frame
 from streamsafe.matching.banks import HashBanks
@@ -73,9 +74,16 @@ def mapping_file(tmp: Path, banks: dict[str, tuple[str, str]]) -> Path:
     return path
 
 
-def start(tmp: Path, name: str, *args: str) -> subprocess.Popen:
+def signing_env(pipeline) -> dict[str, str]:
+    """The sync signs what it publishes; the write-back takes only what a trusted key signed."""
+    return {**os.environ, "STREAMSAFE_SIGNING_KEY_FILE": str(pipeline.keys["control_key"]),
+            "STREAMSAFE_TRUSTED_CONTROL_KEYS": str(pipeline.keys["control_trust"])}
+
+
+def start(tmp: Path, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 -- the process's own log, closed with it
-    return subprocess.Popen([sys.executable, "-m", "streamsafe", *args], stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "streamsafe", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -164,7 +172,7 @@ async def test_sync_in_add_delete_disable_reenable_md5_across_hma_restarts(pipel
     worker.wait_ready()
     sync = start(tmp_path, "sync", "bank", "sync", "hma", "--dsn", hma.dsn, "--mapping", str(mapping),
                  "--follow", "--interval", "0.5", "--checkpoint", str(tmp_path / "hma.checkpoint"),
-                 *broker_args(pipeline))
+                 *broker_args(pipeline), env=signing_env(pipeline))
     try:
         await until(lambda: first_block(pipeline, keep), 120, "the bank's first content on the worker", step_s=1.0)
 
@@ -258,7 +266,7 @@ async def test_reviewer_confirmed_hashes_are_written_to_hma_once_and_survive_hma
     port = free_port()
     writeback = start(tmp_path, "writeback", "hma", "writeback", "--url", hma.url, "--bank", bank,
                       "--group-id", f"hma-wb-{uuid.uuid4().hex[:6]}", "--metrics-port", str(port),
-                      *broker_args(pipeline))
+                      *broker_args(pipeline), env=signing_env(pipeline))
     try:
         stream = "s-confirm"
         await pipeline.send(METADATA, stream.encode(), {"schema_version": 1, "event": "stream.started",
@@ -282,7 +290,7 @@ async def test_reviewer_confirmed_hashes_are_written_to_hma_once_and_survive_hma
         # a re-delivered entry adds nothing
         entry = BankEntry(entry_id_for("internal-confirmed", "pdq", weak), "internal-confirmed", "pdq", weak,
                           "confirmed A1 again")
-        await pipeline.send(HASHBANK_ENTRIES, entry.entry_id.encode(), encode_bank_entry(entry, "reviewer", now_ms()))
+        await pipeline.send(HASHBANK_ENTRIES, entry.entry_id.encode(), bank_entry_document(entry, "reviewer", now_ms()))
         await until(lambda: _async(metric(port, "streamsafe_hma_writeback_already_present_total") >= 1), 60,
                     "the re-delivery seen")
         assert len(await confirmed_in_hma(hma, bank, weak)) == 1
@@ -292,7 +300,7 @@ async def test_reviewer_confirmed_hashes_are_written_to_hma_once_and_survive_hma
         later = pdq()
         entry = BankEntry(entry_id_for("internal-confirmed", "pdq", later), "internal-confirmed", "pdq", later,
                           "confirmed A2 R-2")
-        await pipeline.send(HASHBANK_ENTRIES, entry.entry_id.encode(), encode_bank_entry(entry, "reviewer", now_ms()))
+        await pipeline.send(HASHBANK_ENTRIES, entry.entry_id.encode(), bank_entry_document(entry, "reviewer", now_ms()))
         await until(lambda: _async(metric(port, 'streamsafe_hma_writeback_failures_total{reason="unavailable"}') >= 1
                                    and metric(port, "streamsafe_hma_writeback_pending") >= 1), 60,
                     "a failed, pending write-back while HMA is down")
@@ -330,7 +338,8 @@ async def test_parity_with_hma_on_thousands_of_hashes(pipeline, hma, tmp_path):
     mapping = mapping_file(tmp_path, {bank: ("parity", "partner")})
     synced = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "sync", "hma", "--dsn", hma.dsn,
                              "--mapping", str(mapping), "--checkpoint", str(tmp_path / "cp.json"),
-                             *broker_args(pipeline)], capture_output=True, text=True, timeout=300)
+                             *broker_args(pipeline)], capture_output=True, text=True, timeout=300,
+                            env=signing_env(pipeline))
     assert synced.returncode == 0, synced.stderr
     assert "published 3000 entries" in synced.stdout, synced.stdout
 
@@ -386,7 +395,8 @@ async def test_parity_with_hma_on_thousands_of_hashes(pipeline, hma, tmp_path):
     (tmp_path / "cp.json").unlink()
     again = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "sync", "hma", "--dsn", hma.dsn,
                             "--mapping", str(mapping), "--checkpoint", str(tmp_path / "cp.json"),
-                            *broker_args(pipeline)], capture_output=True, text=True, timeout=300)
+                            *broker_args(pipeline)], capture_output=True, text=True, timeout=300,
+                            env=signing_env(pipeline))
     assert again.returncode == 0, again.stderr
     assert "published 2999 entries, removed 1;" in again.stdout, again.stdout
     assert entry_id_for("parity", "pdq", ids[gone]).encode() not in await read_entries(pipeline)

@@ -9,7 +9,6 @@ import asyncio
 import time
 
 import aiohttp
-import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -144,7 +143,7 @@ async def test_two_workers_converge_on_the_latest_valid_policy_around_a_malforme
     # malformed in a way the JSON Schema allows: a section of the wrong type
     bad = {"schema_version": 1, "published_at_ms": now_ms(),
            "policy": {"version": "conv-bad", "matching": [1], "rules": [{"name": "r"}]}}
-    await pipeline.send(POLICY, b"live", orjson.dumps(bad))
+    await pipeline.send(POLICY, b"live", bad)  # signed: what is refused is the policy, not its publisher
     await publish_policy(pipeline.settings, v2)
     workers = [pipeline.start_worker(hash_list), pipeline.start_worker(hash_list)]
     for worker in workers:
