@@ -202,8 +202,10 @@ class RecordHandler:
             signer, refused = verify_verdict(self.trusted_verdicts, key, value, source, self.worker)
             if refused is not None:
                 return refused
-            self.count_input(topic)
-            return audited_verdict(self._apply(event, source), event, key, value, source, signer, self.worker)
+            outcome = audited_verdict(self._apply(event, source), event, key, value, source, signer, self.worker)
+            if not outcome.dead_letters:  # one naming no open escalation is counted as dead-lettered
+                self.count_input(topic)
+            return outcome
         self.count_input(topic)
         assert not isinstance(event, FrameMatches)
         return self._apply(event, source)  # type: ignore[arg-type]

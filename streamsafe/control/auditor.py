@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import fastjsonschema
@@ -37,20 +37,27 @@ __all__ = ["ControlAuditor"]
 log = logging.getLogger(__name__)
 
 
-def _claimed_signer(value: bytes | None) -> str | None:
+def _parsed(value: bytes | None) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError:
         return None
-    return signer_of(doc) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else None
 
 
-def _refused_change(topic: str, key: bytes | None, value: bytes | None) -> str:
+def _claimed_signer(value: bytes | None) -> str | None:
+    doc = _parsed(value)
+    return signer_of(doc) if doc is not None else None
+
+
+def _refused_change(topic: str, value: bytes | None) -> str:
+    """What a refused record would have changed (a tombstone: a removal or retirement)."""
+    doc = _parsed(value)
+    if value is not None and doc is None:
+        return "unknown"
     if topic == POLICY:
-        if value is not None and b'"retired"' in value:
-            return "shadow_retired"
-        return "policy_published" if value is not None else "shadow_retired"
-    return "bank_entries_removed" if value is None or b'"removed"' in value else "bank_entries_added"
+        return "shadow_retired" if doc is None or doc.get("retired") else "policy_published"
+    return "bank_entries_removed" if doc is None or doc.get("removed") else "bank_entries_added"
 
 
 class ControlAuditor:
@@ -158,7 +165,7 @@ class ControlAuditor:
 
     def _refused(self, topic: str, record: ConsumerRecord, exc: RejectedInput, **fields: Any) -> dict[str, Any]:
         return audit_record(topic=topic, partition=record.partition, offset=record.offset,
-                            change=_refused_change(topic, record.key, record.value), outcome="refused",
+                            change=_refused_change(topic, record.value), outcome="refused",
                             worker=self.worker, key=(record.key or b"").decode(errors="replace"),
                             key_id=_claimed_signer(record.value), reason=exc.reason, detail=exc.detail,
                             record_ts_ms=record.timestamp, **fields)
@@ -169,9 +176,6 @@ def _bank(change: BankChange) -> str | None:
 
 
 def _published_by(value: bytes | None) -> str | None:
-    try:
-        doc = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    by = doc.get("published_by") if isinstance(doc, Mapping) else None
+    doc = _parsed(value)
+    by = doc.get("published_by") if doc is not None else None
     return by if isinstance(by, str) else None

@@ -25,6 +25,7 @@ from streamsafe.events.contract import ACTIONS, DEAD_LETTER, ESCALATIONS, REPORT
 from streamsafe.runner import worker_environment
 from tests.coop_fake import CoopSigner, FakeCoop
 from tests.integration.test_review import CASE, WEAK, escalations, weak_frames
+from tests.signing_support import REVIEW_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -307,6 +308,8 @@ async def test_signed_callbacks_become_verdicts_the_worker_acts_on_and_bad_ones_
         topics=(REVIEW_VERDICTS, ACTIONS), settle_s=1.5)
     verdicts = {v["stream_id"]: v for v in records.on(REVIEW_VERDICTS)}
     assert len(records.on(REVIEW_VERDICTS)) == 2  # nothing from the refused callbacks
+    # signed with the review tool's key, which the workers trust for verdicts
+    assert {v.pop("signature")["key_id"] for v in verdicts.values()} == {REVIEW_KEY.key_id}
     assert verdicts["s-bad"] == {"schema_version": 1, "stream_id": "s-bad", "verdict": "confirmed", "category": "A2",
                                  "escalation_id": bad_escalation["decision_id"], "ts_ms": now,
                                  "reviewer_id": verdicts["s-bad"]["reviewer_id"]}

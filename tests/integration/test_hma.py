@@ -228,10 +228,11 @@ async def read_entries(pipeline) -> dict[bytes, dict]:
         while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
-                    if record.value is None:
+                    value = orjson.loads(record.value) if record.value is not None else None
+                    if value is None or value.get("removed"):  # a removal is a signed record
                         latest.pop(record.key, None)
                     else:
-                        latest[record.key] = orjson.loads(record.value)
+                        latest[record.key] = value
         return latest
     finally:
         await stop_consumer(consumer)
