@@ -3,7 +3,9 @@
 deterministic decision and report ids.
 
 * ``confirmed``: block (if not already), a report with its preservation request (one
-  per incident), and the matched frames' hashes proposed to the internal-confirmed bank.
+  per incident), and the matched frames' hashes proposed to the internal-confirmed bank
+  (the report and the banks whose frames are proposed as the policy's ``verdicts`` allow).
+  Only a signed verdict naming an open escalation gets here (:mod:`streamsafe.agents.verdicts`).
 * ``benign``: the stream's open escalations close, re-escalation at that priority or
   below is held off for a cooldown, and the classifier that drove the escalation is
   charged with a false positive.
@@ -106,12 +108,16 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
             state = _emit(state, block, "block")
         decisions.append(block)
     incident = incident.with_decisions(decisions, incident.partition)
-    incident, reports = report_if_due(stream_id, state, incident, trigger="reviewer",
-                                      category=verdict.category, at_ms=verdict.ts_ms, config=config)
+    effects = policy.verdict_effects  # what a confirmed verdict may set off beyond the block
+    reports: tuple[tuple[ReportPacket, PreservationRequest], ...] = ()
+    if effects.report:
+        incident, reports = report_if_due(stream_id, state, incident, trigger="reviewer",
+                                          category=verdict.category, at_ms=verdict.ts_ms, config=config)
     proposals = tuple(
         BankEntry(entry_id_for(CONFIRMED_BANK, f.signal_type, f.frame_hash), CONFIRMED_BANK, f.signal_type,
-                  f.frame_hash, f"confirmed {verdict.category or ''} {incident.report_id}".strip())
+                  f.frame_hash, f"confirmed {verdict.category or ''} {incident.report_id or ''}".strip())
         for f in incident.frames if f.frame_hash and f.bank != CONFIRMED_BANK
+        and policy.trust_of(f.bank) in effects.bank_from
     ) if propose_hashes else ()
     return Outcome(state, incident, decisions=tuple(decisions), reports=reports,
                    proposals=tuple({p.entry_id: p for p in proposals}.values()), review=outcome)

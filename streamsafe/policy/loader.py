@@ -55,7 +55,7 @@ from streamsafe.policy.model import (
     Predicate,
     Rule,
 )
-from streamsafe.policy.texts import appeal_priority, statement_texts
+from streamsafe.policy.texts import appeal_priority, statement_texts, verdict_effects
 from streamsafe.scoring.fusion import (
     Calibration,
     ClassifierModel,
@@ -159,7 +159,7 @@ def policy_from_mapping(document: Any) -> Policy:
     if not isinstance(document, Mapping):
         raise PolicyError(["a policy must be a mapping with version and rules"])
     unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules", "statements",
-                               "appeals"}
+                               "appeals", "verdicts"}
     if unknown:
         p.add("policy", f"unknown sections {sorted(unknown)}")
     version = document.get("version")
@@ -221,10 +221,11 @@ def policy_from_mapping(document: Any) -> Policy:
         statements_doc = yaml.safe_load(default_policy_text())["statements"]
     statements = statement_texts(p, statements_doc)
     appeals = appeal_priority(p, document.get("appeals"))
+    effects = verdict_effects(p, document.get("verdicts"))
     if p.items:
         raise PolicyError(p.items)
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
-                  statements=statements, appeal_priority=appeals,
+                  statements=statements, appeal_priority=appeals, verdict_effects=effects,
                   strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
                   pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius),
                   pdq_transforms=pdq_transforms, bank_transforms=bank_transforms,

@@ -88,6 +88,16 @@ class StatementTexts:
 
 
 @dataclass(frozen=True, slots=True)
+class VerdictEffects:
+    """What a reviewer's confirmed verdict may set off (the ``verdicts`` section): the incident's
+    authority report, and adding the matched frames' hashes to internal-confirmed, only for frames
+    matched in banks of the trust levels named (a verdict always blocks)."""
+
+    report: bool = True
+    bank_from: frozenset[str] = frozenset({"authority", "internal", "partner"})
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: str
     rules: tuple[Rule, ...]
@@ -108,6 +118,7 @@ class Policy:
     allow_clears_authority: frozenset[str] = frozenset()
     statements: StatementTexts = field(default_factory=StatementTexts)
     appeal_priority: str = "P2"  # the priority of an appeal's review item
+    verdict_effects: VerdictEffects = field(default_factory=VerdictEffects)
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from streamsafe.policy.model import PRIORITIES, Ground, StatementTexts
+from streamsafe.policy.model import PRIORITIES, TRUST_LEVELS, Ground, StatementTexts, VerdictEffects
 
-__all__ = ["HARMS", "appeal_priority", "statement_texts"]
+__all__ = ["HARMS", "appeal_priority", "statement_texts", "verdict_effects"]
 
 HARMS = ("csam", "grooming")  # kinds of harm with a legal ground; "terms" names the terms of service
 MAX_GROUND = 500
@@ -104,3 +104,21 @@ def appeal_priority(p: _Problems, doc: Any) -> str:
         p.add("appeals.priority", f"must be one of {PRIORITIES}")
         return "P2"
     return str(priority)
+
+
+def verdict_effects(p: _Problems, doc: Any) -> VerdictEffects:
+    """The ``verdicts`` section: ``report`` (bool) and ``bank_from`` (trust levels) of a confirmed verdict."""
+    if doc is None:
+        return VerdictEffects()
+    if not isinstance(doc, Mapping) or set(doc) - {"report", "bank_from"}:
+        p.add("verdicts", "must be a mapping with report and bank_from")
+        return VerdictEffects()
+    report = doc.get("report", True)
+    if not isinstance(report, bool):
+        p.add("verdicts.report", "must be true or false")
+        report = True
+    levels = doc.get("bank_from", sorted(VerdictEffects().bank_from))
+    if not isinstance(levels, list) or not all(level in TRUST_LEVELS and level != "allow" for level in levels):
+        p.add("verdicts.bank_from", "must list trust levels (authority, internal, partner)")
+        levels = sorted(VerdictEffects().bank_from)
+    return VerdictEffects(report, frozenset(levels))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import jsonschema
 import orjson
 import pytest
+import yaml
 
 from streamsafe.agents.clock import RecordClock
 from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import InMemoryPublisher
+from streamsafe.errors import PolicyError
 from streamsafe.events.contract import (
     CLASSIFIER_SIGNALS,
     FRAME_HASHES,
@@ -24,7 +26,7 @@ from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
 from streamsafe.pipeline.review import ReviewConfig
 from streamsafe.pipeline.step import Lifecycle
-from streamsafe.policy.loader import load_policy
+from streamsafe.policy.loader import default_policy_text, load_policy, policy_from_mapping
 from streamsafe.policy.policyset import PolicySet
 from tests.signing_support import VERDICT_TRUST, encoded
 
@@ -98,6 +100,24 @@ async def test_confirmed_blocks_reports_preserves_and_proposes(processor, contra
     assert len([d for d in processor.publisher.decisions if d.action == "block"]) == 1
     assert processor.metrics.registry.get_sample_value("streamsafe_review_verdicts_total",
                                                        {"outcome": "already_closed"}) == 1
+
+
+async def test_what_a_confirmed_verdict_sets_off_is_bounded_by_the_policy(processor):
+    document = yaml.safe_load(default_policy_text()) | {"verdicts": {"report": False, "bank_from": ["authority"]}}
+    processor.use_policies(PolicySet(policy_from_mapping(document)))
+    escalation = await weak_matches(processor)  # a partner bank's weak matches
+    await send(processor, REVIEW_VERDICTS, verdict("s1", "confirmed", escalation.decision_id, category="B2"), 9)
+    assert [d.rule for d in processor.publisher.decisions if d.action == "block"] == ["reviewer-confirmed"]
+    assert processor.publisher.reports == [] and processor.publisher.proposals == []  # no report, nothing banked
+
+
+@pytest.mark.parametrize("section", ["{report: maybe}", "{bank_from: [allow]}", "{bank_from: partner}", "[report]",
+                                     "{report: true, also: 1}"])
+def test_a_malformed_verdicts_section_is_refused(section):
+    document = yaml.safe_load(default_policy_text())
+    document["verdicts"] = yaml.safe_load(section)
+    with pytest.raises(PolicyError, match="verdicts"):
+        policy_from_mapping(document)
 
 
 async def test_benign_closes_suppresses_and_blames_the_classifier(processor):
