@@ -105,10 +105,7 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
         case ReviewVerdict():
             current = replace(incident() or Incident(), partition=ctx.partition)
             verdict = Verdict(event.verdict, event.category, event.reviewer_id, event.ts_ms, event.escalation_id)
-            named = current.escalation(event.escalation_id) if event.escalation_id else None
-            # a verdict acts on an escalation a reviewer was shown (open), never on a stream at large;
-            # the same verdict again (a redelivery) goes on, to send again what it decided
-            if named is None or (named.status != "open" and verdict not in current.verdicts):
+            if not _reviewable(current, verdict):
                 return Outcome(review=NO_OPEN_ESCALATION)
             outcome = apply_verdict(live, stored, current, event.stream_id, verdict, ctx.record_ts_ms,
                                     ctx.review, event.propose_hashes)
@@ -130,6 +127,18 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
             return _touched(miss_deadline(live, stored, current, event.stream_id, escalation, ctx.review),
                             stored, ctx)
     raise TypeError(f"no step for {type(event).__name__}")
+
+
+def _reviewable(incident: Incident, verdict: Verdict) -> bool:
+    """A verdict acts on an escalation of its stream a reviewer was shown, never on a stream at large:
+    an open one, or one a higher escalation superseded while the reviewer looked (the stream's review
+    is still open). The same verdict again (a redelivery) goes on, to send again what it decided."""
+    named = incident.escalation(verdict.escalation_id) if verdict.escalation_id else None
+    if named is None:
+        return False
+    if named.status == "open" or verdict in incident.verdicts:
+        return True
+    return named.status == "superseded" and bool(incident.open_escalations())
 
 
 def _touched(outcome: Outcome, stored: StreamState, ctx: StepContext) -> Outcome:

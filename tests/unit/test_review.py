@@ -102,6 +102,23 @@ async def test_confirmed_blocks_reports_preserves_and_proposes(processor, contra
                                                        {"outcome": "already_closed"}) == 1
 
 
+async def test_a_verdict_on_an_escalation_superseded_while_under_review_acts(processor):
+    await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": "s3", "ts_ms": T0,
+                                     "broadcaster_id": "b", "visibility": "private", "account_age_days": 2})
+    await send(processor, CLASSIFIER_SIGNALS, {"schema_version": 1, "stream_id": "s3", "classifier": "grooming_text",
+                                               "model_version": "m", "score": 0.85, "ts_ms": T0 + 1000}, 1)
+    (first,) = [d for d in processor.publisher.decisions if d.action == "escalate"]
+    assert first.priority == "P1"
+    for seq in range(3):  # a P0 supersedes the P1 while a reviewer looks at it
+        await send(processor, FRAME_HASHES, {"schema_version": 1, "stream_id": "s3", "frames": [
+            {"seq": seq, "ts_ms": T0 + 2000 + seq, "pdq": flip(26), "pdq_quality": 90}]}, offset=seq + 2)
+    assert len([d for d in processor.publisher.decisions if d.action == "escalate"]) > 1
+    await send(processor, REVIEW_VERDICTS, verdict("s3", "confirmed", first.decision_id, category="A2"), 9)
+    assert processor.publisher.dead_letters == []
+    assert [d.rule for d in processor.publisher.decisions if d.action == "block"] == ["reviewer-confirmed"]
+    assert processor.publisher.dead_letters == []
+
+
 async def test_what_a_confirmed_verdict_sets_off_is_bounded_by_the_policy(processor):
     document = yaml.safe_load(default_policy_text()) | {"verdicts": {"report": False, "bank_from": ["authority"]}}
     processor.use_policies(PolicySet(policy_from_mapping(document)))
