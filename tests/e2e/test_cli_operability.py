@@ -21,6 +21,7 @@ from PIL import Image
 
 from streamsafe.brokers.base import free_port
 from streamsafe.policy.loader import default_policy_text
+from tests.signing_support import CONTROL_KEY, write_private
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +50,16 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     api_key = tmp_path / "coop-api-key"
     api_key.write_text("test-key\n")
+    signing = ["--signing-key", str(write_private(CONTROL_KEY, tmp_path / "signing.key"))]  # publishing signs
     return {
         "simulate": ["simulate", "--count", "5", "--broker", broker],
-        "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker],
+        "bank import": ["bank", "import", str(hashes), "--bank", "b", "--signal-type", "md5", "--broker", broker,
+                        *signing],
         "bank stats": ["bank", "stats", "--broker", broker],
-        "policy publish": ["policy", "publish", str(policy), "--broker", broker],
-        "policy retire-shadow": ["policy", "retire-shadow", "candidate", "--broker", broker],
+        "policy publish": ["policy", "publish", str(policy), "--broker", broker, *signing],
+        "policy retire-shadow": ["policy", "retire-shadow", "candidate", "--broker", broker, *signing],
+        "policy rollback": ["policy", "rollback", "--broker", broker, *signing],
+        "audit": ["audit", "--broker", broker],
         "topics apply": ["topics", "apply", "--broker", broker],
         "hash --emit": ["hash", str(frame), "--emit", "--stream-id", "st-1", "--broker", broker],
         "replay": ["replay", str(recording), "--broker", broker],
@@ -64,13 +69,14 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
         "coop forward": ["coop", "forward", "--coop-url", "http://127.0.0.1:9", "--mapping", str(mapping),
                          "--api-key-file", str(api_key), "--metrics-port", "0", "--broker", broker],
         "coop serve": ["coop", "serve", "--mapping", str(mapping), "--public-key", str(public_key), "--port", "0",
-                       "--broker", broker],
+                       "--broker", broker, *signing],
         "hma writeback": ["hma", "writeback", "--url", "http://127.0.0.1:9", "--bank", "STREAMSAFE_CONFIRMED",
                           "--metrics-port", "0", "--broker", broker],
     }
 
 
-COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "topics apply",
+COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "policy rollback",
+            "audit", "topics apply",
             "hash --emit", "replay", "evaluate", "worker", "transparency", "coop forward", "coop serve",
             "hma writeback"]
 
