@@ -1,5 +1,5 @@
-"""Signed control records and the audit trail: ``keys generate``, ``audit``, ``policy rollback``,
-and the ``--signing-key`` option of every command that publishes a control record."""
+"""Signed control records and the audit trail: ``keys generate``, ``audit``, ``policy rollback``
+(the ``--signing-key`` option of the publishing commands is in :mod:`.signing`)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,8 @@ def signer_for(path: Path | str | None, what: str = "control records") -> Signin
 def generate_key(out_dir: Path, name: str = "streamsafe") -> tuple[Path, Path, str]:
     """Write ``<name>.key`` (private, mode 0600) and ``<name>.pub`` into ``out_dir``; returns
     both paths and the key id. Refuses to overwrite an existing private key."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise ConfigError(f"key name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
     out_dir.mkdir(parents=True, exist_ok=True)
     private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     if private_path.exists():

@@ -94,6 +94,8 @@ def test_generated_keys_are_private_and_their_ids_match(tmp_path):
     assert SigningKey.load(private).key_id == key_id and list(TrustedKeys.load(public).keys) == [key_id]
     with pytest.raises(ConfigError, match="exists"):
         generate_key(tmp_path / "k", "admin")
+    with pytest.raises(ConfigError, match="key name"):
+        generate_key(tmp_path / "k", "../elsewhere")
 
 
 def record(topic, offset, key, value, ts=1_764_324_000_000):
