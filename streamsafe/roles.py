@@ -1,12 +1,14 @@
-"""Who may read and write which topic: the one table of Kafka roles, derived from ``topics/``.
+"""Who may read and write which topic: the one table of Kafka roles; the topics say who uses them.
 
-Each role is a list of grants; a grant selects contract topics by their ``direction``
-(in, out, control, internal) and/or by name patterns, so a topic file added to ``topics/``
-is covered by the roles whose selectors match it, with no list of topic names to update.
-The worker's own consumer groups and its internal topics (the tables' changelogs, named
-``<app id>-…``) are granted by name and by prefix. ``deploy render`` turns this table into
-Strimzi ``KafkaUser`` ACLs; anything else that needs the role model (a security review,
-another deployment tool) should read it from here.
+Each topic file in ``topics/`` names its roles -- ``"access": {"owner": ..., "read": [...],
+"write": [...]}`` -- so a topic added to the contract says in the same file who may touch it,
+and :func:`unassigned_topics` lists any that does not (or names a role not in :data:`ROLES`).
+The worker's own consumer groups and its internal topics (the tables' changelogs and Faust's
+leader topic, named ``<app id>-…``, and any repartition topic Faust would create with that
+prefix) are the worker's, granted by name and by prefix; :func:`owned_topics` lists every
+topic a deployment has with its owner. ``deploy render`` turns this into Strimzi ``KafkaUser``
+ACLs and ``streamsafe acls`` into ``kafka-acls`` commands or JSON; anything else that needs
+the role model (a security review, another deployment tool) should read it from here.
 
 ================  =======================================================================
 role              access
@@ -31,28 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from streamsafe.events.contract import TopicSpec
 from streamsafe.settings import Settings
 
-__all__ = ["ROLES", "Grant", "Role", "RoleAccess", "role_access", "unassigned_topics"]
+__all__ = ["ROLES", "Role", "RoleAccess", "TopicOwner", "owned_topics", "role_access", "role_names",
+           "unassigned_topics"]
 
 READ, WRITE = "Read", "Write"
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Operations on the contract topics a selector matches: every listed ``direction``
-    (none: any) and any of the ``names`` patterns (fnmatch on contract names; none: any)."""
-
-    operations: tuple[str, ...]
-    directions: tuple[str, ...] = ()
-    names: tuple[str, ...] = ()
-
-    def selects(self, spec: TopicSpec) -> bool:
-        return ((not self.directions or spec.direction in self.directions)
-                and (not self.names or any(fnmatchcase(spec.name, p) for p in self.names)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,40 +49,27 @@ class Role:
 
     name: str
     description: str
-    grants: tuple[Grant, ...]
     #: the worker: its consumer groups and its internal topics (``<app id>-`` prefix)
     is_worker: bool = False
 
 
 ROLES: tuple[Role, ...] = (
-    Role("platform", "the live-streaming platform: publishes frames, signals, metadata and user reports",
-         (Grant((WRITE,), directions=("in",), names=("livestream.*",)),)),
-    Role("worker", "StreamSafe workers",
-         (Grant((READ,), directions=("in", "control")),
-          Grant((WRITE,), directions=("out",)),
-          Grant((READ, WRITE), directions=("internal",))),
-         is_worker=True),
-    Role("enforcement", "the platform's enforcement service: acts on decisions and escalations",
-         (Grant((READ,), names=("enforcement.actions", "enforcement.escalations")),)),
+    Role("platform", "the live-streaming platform: publishes frames, signals, metadata and user reports"),
+    Role("worker", "StreamSafe workers", is_worker=True),
+    Role("enforcement", "the platform's enforcement service: acts on decisions and escalations"),
     Role("reviewer-tool", "the human review tool (and streamsafe coop forward / serve): reads escalations, "
-         "writes verdicts; the Coop bridge's record of what it reported, and its dead letters",
-         (Grant((WRITE,), names=("review.verdicts", "streamsafe.dead-letter")),
-          Grant((READ,), names=("enforcement.escalations",)),
-          Grant((READ, WRITE), directions=("service",), names=("streamsafe.coop-reports",)))),
+         "writes verdicts; the Coop bridge's record of what it reported, and its dead letters"),
     Role("appeal-tool", "the platform's complaint handling (DSA Art. 17, 20, 24(5)): gives broadcasters their "
-         "decisions' statements of reasons, submits them to the Transparency Database, takes appeals",
-         (Grant((WRITE,), names=("review.appeals",)),
-          Grant((READ,), names=("enforcement.actions", "enforcement.statements")))),
-    Role("reporting", "the team that files reports with authorities and preserves evidence",
-         (Grant((READ,), names=("enforcement.reports", "enforcement.preservation", "streamsafe.dead-letter")),)),
-    Role("bank-admin", "imports hash banks (streamsafe bank import / bank stats), reads the audit trail",
-         (Grant((READ, WRITE), names=("hashbank.entries",)),
-          Grant((READ,), names=("streamsafe.audit",)))),
+         "decisions' statements of reasons, submits them to the Transparency Database, takes appeals"),
+    Role("reporting", "the team that files reports with authorities and preserves evidence"),
+    Role("bank-admin", "imports hash banks (streamsafe bank import / bank stats), reads the audit trail"),
     Role("policy-admin", "publishes live and shadow policies, compares shadow decisions, reads the audit trail "
-         "(streamsafe audit, policy rollback)",
-         (Grant((READ, WRITE), names=("streamsafe.policy",)),
-          Grant((READ,), names=("streamsafe.shadow-decisions", "streamsafe.audit")))),
+         "(streamsafe audit, policy rollback)"),
 )
+
+
+def role_names() -> set[str]:
+    return {role.name for role in ROLES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +86,13 @@ class RoleAccess:
 
 def role_access(contract: Mapping[str, TopicSpec], settings: Settings, *,
                 user_prefix: str = "") -> dict[str, RoleAccess]:
-    """Every role's access, by role name. ``user_prefix``: the prefix of each role's user name
-    (``<app id>-``); a role other than the worker may use any consumer group named after its user."""
+    """Every role's access, by role name, as the topic files' ``access`` say. ``user_prefix``:
+    the prefix of each role's user name (``<app id>-``); a role other than the worker may use
+    any consumer group named after its user."""
     access = {}
     for role in ROLES:
-        reads = sorted({settings.topic_name(n) for n, spec in contract.items()
-                        if any(READ in g.operations and g.selects(spec) for g in role.grants)})
-        writes = sorted({settings.topic_name(n) for n, spec in contract.items()
-                         if any(WRITE in g.operations and g.selects(spec) for g in role.grants)})
+        reads = sorted({settings.topic_name(n) for n, spec in contract.items() if role.name in spec.readers})
+        writes = sorted({settings.topic_name(n) for n, spec in contract.items() if role.name in spec.writers})
         if role.is_worker:
             access[role.name] = RoleAccess(role, tuple(reads), tuple(writes),
                                            groups=(settings.app_id, settings.prefilter_group, settings.audit_group),
@@ -129,19 +103,52 @@ def role_access(contract: Mapping[str, TopicSpec], settings: Settings, *,
     return access
 
 
-def unassigned_topics(contract: Mapping[str, TopicSpec]) -> list[str]:
-    """Contract topics no role outside the worker uses as it should: an input or control topic
-    nobody writes, an output nobody reads. A new topic file lands here until a grant covers it."""
-    def used(spec: TopicSpec, operation: str) -> bool:
-        return any(operation in g.operations and g.selects(spec)
-                   for role in ROLES if not role.is_worker for g in role.grants)
+@dataclass(frozen=True, slots=True)
+class TopicOwner:
+    """One topic of a deployment (broker-side name) and the roles answerable for it."""
 
+    topic: str
+    owner: str | None
+    readers: tuple[str, ...]
+    writers: tuple[str, ...]
+    internal: bool  # the worker's own: the tables' changelogs, Faust's topics (by the ``<app id>-`` prefix)
+    description: str
+
+
+def owned_topics(contract: Mapping[str, TopicSpec], settings: Settings) -> list[TopicOwner]:
+    """Every topic StreamSafe creates, internal ones included, with its owner: the contract's as
+    their files say, the worker's changelogs and Faust's leader topic (which hold matched frame
+    hashes, reviewer ids and broadcaster ids: readable by the worker alone)."""
+    from streamsafe.app import changelog_topics  # Faust: only when the worker's own topics are asked for
+
+    topics = [TopicOwner(settings.topic_name(n), s.owner, s.readers, s.writers, s.direction == "internal",
+                         s.description) for n, s in sorted(contract.items())]
+    worker = next(r.name for r in ROLES if r.is_worker)
+    topics += [TopicOwner(name, worker, (worker,), (worker,), True, spec.description)
+               for name, spec in sorted(changelog_topics(settings, dict(contract)).items())]
+    return topics
+
+
+def unassigned_topics(contract: Mapping[str, TopicSpec]) -> list[str]:
+    """Contract topics whose file does not say who uses them as it should: no owner, a role not
+    in :data:`ROLES`, an input or control topic nobody outside the worker writes, an output
+    nobody reads. A new topic file lands here until its ``access`` covers it."""
+    known = role_names()
+    workers = {r.name for r in ROLES if r.is_worker}
     missing = []
     for name, spec in sorted(contract.items()):
-        if spec.direction in ("in", "control") and not used(spec, WRITE):
+        unknown = sorted({*spec.readers, *spec.writers} - known)
+        outside_readers, outside_writers = set(spec.readers) - workers, set(spec.writers) - workers
+        if spec.owner is None:
+            missing.append(f"{name} (no access.owner in its topic file)")
+        elif unknown:
+            missing.append(f"{name} (unknown roles {unknown})")
+        elif spec.direction in ("in", "control") and not outside_writers:
             missing.append(f"{name} ({spec.direction}: no role writes it)")
-        elif spec.direction == "out" and not used(spec, READ):
+        elif spec.direction == "out" and not outside_readers:
             missing.append(f"{name} (out: no role reads it)")
-        elif spec.direction == "service" and not (used(spec, READ) and used(spec, WRITE)):
+        elif spec.direction == "service" and not (outside_readers and outside_writers):
             missing.append(f"{name} (service: no role both reads and writes it)")
+        elif spec.direction == "internal" and not set(spec.readers) | set(spec.writers) <= workers:
+            missing.append(f"{name} (internal: the worker's alone)")
     return missing

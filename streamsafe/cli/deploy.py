@@ -53,4 +53,4 @@ def deploy_render(out: Path, app_id: str | None, topic_prefix: str | None, **opt
     for path in write_manifests(render, out, contract):
         click.echo(f"wrote {path}")
     for topic in unassigned_topics(contract):
-        click.echo(f"warning: {topic}: add a grant for it in streamsafe/roles.py", err=True)
+        click.echo(f"warning: {topic}: say which roles own, read and write it in its topic file (access)", err=True)

@@ -68,7 +68,9 @@ REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCA
 DIRECTIONS = ("in", "out", "control", "internal", "service")
 _FIELDS = ("name", "direction", "description", "partitions", "key", "replication_factor", "config",
            "schema_versions", "schema", "example")
-_OPTIONAL_FIELDS = ("examples",)  # further valid records, e.g. one of each later schema version
+#: examples: further valid records, e.g. one of each later schema version; access: which roles
+#: (:mod:`streamsafe.roles`) own, read and write the topic -- ``{"owner": r, "read": [...], "write": [...]}``
+_OPTIONAL_FIELDS = ("examples", "access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,10 @@ class TopicSpec:
     #: production durability: copies of each partition, and (``config["min.insync.replicas"]``)
     #: how many must hold a record before an ``acks=all`` send is acknowledged
     replication_factor: int = 3
+    #: the role answerable for what the topic holds (one of its writers), and who reads and writes it
+    owner: str | None = None
+    readers: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
 
     @property
     def min_insync_replicas(self) -> int:
@@ -139,7 +145,25 @@ def _load_spec(path: Path) -> TopicSpec:
         example=raw["example"],
         examples=tuple(raw.get("examples", ())),
         replication_factor=replication,
+        **_access(path.name, raw.get("access")),
     )
+
+
+def _access(file: str, raw: Any) -> dict[str, Any]:
+    """A topic file's ``access``: its owner and the roles that read and write it (names only;
+    :func:`streamsafe.roles.unassigned_topics` checks them against the role table)."""
+    if raw is None:
+        return {}
+    names = {"owner", "read", "write"}
+    if not isinstance(raw, dict) or set(raw) - names:
+        raise ContractError(f"{file}: access must be an object with {sorted(names)}")
+    lists = {key: raw.get(key, []) for key in ("read", "write")}
+    if not all(isinstance(v, list) and all(isinstance(r, str) for r in v) for v in lists.values()):
+        raise ContractError(f"{file}: access.read and access.write must be lists of role names")
+    owner = raw.get("owner")
+    if owner is not None and owner not in lists["write"]:
+        raise ContractError(f"{file}: access.owner {owner!r} must be one of its writers {lists['write']}")
+    return {"owner": owner, "readers": tuple(lists["read"]), "writers": tuple(lists["write"])}
 
 
 def load_contract(directory: Path | None = None) -> dict[str, TopicSpec]:

@@ -201,24 +201,30 @@ def test_the_settings_development_durability_reaches_the_topics(contract):
     assert {(t["spec"]["replicas"], t["spec"]["config"]["min.insync.replicas"]) for t in topics} == {(1, "1")}
 
 
-def test_a_new_topic_file_is_rendered_without_a_list_to_update(tmp_path):
+def test_a_new_topic_file_says_who_uses_it_without_a_list_to_update(tmp_path):
     for path in contract_dir().glob("*.json"):
         shutil.copy(path, tmp_path)
     spec = json.loads((contract_dir() / "enforcement.actions.json").read_text())
     spec["name"] = "enforcement.notices"
+    spec["access"] = {"owner": "worker", "read": [], "write": ["worker"]}
     (tmp_path / "enforcement.notices.json").write_text(json.dumps(spec))
     contract = load_contract(tmp_path)
     resources = render_resources(options(), contract)
     assert "enforcement.notices" in {t["metadata"]["name"] for t in by_kind(resources, "KafkaTopic")}
     worker = next(u for u in by_kind(resources, "KafkaUser") if u["metadata"]["name"] == "streamsafe-worker")
     writes = {a["resource"]["name"] for a in worker["spec"]["authorization"]["acls"] if "Write" in a["operations"]}
-    assert "enforcement.notices" in writes  # an output: the worker's by direction
+    assert "enforcement.notices" in writes  # its file says the worker writes it
     # nobody reads it yet: say so, rather than grant it to someone silently
     assert unassigned_topics(contract) == ["enforcement.notices (out: no role reads it)"]
+    del spec["access"]
+    other = tmp_path / "without-access"  # the contract is read once per directory
+    shutil.copytree(tmp_path, other, ignore=shutil.ignore_patterns("without-access"))
+    (other / "enforcement.notices.json").write_text(json.dumps(spec))
+    assert unassigned_topics(load_contract(other)) == ["enforcement.notices (no access.owner in its topic file)"]
 
 
 def test_every_contract_topic_has_the_roles_its_direction_needs(contract):
-    assert unassigned_topics(contract) == [], "add a grant in streamsafe/roles.py"
+    assert unassigned_topics(contract) == [], "say who uses it in its topic file's access"
 
 
 def _acls(resources, role):
