@@ -247,7 +247,8 @@ def test_the_users_acls_follow_the_role_table(rendered, contract):
                                                                                        "internal")}
     worker = _acls(rendered, "worker")
     assert _topics(worker, "Read") == by_direction["in"] | by_direction["control"] | by_direction["internal"]
-    assert _topics(worker, "Write") == by_direction["out"] | by_direction["internal"]
+    # and the review loop's bank additions (a confirmed verdict's frames into internal-confirmed)
+    assert _topics(worker, "Write") == by_direction["out"] | by_direction["internal"] | {"hashbank.entries"}
     groups = {(a["resource"]["name"], a["resource"]["patternType"]) for a in worker if a["resource"]["type"] == "group"}
     assert groups == {("streamsafe", "literal"), ("streamsafe-prefilter", "literal"), ("streamsafe-audit", "literal")}
     assert ("streamsafe-", "prefix") in {(a["resource"].get("name"), a["resource"].get("patternType")) for a in worker}
