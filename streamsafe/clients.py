@@ -26,7 +26,8 @@ from aiokafka.partitioner import murmur2
 
 from streamsafe.settings import Settings
 
-__all__ = ["admin", "consumer", "default_partition", "producer", "refresh_metadata", "resolve_idempotence", "start"]
+__all__ = ["ClientErrors", "admin", "capture_client_errors", "consumer", "default_partition", "producer",
+           "refresh_metadata", "resolve_idempotence", "start", "topic_denied"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,51 @@ async def refresh_metadata(client: AIOKafkaConsumer) -> None:
         log.warning("aiokafka has no force_metadata_update: waiting for the periodic metadata refresh")
         return
     await update()
+
+
+class ClientErrors(logging.Handler):
+    """Holds the Kafka client's last error record instead of printing it: why it could not
+    connect (a refused password, an untrusted certificate), for a one-line error. Attach with
+    :func:`capture_client_errors`, detach with :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+        self._restore: tuple[int, bool] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = " ".join(record.getMessage().split())
+
+    def release(self) -> None:
+        client = logging.getLogger("aiokafka")
+        client.removeHandler(self)
+        if self._restore is not None:
+            client.setLevel(self._restore[0])
+            client.propagate = self._restore[1]
+
+
+def capture_client_errors() -> ClientErrors:
+    """Route aiokafka's error records to a :class:`ClientErrors` (and nowhere else) until released."""
+    client = logging.getLogger("aiokafka")
+    handler = ClientErrors()
+    handler._restore = (client.level, client.propagate)
+    client.setLevel(logging.ERROR)
+    client.propagate = False
+    client.addHandler(handler)
+    return handler
+
+
+async def topic_denied(client: AIOKafkaConsumer, topic: str) -> bool:
+    """Whether the broker says this client may not see ``topic``: a deny-by-default cluster
+    leaves a topic outside the user's ACLs out of its answers, so without asking for it by
+    name it looks like a missing one. Guarded like :func:`refresh_metadata` (false if aiokafka
+    changes)."""
+    inner = getattr(client, "_client", None)
+    add_topic = getattr(inner, "add_topic", None)
+    if add_topic is None:
+        return False
+    await add_topic(topic)  # the next metadata request names it
+    return topic in set(getattr(getattr(inner, "cluster", None), "unauthorized_topics", ()) or ())
 
 
 async def start(client: Any) -> Any:

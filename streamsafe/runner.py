@@ -14,7 +14,7 @@ from pathlib import Path
 from streamsafe import clients
 from streamsafe.brokers.base import stop_process
 from streamsafe.brokers.topics import apply_topics
-from streamsafe.errors import StreamSafeError
+from streamsafe.errors import BrokerError, StreamSafeError
 from streamsafe.events.contract import load_contract
 from streamsafe.settings import ENV_PREFIX, Settings
 
@@ -37,19 +37,22 @@ def run_worker(settings: Settings) -> None:
     contract = load_contract()
     loop = asyncio.new_event_loop()
     # Logging is not set up yet: a broker that cannot be reached reaches the user as the one
-    # error line apply_topics raises, not also as aiokafka's own records on stderr.
-    client_log = logging.getLogger("aiokafka")
-    client_level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    # error line apply_topics raises (with the client's reason: a refused password, an
+    # untrusted certificate), not also as aiokafka's own records on stderr.
+    reason = clients.capture_client_errors()
     try:
         # a side service's own topics (direction "service") are not the worker's: it has no ACL on them
         own = {name: spec for name, spec in contract.items() if spec.direction != "service"}
         statuses = loop.run_until_complete(
             apply_topics(settings, own, internal=changelog_topics(settings, contract)))
         settings = loop.run_until_complete(clients.resolve_idempotence(settings))
+    except BrokerError as exc:
+        if not reason.message:
+            raise
+        raise BrokerError(f"{exc} ({reason.message})") from exc
     finally:
         loop.close()
-        client_log.setLevel(client_level)
+        reason.release()
     created = [s.name for s in statuses if s.status == "created"]
     fewest = min(statuses, key=lambda s: s.replicas)
     app = create_app(settings, contract=contract)

@@ -54,18 +54,38 @@ class _StreamSafeGroup(click.Group):
 
 
 def _broker_failure(ctx: click.Context, exc: Exception) -> str | None:
-    """One line for a connection failure of a broker command, or None for anything else."""
+    """One line for a connection, authentication or authorization failure of a broker command
+    (with the client's own reason: a refused password, an untrusted certificate), or None for
+    anything else."""
     import socket
 
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    from aiokafka.errors import (
+        AuthenticationFailedError,
+        ClusterAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        SaslAuthenticationFailed,
+        TopicAuthorizationFailedError,
+    )
 
     servers = ctx.meta.get(_BROKER)
     # socket failures only: a file the command cannot read is an OSError too, not the broker's
     unreachable = KafkaConnectionError | KafkaTimeoutError | ConnectionError | TimeoutError | socket.gaierror
-    if servers is None or not isinstance(exc, unreachable):
+    refused = (AuthenticationFailedError | SaslAuthenticationFailed | TopicAuthorizationFailedError
+               | GroupAuthorizationFailedError | ClusterAuthorizationFailedError)
+    if servers is None or not isinstance(exc, unreachable | refused):
         return None
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    return f"cannot reach the broker at {servers}: {detail}"
+    if isinstance(exc, refused):
+        return f"the broker at {servers} refused {ctx.meta.get(_USER) or 'this client'}: {type(exc).__name__} {detail}"
+    reason = ctx.meta.get(_REASON)
+    return f"cannot reach the broker at {servers}: {detail}" + (f" ({reason.message})" if reason and reason.message
+                                                               else "")
+
+
+_USER = "streamsafe.user"  # ctx.meta key: the SASL user a broker command logs in as
+_REASON = "streamsafe.reason"  # ctx.meta key: its clients.ClientErrors
 
 
 def uses_broker(settings: Settings) -> None:
@@ -73,13 +93,17 @@ def uses_broker(settings: Settings) -> None:
 
     A one-shot command has no logging set up, so aiokafka's own error records (a refused
     connection, then an "Unclosed" client report at exit) would print as stray lines
-    around that one line; a failure reaches the user as the exception instead. The
-    worker configures logging itself and keeps them."""
+    around that one line; a failure reaches the user as the exception instead, with the
+    client's last error as its reason. The worker configures logging itself and keeps them."""
     ctx = click.get_current_context()
     ctx.meta[_BROKER] = settings.bootstrap_servers
+    ctx.meta[_USER] = settings.security.sasl_username
     if ctx.command.name != "worker":
-        for name in ("aiokafka", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        if _REASON not in ctx.meta:
+            from streamsafe.clients import capture_client_errors
+
+            ctx.meta[_REASON] = capture_client_errors()
 
 
 @click.group(cls=_StreamSafeGroup)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -260,20 +261,56 @@ def broker() -> None:
 
 @broker.command("start")
 @click.option("--kind", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True)
-def broker_start(kind: str) -> None:
+@click.option("--secure", is_flag=True, help="Apache Kafka with SASL_SSL (SCRAM-SHA-512, a CA made now) and "
+              "deny-by-default ACLs: a user per role with the ACLs of `streamsafe acls`")
+@click.option("--json", "as_json", is_flag=True, help="print the broker's address (and with --secure, the CA "
+              "file and each role's user and password file) as one JSON line")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="--secure: where the broker keeps its storage, certificates and password files (default: a "
+                   "new temporary directory)")
+def broker_start(kind: str, secure: bool, as_json: bool, data_dir: Path | None) -> None:
     """Start a local broker, create the contract's topics, and run until interrupted."""
     from streamsafe.brokers.local import start_broker
     from streamsafe.brokers.topics import apply_topics
     from streamsafe.events.contract import load_contract
 
+    if secure and kind != "kafka":
+        raise click.UsageError("--secure needs --kind kafka")
     # SIGTERM (a service manager, `kill`) stops the broker too, as Ctrl-C does: the default
     # action would end this process at once and leave the broker's JVM running
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if secure:
+        _start_secure(as_json, data_dir)
+        return
     with start_broker(kind) as running, contextlib.suppress(KeyboardInterrupt):
         asyncio.run(apply_topics(Settings(broker_url=running.url, replication_factor=1), load_contract()))
-        click.echo(f"{running.kind} ready: --broker {running.url}  (one broker: run workers with "
-                   "STREAMSAFE_REPLICATION_FACTOR=1; Ctrl-C to stop)")
+        if as_json:
+            click.echo(json.dumps({"broker": running.url, "kind": running.kind}))
+        else:
+            click.echo(f"{running.kind} ready: --broker {running.url}  (one broker: run workers with "
+                       "STREAMSAFE_REPLICATION_FACTOR=1; Ctrl-C to stop)")
         running.process.wait()
+
+
+def _start_secure(as_json: bool, data_dir: Path | None) -> None:
+    """The secured development broker; passwords stay in their files (0600), never on stdout."""
+    from streamsafe.brokers.secure import start_streamsafe_secure
+
+    settings = Settings.from_env()
+    with start_streamsafe_secure(settings, data_dir) as running, contextlib.suppress(KeyboardInterrupt):
+        described = running.describe()
+        if as_json:
+            click.echo(json.dumps(described))
+        else:
+            click.echo(f"{running.broker.kind} ready: --broker {described['broker']}  (SASL_SSL, SCRAM-SHA-512; "
+                       f"CA {described['ca_file']}; Ctrl-C to stop)")
+            for role, user in described["roles"].items():
+                click.echo(f"  {role:14} user {user['user']:28} password file {user['password_file']}")
+            worker = running.roles["worker"]
+            click.echo("a worker, for example:\n  " + " ".join(
+                f"{k}={v}" for k, v in running.environment(worker).items()) + " STREAMSAFE_REPLICATION_FACTOR=1"
+                " STREAMSAFE_CREATE_TOPICS=false streamsafe worker")
+        running.broker.process.wait()
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

@@ -1,4 +1,5 @@
-"""``streamsafe deploy render``: Kubernetes manifests from the contract and the settings."""
+"""``streamsafe deploy render``: Kubernetes manifests from the contract and the settings;
+``streamsafe acls``: the same ACLs for any Kafka cluster."""
 
 from __future__ import annotations
 
@@ -52,5 +53,34 @@ def deploy_render(out: Path, app_id: str | None, topic_prefix: str | None, **opt
     contract = load_contract()
     for path in write_manifests(render, out, contract):
         click.echo(f"wrote {path}")
+    for topic in unassigned_topics(contract):
+        click.echo(f"warning: {topic}: say which roles own, read and write it in its topic file (access)", err=True)
+
+
+@cli.command()
+@click.option("--format", "output", type=click.Choice(["kafka-acls", "json"]), default="kafka-acls",
+              show_default=True, help="kafka-acls.sh commands (a shell script), or JSON for automation")
+@click.option("--app-id", help="the worker's consumer group, internal topic prefix and users' prefix "
+                               "(env STREAMSAFE_APP_ID)")
+@click.option("--topic-prefix", "--prefix", "topic_prefix",
+              help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
+def acls(output: str, app_id: str | None, topic_prefix: str | None) -> None:
+    """Print the Kafka ACLs of every role (User:<app id>-<role>), from the topic files' access."""
+    import orjson
+
+    from streamsafe.deploy import RenderOptions
+    from streamsafe.deploy.acls import acl_document, kafka_acls_script
+    from streamsafe.events.contract import load_contract
+    from streamsafe.roles import unassigned_topics
+
+    try:
+        options = RenderOptions(Settings.from_env(app_id=app_id, topic_prefix=topic_prefix))
+    except StreamSafeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    contract = load_contract()
+    if output == "json":
+        click.echo(orjson.dumps(acl_document(options, contract), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(kafka_acls_script(options, contract), nl=False)
     for topic in unassigned_topics(contract):
         click.echo(f"warning: {topic}: say which roles own, read and write it in its topic file (access)", err=True)

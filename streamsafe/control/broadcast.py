@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from streamsafe import clients
 from streamsafe.errors import BrokerError
@@ -45,6 +46,8 @@ async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str,
     topic's metadata, which a client may not have yet for a new topic)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     partitions = consumer.partitions_for_topic(topic)
+    if not partitions and await clients.topic_denied(consumer, topic):
+        raise TopicAuthorizationFailedError(f"{topic} (its ACLs do not let this user read it)")
     while not partitions and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
         await clients.refresh_metadata(consumer)

@@ -149,3 +149,44 @@ def requires_table_recovery(broker):
         pytest.skip(f"{broker.kind} under-reports ListOffsets high-water marks: table recovery untestable")
 
 
+
+
+@dataclass
+class SecuredWorld:
+    """The session's secured broker (SASL_SSL, ACLs from ``streamsafe acls``) and the settings
+    (topic prefix, app id) its topics and ACLs were made for."""
+
+    kafka: Any  # streamsafe.brokers.secure.SecureKafka
+    settings: Settings
+
+    def role(self, role: str, **changes: Any) -> Settings:
+        """The settings of a client logging in as ``role``'s user."""
+        return self.kafka.role_settings(role, self.settings).replace(**changes)
+
+    def environment(self, role: str) -> dict[str, str]:
+        """``STREAMSAFE_*`` variables of a command run as ``role`` (the password by file)."""
+        return {**self.kafka.environment(self.kafka.roles[role]), "STREAMSAFE_TOPIC_PREFIX": self.settings.topic_prefix,
+                "STREAMSAFE_APP_ID": self.settings.app_id, "STREAMSAFE_REPLICATION_FACTOR": "1",
+                "STREAMSAFE_CREATE_TOPICS": "false"}
+
+
+@pytest.fixture(scope="session")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One secured Apache Kafka for the session's security tests: a CA and broker certificate
+    made now, SCRAM-SHA-512 over TLS, deny by default, a user per role with exactly the ACLs
+    ``streamsafe acls`` renders. Apache Kafka only (CI forces it: STREAMSAFE_TEST_BROKER=kafka)."""
+    choice = os.environ.get("STREAMSAFE_TEST_BROKER", "auto")
+    if choice == "auto":
+        import shutil
+
+        choice = "kafka" if shutil.which("java") else "tansu"
+    if choice != "kafka":
+        pytest.skip(f"SASL_SSL and ACLs are tested on Apache Kafka only (STREAMSAFE_TEST_BROKER={choice})")
+    from streamsafe.brokers.secure import start_streamsafe_secure
+
+    test_id = uuid.uuid4().hex[:8]
+    settings = Settings(topic_prefix=f"s{test_id}.", app_id=f"ss-s{test_id}", replication_factor=1,
+                        min_insync_replicas=1, create_topics=False)
+    kafka = start_streamsafe_secure(settings, tmp_path_factory.mktemp("secured-kafka"))
+    yield SecuredWorld(kafka, settings)
+    kafka.stop()
