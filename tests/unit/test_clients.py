@@ -58,3 +58,30 @@ async def test_resolving_idempotence_keeps_an_explicit_choice_without_asking_a_b
     for value in ("true", "false"):  # no broker at this address: a probe would fail
         settings = Settings(broker_url="kafka://127.0.0.1:1", idempotent_producer=value)
         assert await clients.resolve_idempotence(settings) is settings
+
+
+def test_no_module_opens_a_kafka_client_but_the_factory():
+    """Every client gets the security settings: none is constructed outside clients.py (Faust's
+    own take them from app.faust_credentials; the development broker's ACL admin talks to its
+    loopback super-user listener)."""
+    import ast
+    from pathlib import Path
+
+    import streamsafe
+
+    constructors = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AdminClient", "Producer",
+                    "Consumer"}
+    allowed = {"clients.py", "brokers/secure.py"}
+    root = Path(streamsafe.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        name = path.relative_to(root).as_posix()
+        if name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in constructors:
+                    found.append(f"{name}:{node.lineno} {called}(...)")
+    assert found == []
