@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+import yaml
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from PIL import Image
 
 from streamsafe import clients
 from streamsafe.brokers.base import free_port
@@ -30,6 +33,7 @@ from streamsafe.events.contract import (
     REPORTS,
     REVIEW_VERDICTS,
     STATEMENTS,
+    load_contract,
 )
 from streamsafe.policy.loader import default_policy_text
 from streamsafe.runner import spawn_worker
@@ -40,6 +44,7 @@ pytestmark = pytest.mark.integration
 CASE = "ab" * 32
 WEAK = f"{int(CASE, 16) ^ ((1 << 26) - 1):064x}"  # 26 bits away: a weak partner match, escalated
 COMMAND_TIMEOUT_S = 120
+EXAMPLE_PROFILE = Path(__file__).resolve().parents[2] / "deploy" / "reports" / "platform-profile.example.yaml"
 
 
 def now_ms() -> int:
@@ -154,6 +159,17 @@ async def test_the_whole_pipeline_runs_with_each_role_s_own_credentials(secured,
         assert "statements of reasons written" in succeeded(
             streamsafe(world, "appeal-tool", "statements", "export", "--out", str(statements)))
         assert statements.read_text().strip()
+        # the reporting team exports the report as a CyberTipline document (a command)
+        result = streamsafe(world, "reporting", "reports", "export", "--format", "cybertip-xml", "--profile",
+                            str(EXAMPLE_PROFILE), "--out", str(tmp_path / "tips"))
+        assert "CyberTipline reports" in succeeded(result) and list((tmp_path / "tips").glob("*.xml"))
+        # the platform hashes an image and sends it; policy-admin retires a shadow policy (commands)
+        image = tmp_path / "frame.png"
+        Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+        assert "sent 1 frames" in succeeded(streamsafe(world, "platform", "hash", str(image), "--emit",
+                                                       "--stream-id", "sec-hash"))
+        assert "retired shadow policy" in succeeded(streamsafe(world, "policy-admin", "policy", "retire-shadow",
+                                                               "candidate"))
         log = worker.log().lower()
         assert "not authorized" not in log and "authorizationfailed" not in log
     finally:
@@ -242,3 +258,57 @@ def test_broker_start_secure_prints_where_and_who_without_passwords(tmp_path):
     finally:
         process.terminate()
         process.wait(60)
+
+
+async def test_the_coop_bridge_forwards_and_serves_as_the_reviewer_tool(secured, tmp_path):
+    """``streamsafe coop forward`` and ``coop serve``: the reviewer tool's credentials only."""
+    from tests.coop_fake import CoopSigner, FakeCoop
+    from tests.integration.test_coop import API_KEY, MAPPING
+
+    world = secured
+    mapping = tmp_path / "coop.yaml"
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    key_file = tmp_path / "coop-webhook-key.pem"
+    key_file.write_bytes(CoopSigner().public_pem())
+    coop = await FakeCoop(API_KEY).start()
+    services: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSAFE_")}
+        environment.update(world.environment("reviewer-tool"), STREAMSAFE_COOP_API_KEY=API_KEY,
+                           STREAMSAFE_COOP_REVIEWER_KEY="pseudonym-key")
+        for name, args in (("forward", ["--coop-url", coop.url, "--mapping", str(mapping), "--metrics-host",
+                                        "127.0.0.1", "--metrics-port"]),
+                           ("serve", ["--mapping", str(mapping), "--public-key", str(key_file), "--host",
+                                      "127.0.0.1", "--port"])):
+            port, log_path = free_port(), tmp_path / f"{name}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen([sys.executable, "-m", "streamsafe", "coop", name, *args, str(port)],
+                                           env=environment, stdout=log, stderr=subprocess.STDOUT)
+            services.append((process, port, log_path))
+        async with aiohttp.ClientSession() as http:
+            for process, port, log_path in services:
+                deadline = time.monotonic() + 90
+                while True:
+                    assert process.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.2)
+        escalation = {**load_contract()[ESCALATIONS].example, "stream_id": "sec-coop"}
+        await send(world.role("worker"), ESCALATIONS, "sec-coop", escalation)  # as a worker would
+        deadline = time.monotonic() + 90
+        while not [r for r in coop.reports if r["reportedItem"]["id"] == "sec-coop"]:
+            assert time.monotonic() < deadline, services[0][2].read_text()
+            await asyncio.sleep(0.2)
+        for _, _, log_path in services:
+            log = log_path.read_text().lower()
+            assert "authorizationfailed" not in log and "traceback" not in log, log
+    finally:
+        for process, _, _ in services:
+            process.terminate()
+            process.wait(30)
+        await coop.stop()
