@@ -78,7 +78,8 @@ def _broker_failure(ctx: click.Context, exc: Exception) -> str | None:
         return None
     detail = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, refused):
-        return f"the broker at {servers} refused {ctx.meta.get(_USER) or 'this client'}: {type(exc).__name__} {detail}"
+        named = detail if type(exc).__name__ in detail else f"{type(exc).__name__}: {detail}"
+        return f"the broker at {servers} refused {ctx.meta.get(_USER) or 'this client'}: {named}"
     reason = ctx.meta.get(_REASON)
     return f"cannot reach the broker at {servers}: {detail}" + (f" ({reason.message})" if reason and reason.message
                                                                else "")

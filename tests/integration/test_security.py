@@ -229,10 +229,9 @@ def test_a_wrong_password_or_an_untrusted_ca_fails_fast_in_one_line(secured, tmp
     assert elapsed < 60, f"{elapsed:.0f} s"
 
 
-def test_broker_start_secure_prints_where_and_who_without_passwords(tmp_path):
-    """``streamsafe broker start --kind kafka --secure --json``: what it prints is enough to connect."""
-    if os.environ.get("STREAMSAFE_TEST_BROKER", "auto") not in ("kafka", "auto") or sys.platform == "win32":
-        pytest.skip("Apache Kafka only")
+def test_broker_start_secure_prints_where_and_who_without_passwords(secured, tmp_path):
+    """``streamsafe broker start --kind kafka --secure --json``: what it prints is enough to connect,
+    and SIGTERM takes its broker down with it. (``secured``: Apache Kafka only, as the fixture decides.)"""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSAFE_")}
     process = subprocess.Popen([sys.executable, "-m", "streamsafe", "broker", "start", "--kind", "kafka", "--secure",
                                 "--json", "--data-dir", str(tmp_path / "broker")], env=environment,
@@ -255,9 +254,18 @@ def test_broker_start_secure_prints_where_and_who_without_passwords(tmp_path):
         result = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "stats"], env={**environment, **env},
                                 capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
         assert "0 entries in 0 banks" in succeeded(result)
-    finally:
+        brokers = [int(c) for c in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+        assert brokers, "no broker process under broker start"
         process.terminate()
-        process.wait(60)
+        assert process.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while [pid for pid in brokers if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in brokers if Path(f"/proc/{pid}").exists()], "the broker outlived broker start"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 async def test_the_coop_bridge_forwards_and_serves_as_the_reviewer_tool(secured, tmp_path):
