@@ -30,10 +30,12 @@ from streamsafe.brokers.kafka import start_kafka
 from streamsafe.errors import BrokerError
 from streamsafe.settings import KafkaSecurity, Settings
 
-__all__ = ["SCRAM_MECHANISM", "Credential", "SecureKafka", "TlsFiles", "acl_binding", "apply_acls",
+__all__ = ["ADMIN_USER", "SCRAM_MECHANISM", "Credential", "SecureKafka", "TlsFiles", "acl_binding", "apply_acls",
            "start_secure_kafka", "start_streamsafe_secure", "write_certificates", "write_password"]
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+#: the development broker's cluster admin (a super user), beside one user per role
+ADMIN_USER = "admin"
 _SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 
@@ -147,7 +149,9 @@ class SecureKafka:
                 "sasl_mechanism": SCRAM_MECHANISM, "ca_file": str(self.tls.ca),
                 "admin_bootstrap": self.admin_bootstrap, "data_dir": str(self.data_dir),
                 "roles": {role: {"user": user, "password_file": str(self.credentials[user].password_file)}
-                          for role, user in sorted(self.roles.items())}}
+                          for role, user in sorted(self.roles.items())},
+                "admin": ({"user": ADMIN_USER, "password_file": str(self.credentials[ADMIN_USER].password_file)}
+                          if ADMIN_USER in self.credentials else None)}
 
     def security(self, user: str) -> KafkaSecurity:
         """What a client logging in as ``user`` needs (password read from its file)."""
@@ -176,11 +180,13 @@ class SecureKafka:
 
 
 def start_secure_kafka(users: Iterable[str], data_dir: Path | None = None, *,
-                       passwords: Mapping[str, str] | None = None, heap: str = "512m",
-                       ready_timeout_s: float = 120.0) -> SecureKafka:
+                       passwords: Mapping[str, str] | None = None, admin: str | None = ADMIN_USER,
+                       heap: str = "512m", ready_timeout_s: float = 120.0) -> SecureKafka:
     """Start a one-node KRaft broker with a SASL_SSL listener (SCRAM-SHA-512, a CA made now) and
     deny-by-default ACLs; ``users`` get SCRAM credentials (random passwords unless ``passwords``
-    names them), written to ``<data dir>/credentials``. No ACLs yet: :func:`apply_acls` adds them."""
+    names them), written to ``<data dir>/credentials``; ``admin`` is a super user on the SASL_SSL
+    listener too (a cluster admin's: ``topics apply``, ``kafka-acls``). No ACLs yet: :func:`apply_acls` adds them."""
+    users = [*users, *([admin] if admin else [])]
     data = Path(data_dir or tempfile.mkdtemp(prefix="streamsafe-kafka-secure-"))
     tls = write_certificates(data / "tls")
     credentials = {user: write_password(data / "credentials", user, (passwords or {}).get(user))
@@ -200,7 +206,7 @@ listener.name.sasl_ssl.ssl.keystore.location={keystore}
 listener.name.sasl_ssl.ssl.truststore.type=PEM
 listener.name.sasl_ssl.ssl.truststore.location={tls.ca}
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:ANONYMOUS
+super.users={";".join(["User:ANONYMOUS", *([f"User:{admin}"] if admin else [])])}
 allow.everyone.if.no.acl.found=false
 """)
     return SecureKafka(broker, f"127.0.0.1:{secure_port}", broker.bootstrap, tls, credentials, data)

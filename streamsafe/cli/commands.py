@@ -304,8 +304,8 @@ def _start_secure(as_json: bool, data_dir: Path | None) -> None:
         else:
             click.echo(f"{running.broker.kind} ready: --broker {described['broker']}  (SASL_SSL, SCRAM-SHA-512; "
                        f"CA {described['ca_file']}; Ctrl-C to stop)")
-            for role, user in described["roles"].items():
-                click.echo(f"  {role:14} user {user['user']:28} password file {user['password_file']}")
+            for role, user in [*described["roles"].items(), ("(cluster admin)", described["admin"])]:
+                click.echo(f"  {role:15} user {user['user']:28} password file {user['password_file']}")
             worker = running.roles["worker"]
             click.echo("a worker, for example:\n  " + " ".join(
                 f"{k}={v}" for k, v in running.environment(worker).items()) + " STREAMSAFE_REPLICATION_FACTOR=1"

@@ -168,6 +168,11 @@ async def test_the_whole_pipeline_runs_with_each_role_s_own_credentials(secured,
         Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
         assert "sent 1 frames" in succeeded(streamsafe(world, "platform", "hash", str(image), "--emit",
                                                        "--stream-id", "sec-hash"))
+        # the cluster admin checks the topics against the contract, over SASL_SSL (a command)
+        admin = {**world.kafka.environment("admin"), "STREAMSAFE_TOPIC_PREFIX": world.settings.topic_prefix,
+                 "STREAMSAFE_APP_ID": world.settings.app_id, "STREAMSAFE_REPLICATION_FACTOR": "1"}
+        checked = succeeded(streamsafe(world, None, "topics", "apply", env=admin)).splitlines()
+        assert len(checked) == len(load_contract()) and all(line.startswith("ok ") for line in checked), checked
         assert "retired shadow policy" in succeeded(streamsafe(world, "policy-admin", "policy", "retire-shadow",
                                                                "candidate"))
         log = worker.log().lower()
