@@ -22,7 +22,7 @@ reviewer-tool     writes review.verdicts, reads enforcement.escalations; the Coo
                   streamsafe.coop-reports, and its dead letters
 appeal-tool       writes review.appeals, reads enforcement.actions and enforcement.statements
 reporting         the only reader of enforcement.reports, enforcement.preservation and
-                  the dead-letter topic
+                  the dead-letter topic; reads what the transparency report counts
 bank-admin        writes (and reads back, ``bank stats``) hashbank.entries; reads streamsafe.audit
 policy-admin      writes (and reads back) streamsafe.policy, reads shadow decisions and
                   streamsafe.audit

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
@@ -26,7 +27,8 @@ async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
                       timeout_s: float = 120.0) -> list[RecordedEvent]:
     """Every record of ``topics`` (contract names; the prefix is added) up to at least the end
     offsets seen at the start, as recorded events named by contract topic. A topic the broker does
-    not have is left out (it has no records to count). A value that is not JSON is kept
+    not have is left out (it has no records to count); one the user may not read is refused
+    (TopicAuthorizationFailedError), not left out. A value that is not JSON is kept
     as a non-object, so the report counts it as unreadable."""
     names = {settings.topic_name(t): t for t in topics}
     consumer = clients.consumer(settings, max_partition_fetch_bytes=8 * 1024 * 1024)
@@ -34,6 +36,10 @@ async def read_topics(settings: Settings, topics: Iterable[str] = SOURCE_TOPICS,
     try:
         listed = await consumer.topics()
         present = [name for name in names if name in listed]
+        for name in names:  # a topic the user may not read is not a topic without records
+            if name not in listed and await clients.topic_denied(consumer, name):
+                raise TopicAuthorizationFailedError(f"{name} (the transparency report needs every one of "
+                                                    f"{', '.join(sorted(names))})")
         assigned = [TopicPartition(name, p) for name in present for p in await _partitions(consumer, name)]
         if not assigned:
             return []

@@ -163,6 +163,11 @@ async def test_the_whole_pipeline_runs_with_each_role_s_own_credentials(secured,
         result = streamsafe(world, "reporting", "reports", "export", "--format", "cybertip-xml", "--profile",
                             str(EXAMPLE_PROFILE), "--out", str(tmp_path / "tips"))
         assert "CyberTipline reports" in succeeded(result) and list((tmp_path / "tips").glob("*.xml"))
+        # the reporting team's transparency report counts what happened (a command)
+        result = streamsafe(world, "reporting", "transparency", "--json")
+        succeeded(result)
+        read = orjson.loads(result.stdout)["records"]["read"]  # every source topic was read
+        assert read.get(ACTIONS) and read.get(REPORTS) and read.get(REVIEW_VERDICTS), read
         # the platform hashes an image and sends it; policy-admin retires a shadow policy (commands)
         image = tmp_path / "frame.png"
         Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
@@ -205,6 +210,13 @@ def test_a_command_outside_its_role_is_refused_in_one_line(secured, tmp_path):
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("Error: the broker at") and "refused" in line and "AuthorizationFailed" in line, line
     assert time.monotonic() - started < 60
+
+
+def test_a_transparency_report_without_every_source_is_refused_not_silently_partial(secured):
+    result = streamsafe(secured, "enforcement", "transparency", "--json")  # may not read reports
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "refused" in line and f"{secured.settings.topic_prefix}enforcement.reports (" in line, line
 
 
 @pytest.mark.parametrize("case", ["wrong password", "untrusted CA"])
