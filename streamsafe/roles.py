@@ -14,8 +14,9 @@ the role model (a security review, another deployment tool) should read it from 
 role              access
 ================  =======================================================================
 platform          writes the ``livestream.*`` inputs
-worker            reads inputs and control topics, writes outputs, reads and writes its
-                  internal topics; its groups ``<app id>``, ``<app id>-prefilter``,
+worker            reads inputs and control topics, writes outputs and hashbank.entries (the
+                  review loop's internal-confirmed additions) and streamsafe.audit, reads and
+                  writes its internal topics; its groups ``<app id>``, ``<app id>-prefilter``,
                   ``<app id>-audit``
 enforcement       reads enforcement.actions and enforcement.escalations
 reviewer-tool     writes review.verdicts, reads enforcement.escalations; the Coop bridge's
