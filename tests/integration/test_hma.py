@@ -401,3 +401,49 @@ async def test_parity_with_hma_on_thousands_of_hashes(pipeline, hma, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "published 2999 entries, removed 1;" in again.stdout, again.stdout
     assert entry_id_for("parity", "pdq", ids[gone]).encode() not in await read_entries(pipeline)
+
+
+# -- on a secured cluster ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+async def test_sync_and_writeback_log_in_as_the_bank_admin_on_the_secured_listener(secured, hma, tmp_path):
+    """``bank sync hma`` and ``hma writeback`` over SASL_SSL with the bank-admin role's ACLs only."""
+    import os
+
+    from tests.integration.test_security import read_topic, send
+
+    bank, confirmed = unique("SECSYNC"), unique("SECCONFIRMED")
+    for name in (bank, confirmed):
+        await hma.create_bank(name)
+        for _ in range(2):  # HMA's PDQ index matches nothing while it holds a single hash
+            await hma.add(name, pdq=pdq())
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSAFE_")}
+    environment.update(secured.environment("bank-admin"))
+    sync = subprocess.run([sys.executable, "-m", "streamsafe", "bank", "sync", "hma", "--dsn", hma.dsn,
+                           "--mapping", str(mapping_file(tmp_path, {bank: ("ncmec", "authority")})),
+                           "--checkpoint", str(tmp_path / "hma.checkpoint")], env=environment,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert sync.returncode == 0 and "published 2 entries" in sync.stdout + sync.stderr, sync.stdout + sync.stderr
+    admin = secured.role("bank-admin")
+    def from_hma(records):
+        return [r for r in records if r.get("source") == f"hma:{bank}"]
+
+    synced = await read_topic(admin, HASHBANK_ENTRIES, lambda rs: len(from_hma(rs)) >= 2)
+    assert {r["bank"] for r in from_hma(synced)} == {"ncmec"}
+
+    log_path = tmp_path / "writeback.log"
+    with log_path.open("wb") as log:
+        writeback = subprocess.Popen([sys.executable, "-m", "streamsafe", "hma", "writeback", "--url", hma.url,
+                                      "--bank", confirmed], env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        hash_ = pdq()
+        entry = BankEntry(entry_id_for("internal-confirmed", "pdq", hash_), "internal-confirmed", "pdq", hash_,
+                          "confirmed A1 R-sec")
+        await send(admin, HASHBANK_ENTRIES, entry.entry_id,
+                   orjson.loads(encode_bank_entry(entry, "reviewer", now_ms())))
+        await until(lambda: confirmed_in_hma(hma, confirmed, hash_), 120, "the confirmed hash in HMA")
+        assert writeback.poll() is None, log_path.read_text()
+    finally:
+        stop(writeback)
+    assert "AuthorizationFailed" not in log_path.read_text()
