@@ -337,3 +337,15 @@ async def test_the_coop_bridge_forwards_and_serves_as_the_reviewer_tool(secured,
             process.terminate()
             process.wait(30)
         await coop.stop()
+
+
+def test_evaluate_replays_on_the_secured_cluster_as_its_admin(secured, tmp_path):
+    """``evaluate --broker`` (replay's path) makes its own topics and group: a cluster admin's
+    work on a secured cluster, over SASL_SSL like every other client."""
+    scenarios = tmp_path / "scenarios.jsonl"
+    succeeded(streamsafe(secured, None, "simulate", "--scenarios", "--streams", "6", "--out", str(scenarios)))
+    admin = {**secured.kafka.environment("admin"), "STREAMSAFE_REPLICATION_FACTOR": "1"}
+    result = streamsafe(secured, None, "evaluate", str(scenarios), "--broker", admin["STREAMSAFE_BROKER"], "--json",
+                        env=admin, timeout_s=400)
+    (score,) = [orjson.loads(line) for line in succeeded(result).splitlines() if line.startswith("{")]
+    assert score["decisions"] > 0, score
