@@ -159,15 +159,28 @@ class SecuredWorld:
     kafka: Any  # streamsafe.brokers.secure.SecureKafka
     settings: Settings
 
+    #: the session's key files (tests/signing_support.py): control_key, review_key, control_trust, verdict_trust
+    keys: dict[str, Path]
+
+    def signing_key(self, role: str) -> Path:
+        """The private key ``role`` signs with: the review tool's for verdicts, the control key otherwise
+        (bank and policy admins, and workers for the hashes reviewers confirm)."""
+        return self.keys["review_key" if role == "reviewer-tool" else "control_key"]
+
     def role(self, role: str, **changes: Any) -> Settings:
-        """The settings of a client logging in as ``role``'s user."""
-        return self.kafka.role_settings(role, self.settings).replace(**changes)
+        """The settings of a client logging in as ``role``'s user (trusting and signing with the run's keys)."""
+        return self.kafka.role_settings(role, self.settings).replace(
+            trusted_control_keys=self.keys["control_trust"], trusted_verdict_keys=self.keys["verdict_trust"],
+            signing_key_file=self.signing_key(role)).replace(**changes)
 
     def environment(self, role: str) -> dict[str, str]:
-        """``STREAMSAFE_*`` variables of a command run as ``role`` (the password by file)."""
+        """``STREAMSAFE_*`` variables of a command run as ``role`` (the password and keys by file)."""
         return {**self.kafka.environment(self.kafka.roles[role]), "STREAMSAFE_TOPIC_PREFIX": self.settings.topic_prefix,
                 "STREAMSAFE_APP_ID": self.settings.app_id, "STREAMSAFE_REPLICATION_FACTOR": "1",
-                "STREAMSAFE_CREATE_TOPICS": "false"}
+                "STREAMSAFE_CREATE_TOPICS": "false",
+                "STREAMSAFE_TRUSTED_CONTROL_KEYS": str(self.keys["control_trust"]),
+                "STREAMSAFE_TRUSTED_VERDICT_KEYS": str(self.keys["verdict_trust"]),
+                "STREAMSAFE_SIGNING_KEY_FILE": str(self.signing_key(role))}
 
 
 @pytest.fixture(scope="session")
@@ -188,5 +201,5 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = Settings(topic_prefix=f"s{test_id}.", app_id=f"ss-s{test_id}", replication_factor=1,
                         min_insync_replicas=1, create_topics=False)
     kafka = start_streamsafe_secure(settings, tmp_path_factory.mktemp("secured-kafka"))
-    yield SecuredWorld(kafka, settings)
+    yield SecuredWorld(kafka, settings, write_keys(tmp_path_factory.mktemp("secured-keys")))
     kafka.stop()

@@ -441,7 +441,7 @@ async def test_sync_and_writeback_log_in_as_the_bank_admin_on_the_secured_listen
         entry = BankEntry(entry_id_for("internal-confirmed", "pdq", hash_), "internal-confirmed", "pdq", hash_,
                           "confirmed A1 R-sec")
         await send(admin, HASHBANK_ENTRIES, entry.entry_id,
-                   orjson.loads(encode_bank_entry(entry, "reviewer", now_ms())))
+                   bank_entry_document(entry, "reviewer", now_ms()))
         await until(lambda: confirmed_in_hma(hma, confirmed, hash_), 120, "the confirmed hash in HMA")
         assert writeback.poll() is None, log_path.read_text()
     finally:

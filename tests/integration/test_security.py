@@ -38,6 +38,7 @@ from streamsafe.events.contract import (
 from streamsafe.policy.loader import default_policy_text
 from streamsafe.runner import spawn_worker
 from tests.integration.conftest import KNOWN_MD5
+from tests.signing_support import encoded
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +89,12 @@ async def read_topic(settings, topic: str, until, *, group: str | None = None,
 
 
 async def send(settings, topic: str, key: str, value: dict[str, Any]) -> None:
+    """Send one record as ``settings``' user; a bank entry, policy or verdict signed by the run's key for it."""
     producer = clients.producer(settings)
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topic_name(topic), orjson.dumps(value), key=key.encode())
+        await producer.send_and_wait(settings.topic_name(topic), encoded(topic, key.encode(), value),
+                                     key=key.encode())
     finally:
         await producer.stop()
 

@@ -40,6 +40,8 @@ from tests.signing_support import CONTROL_KEY, REVIEW_KEY, new_key, write_public
 pytestmark = pytest.mark.integration
 
 UNSIGNED_MD5, ROTATED_MD5, REMOVED_MD5 = "1" * 32, "2" * 32, "3" * 32
+#: the worker's ncmec MD5 bank: the hash list's KNOWN_MD5 and the rotated key's entry
+NCMEC_MD5_TWO = 'streamsafe_bank_entries{bank="ncmec",signal_type="md5"} 2.0'
 DEFAULT_VERSION = yaml.safe_load(default_policy_text())["version"]
 
 
@@ -124,7 +126,7 @@ async def test_unsigned_records_are_refused_a_rotated_in_key_applies_a_removed_k
     await publish_entries(pipeline.settings, [BankEntry(entry_id_for("ncmec", "md5", ROTATED_MD5), "ncmec", "md5",
                                                         ROTATED_MD5)], signer=rotated)
     first = await pipeline.read(until=lambda r: refused(r, HASHBANK_ENTRIES) and refused(r, POLICY))
-    await asyncio.sleep(1.0)  # the rotated key's entry is applied by now (it followed the refused ones)
+    await shows(worker, NCMEC_MD5_TWO)  # the hash list's entry and the rotated key's: applied
     for stream, md5 in (("s-unsigned", UNSIGNED_MD5), ("s-rotated", ROTATED_MD5), ("s-known", KNOWN_MD5)):
         await pipeline.send(FRAME_HASHES, stream.encode(), frame(stream, md5))
     seen = await pipeline.read(until=lambda r: blocked(r, "s-rotated") and blocked(r, "s-known"), settle_s=2.0)
@@ -144,7 +146,7 @@ async def test_unsigned_records_are_refused_a_rotated_in_key_applies_a_removed_k
     await publish_entries(pipeline.settings, [BankEntry(entry_id_for("ncmec", "md5", REMOVED_MD5), "ncmec", "md5",
                                                         REMOVED_MD5)], signer=CONTROL_KEY)
     await pipeline.read(until=lambda r: any("is not trusted" in d["detail"] for d in refused(r, HASHBANK_ENTRIES)))
-    await asyncio.sleep(1.0)
+    await shows(worker, NCMEC_MD5_TWO)  # the rotated key's entry re-read; not the removed key's
     for stream, md5 in (("s-removed", REMOVED_MD5), ("s-rotated-2", ROTATED_MD5)):
         await pipeline.send(FRAME_HASHES, stream.encode(), frame(stream, md5))
     later = await pipeline.read(until=lambda r: blocked(r, "s-rotated-2"), settle_s=2.0)
