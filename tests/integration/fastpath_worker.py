@@ -121,9 +121,9 @@ def main() -> None:
             with record.open("a") as fh:
                 fh.write(chunk)
         stats = getattr(app.consumer, "stats", None)
-        Path(f"{record}.stats.json").write_text(
-            json.dumps({"seen": seen["n"], "delivery": vars(stats) if stats is not None else None})
-        )
+        partial = Path(f"{record}.stats.json.partial")  # the test reads it meanwhile: replace it whole
+        partial.write_text(json.dumps({"seen": seen["n"], "delivery": vars(stats) if stats is not None else None}))
+        partial.replace(f"{record}.stats.json")
 
     @app.timer(0.2)
     async def flush_timer() -> None:

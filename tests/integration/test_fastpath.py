@@ -84,7 +84,8 @@ class Worker:
         if not self.record.exists():
             return []
         out = []
-        for line in self.record.read_text().splitlines():
+        # the worker may be writing its last line right now: only whole lines count
+        for line in self.record.read_text().split("\n")[:-1]:
             p, o, i, t = line.split()
             out.append((int(p), int(o), int(i), float(t)))
         return out
