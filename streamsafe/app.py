@@ -3,7 +3,9 @@
 Tables, the publisher, the record handler (``agents/records.py``), the control
 readers, the frame pre-filter, readiness, agents and timers (``agents/``) are built
 and connected here. All input topics and the tables share one partition count, so
-the records and state of a stream live on one worker.
+the records and state of a stream live on one worker. An account's state lives on
+the partition of its id in ``streamsafe.account-signals`` (its own table, ``accounts``),
+wherever its streams are.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import faust
 
+from streamsafe.accounts.handler import AccountHandler
+from streamsafe.accounts.signals import AccountSignalDecoder
 from streamsafe.agents.clock import clock_named
 from streamsafe.agents.prefilter import FramePreFilter
 from streamsafe.agents.readiness import STALL_CAUSES, Watch, install_readiness
@@ -29,6 +33,7 @@ from streamsafe.control.signing import SigningKey, TrustedKeys
 from streamsafe.enforcement.kafka import KafkaPublisher, OutputTopics
 from streamsafe.errors import BankError
 from streamsafe.events.contract import (
+    ACCOUNT_SIGNALS,
     FRAME_HASHES,
     HASHBANK_ENTRIES,
     POLICY,
@@ -50,12 +55,14 @@ from streamsafe.settings import KafkaSecurity, Settings
 from streamsafe.transport.consumer import settle_before_commit
 from streamsafe.transport.producer import produce_idempotently
 
-__all__ = ["STATE_TABLE", "changelog_topics", "control_keys", "create_app", "faust_credentials", "load_banks"]
+__all__ = ["ACCOUNT_TABLE", "STATE_TABLE", "changelog_topics", "control_keys", "create_app", "faust_credentials",
+           "load_banks"]
 
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "stream-state"
 INCIDENT_TABLE = "incidents"
+ACCOUNT_TABLE = "accounts"
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -88,6 +95,12 @@ def changelog_topics(settings: Settings, contract: dict[str, TopicSpec]) -> dict
             example={}, replication_factor=3)
         for table in (STATE_TABLE, INCIDENT_TABLE)
     }
+    accounts = f"{settings.app_id}-{ACCOUNT_TABLE}-changelog"  # co-partitioned with the account signals
+    topics[accounts] = TopicSpec(
+        name=accounts, direction="internal", description=f"changelog of the {ACCOUNT_TABLE} table",
+        partitions=contract[ACCOUNT_SIGNALS].partitions, key="account_id",
+        config={"cleanup.policy": "compact", "min.insync.replicas": "2"}, schema_versions=(), schema={}, example={},
+        replication_factor=3)
     leader = f"{settings.app_id}-__assignor-__leader"  # Faust's own, one partition
     topics[leader] = TopicSpec(name=leader, direction="internal", description="Faust's leader election",
                                partitions=1, key="none", config={"min.insync.replicas": "2"}, schema_versions=(),
@@ -144,6 +157,9 @@ def create_app(
     states, incidents = (app.Table(name, partitions=partitions,
                                    schema=faust.Schema(key_serializer="json", value_serializer="json"))
                          for name in (STATE_TABLE, INCIDENT_TABLE))
+    account_partitions = contract[ACCOUNT_SIGNALS].partitions
+    accounts = app.Table(ACCOUNT_TABLE, partitions=account_partitions,
+                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
     metrics = metrics or StreamSafeMetrics.create()
     watch = Watch(DeliveryHealth(on_failure=metrics.delivery_failures.inc),
                   DeliveryHealth(on_failure=metrics.delivery_failures.inc), AgentRoster(),
@@ -188,8 +204,10 @@ def create_app(
         prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards)
         app.service(prefilter)
     install_readiness(app, settings, handler, control, states, metrics, watch, prefilter)
-    install_agents(app, settings, handler, control.ready, watch.agents, partitions)
-    install_timers(app, settings, handler, publisher, control.ready)
+    account_handler = AccountHandler(AccountSignalDecoder(contract[ACCOUNT_SIGNALS]), accounts, handler,
+                                     account_partitions, default_partition)
+    install_agents(app, settings, handler, control.ready, watch.agents, partitions, account_handler)
+    install_timers(app, settings, handler, publisher, control.ready, account_handler)
     return app
 
 

@@ -14,17 +14,25 @@ import logging
 import time
 from collections import Counter
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
+from streamsafe.accounts.feed import account_signals
 from streamsafe.agents.clock import ProcessingClock, WallClock
 from streamsafe.agents.verdicts import audited_verdict, verify_verdict
 from streamsafe.control.signing import TrustedKeys
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
-from streamsafe.events.contract import FRAME_HASHES, INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS
+from streamsafe.events.contract import (
+    ACCOUNT_SIGNALS,
+    FRAME_HASHES,
+    INPUT_TOPICS,
+    REVIEW_APPEALS,
+    REVIEW_VERDICTS,
+    TIMERS,
+)
 from streamsafe.events.dead_letter import DeadLetter, SourceRecord
 from streamsafe.events.decode import InputDecoder, decode_frame_matches
 from streamsafe.events.models import FrameMatches, ReviewVerdict, TimerTick
@@ -82,7 +90,7 @@ class RecordHandler:
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock or WallClock()
         self.metrics = metrics or StreamSafeMetrics.create()
-        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS)
+        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS, ACCOUNT_SIGNALS)
         self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
         self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
         self.decoder = decoder
@@ -238,6 +246,10 @@ class RecordHandler:
             self.metrics.state_bytes.observe(len(orjson.dumps(record)))
         if outcome.incident is not None and outcome.incident != incident():
             self.incidents[stream_id] = outcome.incident.to_record()
+        signals = account_signals(event, outcome.state or state, outcome.decisions, ctx.policies.live,
+                                  ctx.record_ts_ms)
+        if signals:
+            outcome = replace(outcome, account_signals=signals)
         for m in outcome.matches:
             self.metrics.hash_matches.labels(m.bank, m.signal_type).inc()
         for d in outcome.decisions:
@@ -245,7 +257,11 @@ class RecordHandler:
         return outcome
 
     async def publish(self, outcome: Outcome, topic: str = "") -> None:
-        """Send what an outcome carries, in order, each acknowledged; then count it."""
+        """Send what an outcome carries, in order, each acknowledged; then count it. Account signals
+        go first: a block's signal is on its account's partition before the block is published, so
+        a stream the broadcaster starts after it is weighed with it."""
+        if outcome.account_signals:
+            await self.publisher.send_account_signals(outcome.account_signals)
         for rejected in outcome.dead_letters:
             self.count_rejected(topic, rejected)
             if topic == REVIEW_VERDICTS:

@@ -19,10 +19,12 @@ from typing import Any
 
 import orjson
 
+from streamsafe.accounts.signals import AccountSignal
 from streamsafe.control.signing import SigningKey
 from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable, dead_letter_send
 from streamsafe.events.bank_entries import bank_entry_document
 from streamsafe.events.contract import (
+    ACCOUNT_SIGNALS,
     ACTIONS,
     AUDIT,
     DEAD_LETTER,
@@ -58,13 +60,14 @@ class OutputTopics:
     timers: Sendable
     statements: Sendable
     audit: Sendable
+    account_signals: Sendable
 
     @classmethod
     def of(cls, topic: Callable[[str], Sendable]) -> OutputTopics:
         """Each role's topic from the contract name (``topic`` adds the prefix and builds it)."""
         return cls(topic(ACTIONS), topic(ESCALATIONS), topic(SHADOW_DECISIONS), topic(DEAD_LETTER),
                    topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS), topic(STATEMENTS),
-                   topic(AUDIT))
+                   topic(AUDIT), topic(ACCOUNT_SIGNALS))
 
     @classmethod
     def every(cls, topic: Sendable) -> OutputTopics:
@@ -123,6 +126,11 @@ class KafkaPublisher:
 
     async def publish_many(self, decisions: Sequence[Decision]) -> None:
         await self.deliveries.send([Send(self._topic_for(d), d.stream_id.encode(), d.encode()) for d in decisions])
+
+    async def send_account_signals(self, signals: Sequence[AccountSignal]) -> None:
+        # no partition given: the producer's partitioner (murmur2) puts each on its account's
+        await self.deliveries.send([Send(self.topics.account_signals, s.account_id.encode(), s.encode())
+                                    for s in signals])
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         await self.deliveries.send([dead_letter_send(self.topics.dead_letters, rejected)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from streamsafe.accounts.signals import AccountSignal
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import BankEntry, TimerTick
 from streamsafe.policy.decisions import Decision
@@ -41,6 +42,10 @@ class DecisionPublisher(Protocol):
         """Schedule work on the partition that holds the stream's state."""
         ...
 
+    async def send_account_signals(self, signals: Sequence[AccountSignal]) -> None:
+        """Send account signals to the partitions of their accounts (keyed by account id)."""
+        ...
+
     async def dead_letter(self, rejected: DeadLetter) -> None:
         """Deliver one rejected input to the dead-letter topic."""
         ...
@@ -70,6 +75,7 @@ class InMemoryPublisher:
         self.ticks: list[tuple[TimerTick, int]] = []
         self.statements: list[Statement] = []
         self.audits: list[Mapping[str, Any]] = []
+        self.account_signals: list[AccountSignal] = []
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -89,6 +95,9 @@ class InMemoryPublisher:
 
     async def send_tick(self, tick: TimerTick, partition: int) -> None:
         self.ticks.append((tick, partition))
+
+    async def send_account_signals(self, signals: Sequence[AccountSignal]) -> None:
+        self.account_signals.extend(signals)
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         self.dead_letters.append(rejected)

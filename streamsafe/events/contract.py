@@ -17,6 +17,7 @@ from typing import Any
 from streamsafe.errors import ContractError
 
 __all__ = [
+    "ACCOUNT_SIGNALS",
     "ACTIONS",
     "AUDIT",
     "CLASSIFIER_SIGNALS",
@@ -59,10 +60,12 @@ TIMERS = "streamsafe.timers"
 FRAME_MATCHES = "streamsafe.frame-matches"
 STATEMENTS = "enforcement.statements"
 AUDIT = "streamsafe.audit"
+ACCOUNT_SIGNALS = "streamsafe.account-signals"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
-                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS, AUDIT)
+                   POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS, AUDIT,
+                   ACCOUNT_SIGNALS)
 #: in: the platform's inputs; out: what workers publish; control: policies and banks every worker
 #: reads; internal: the workers' own; service: a side service's own (e.g. streamsafe coop forward)
 DIRECTIONS = ("in", "out", "control", "internal", "service")

@@ -96,6 +96,7 @@ class ClassifierSignal:
     ts_ms: int
     frame_seq: int | None = None
     chat_message_id: str | None = None
+    actor_account_id: str | None = None  # version 2: whose act was scored (e.g. the chat message's author)
 
     @property
     def evidence_ref(self) -> EvidenceRef | None:
@@ -113,6 +114,7 @@ class ClassifierSignal:
             value["ts_ms"],
             evidence.get("frame_seq"),
             evidence.get("chat_message_id"),
+            value.get("actor_account_id"),
         )
 
 
@@ -122,10 +124,12 @@ class UserReport:
     category: str
     ts_ms: int
     reporter_id: str
+    reported_account_id: str | None = None  # version 2: the account reported, when not the broadcaster
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> UserReport:
-        return cls(value["stream_id"], value["category"], value["ts_ms"], value["reporter_id"])
+        return cls(value["stream_id"], value["category"], value["ts_ms"], value["reporter_id"],
+                   value.get("reported_account_id"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from streamsafe.accounts.signals import AccountSignal
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.models import BankEntry, Match
 from streamsafe.policy.decisions import Decision
@@ -41,6 +42,7 @@ class Outcome:
     false_positive: str | None = None  # the signal charged with a false positive
     sla_breach: str | None = None  # the priority of a missed review deadline
     audit: tuple[dict[str, Any], ...] = ()  # streamsafe.audit records (a verdict applied or refused)
+    account_signals: tuple[AccountSignal, ...] = ()  # to the accounts' partitions (sent first)
 
 
 #: the outcome of a record that changed nothing (most of them): nothing to write or publish

@@ -4,6 +4,10 @@ A decision id is a digest of what the decision *is* (stream, action, policy
 version, rule, evidence, explanation, event time, and the broker timestamp of the
 record that triggered it), so processing the same input again yields a
 byte-identical record that consumers de-duplicate.
+
+A decision about an account (``subject``: an account) or one drawn from an account's
+history is written with schema version 2, which adds ``subject``, ``streams`` and
+``account`` evidence; every other decision stays version 1, byte for byte.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from streamsafe.scoring.evidence import Evidence
 __all__ = ["Decision"]
 
 SCHEMA_VERSION = 1
+ACCOUNT_SCHEMA_VERSION = 2  # adds subject, streams and account evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ class Decision:
     appeal_id: str | None = None  # the broadcaster's appeal this decision answers (review item, reinstatement)
     appealed_decision_id: str | None = None  # an appeal's review item: the decision appealed against
     reverses: str | None = None  # a reinstatement: the decision it reverses
+    subject: tuple[str, str] | None = None  # ("account" | "stream", id); None: the stream (version 1)
+    streams: tuple[str, ...] = ()  # an account decision: the streams its evidence came from
 
     @classmethod
     def create(
@@ -62,6 +69,8 @@ class Decision:
         appeal_id: str | None = None,
         appealed_decision_id: str | None = None,
         reverses: str | None = None,
+        subject: tuple[str, str] | None = None,
+        streams: tuple[str, ...] = (),
     ) -> Decision:
         draft = cls(
             decision_id="",
@@ -82,6 +91,8 @@ class Decision:
             appeal_id=appeal_id,
             appealed_decision_id=appealed_decision_id,
             reverses=reverses,
+            subject=subject,
+            streams=streams,
         )
         # decided_at_ms (the triggering record's broker timestamp) is part of the identity:
         # a re-delivery of that record has it too, a later record with the same evidence not
@@ -95,7 +106,7 @@ class Decision:
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": SCHEMA_VERSION if self.subject is None else ACCOUNT_SCHEMA_VERSION,
             "decision_id": self.decision_id,
             "stream_id": self.stream_id,
             "action": self.action,
@@ -120,6 +131,10 @@ class Decision:
         for name in ("appeal_id", "appealed_decision_id", "reverses"):
             if (value := getattr(self, name)) is not None:
                 record[name] = value
+        if self.subject is not None:
+            record["subject"] = {"type": self.subject[0], "id": self.subject[1]}
+        if self.streams:
+            record["streams"] = list(self.streams)
         return record
 
     def encode(self) -> bytes:

@@ -44,6 +44,7 @@ import yaml
 from streamsafe.errors import PolicyError
 from streamsafe.matching.dihedral import ALL, IDENTITY, TRANSFORMS
 from streamsafe.matching.signal_types import PDQ
+from streamsafe.policy.accounts import account_policy
 from streamsafe.policy.features import FEATURES, feature_named
 from streamsafe.policy.model import (
     ACTION_KINDS,
@@ -159,7 +160,7 @@ def policy_from_mapping(document: Any) -> Policy:
     if not isinstance(document, Mapping):
         raise PolicyError(["a policy must be a mapping with version and rules"])
     unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules", "statements",
-                               "appeals", "verdicts"}
+                               "appeals", "verdicts", "accounts"}
     if unknown:
         p.add("policy", f"unknown sections {sorted(unknown)}")
     version = document.get("version")
@@ -222,10 +223,11 @@ def policy_from_mapping(document: Any) -> Policy:
     statements = statement_texts(p, statements_doc)
     appeals = appeal_priority(p, document.get("appeals"))
     effects = verdict_effects(p, document.get("verdicts"))
+    accounts = account_policy(p, document.get("accounts"))
     if p.items:
         raise PolicyError(p.items)
     return Policy(version=version, rules=tuple(rules), fusion=fusion, review_sla_s=review_sla,
-                  statements=statements, appeal_priority=appeals, verdict_effects=effects,
+                  statements=statements, appeal_priority=appeals, verdict_effects=effects, accounts=accounts,
                   strong_max_distance=strong, weak_window_s=weak_window, bank_trust=dict(banks),
                   pdq_radius=pdq_radius, pdq_min_quality=min_quality, bank_radius=dict(bank_radius),
                   pdq_transforms=pdq_transforms, bank_transforms=bank_transforms,

@@ -11,8 +11,8 @@ from streamsafe.matching.dihedral import ALL, ONLY_IDENTITY
 from streamsafe.matching.signal_types import PDQ
 from streamsafe.scoring.fusion import FusionModel
 
-__all__ = ["ACTION_KINDS", "PRIORITIES", "REINSTATE", "RESTRICTIONS", "TRUST_LEVELS", "Action", "Ground", "Policy",
-           "Predicate", "Rule", "StatementTexts"]
+__all__ = ["ACTION_KINDS", "PRIORITIES", "REINSTATE", "RESTRICTIONS", "TRUST_LEVELS", "AccountPolicy", "Action",
+           "Ground", "Policy", "Predicate", "RepeatBroadcaster", "Rule", "StatementTexts", "ViewerGrooming"]
 
 ACTION_KINDS = ("monitor", "escalate", "restrict", "block", "report")  # what rules may do
 REINSTATE = "reinstate"  # what only a reviewer's reversal of an appealed decision does
@@ -98,6 +98,43 @@ class VerdictEffects:
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatBroadcaster:
+    """A stream started by a broadcaster blocked within ``window_s`` is restricted and escalated at
+    ``stream.started``, at the priority of the prior block's rule (``default`` for other rules)."""
+
+    window_s: float = 30 * 86400.0
+    priority_by_rule: Mapping[str, str] = field(default_factory=lambda: {"default": "P1"})
+    restrictions: tuple[str, ...] = ("chat", "gifting", "discovery", "new_viewers")
+
+    def priority_after(self, rule: str) -> str:
+        return self.priority_by_rule.get(rule) or self.priority_by_rule.get("default") or "P1"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerGrooming:
+    """A viewer whose grooming signals (``classifiers`` at ``min_score`` or more) reached the streams of at
+    least ``min_streams`` broadcasters not verified as adults within ``window_s`` is escalated (and,
+    if ``restrictions``, restricted) as an account."""
+
+    classifiers: frozenset[str] = frozenset({"grooming_text"})
+    min_score: float = 0.8
+    min_streams: int = 3
+    window_s: float = 86400.0
+    priority: str = "P1"
+    restrictions: tuple[str, ...] = ("chat",)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPolicy:
+    """The ``accounts`` section: risk that follows an account across its streams; ``retention_s``:
+    how long anything about an account is kept."""
+
+    retention_s: float = 30 * 86400.0
+    repeat_broadcaster: RepeatBroadcaster | None = field(default_factory=RepeatBroadcaster)
+    viewer_grooming: ViewerGrooming | None = field(default_factory=ViewerGrooming)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: str
     rules: tuple[Rule, ...]
@@ -119,6 +156,7 @@ class Policy:
     statements: StatementTexts = field(default_factory=StatementTexts)
     appeal_priority: str = "P2"  # the priority of an appeal's review item
     verdict_effects: VerdictEffects = field(default_factory=VerdictEffects)
+    accounts: AccountPolicy = field(default_factory=AccountPolicy)
 
     def trust_of(self, bank: str) -> str:
         return self.bank_trust.get(bank, "partner")

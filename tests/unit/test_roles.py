@@ -31,7 +31,7 @@ def test_every_topic_streamsafe_creates_has_an_owner_internal_ones_included():
         assert (topics[internal].owner, topics[internal].readers, topics[internal].internal) == (
             "worker", ("worker",), True)
     assert {t for t in topics if not t.startswith("p.")} == {
-        "ss-stream-state-changelog", "ss-incidents-changelog", "ss-__assignor-__leader"}
+        "ss-stream-state-changelog", "ss-incidents-changelog", "ss-accounts-changelog", "ss-__assignor-__leader"}
 
 
 def test_the_contract_keeps_the_issue_refusals():

@@ -1,0 +1,87 @@
+"""An account's state: what its streams showed, kept no longer than the policy's retention.
+
+A broadcaster's prior blocks (when, which stream, which rule) and a viewer's grooming
+evidence (one entry per stream: when, the strongest score, whether the stream's
+broadcaster was not verified as an adult), and the account actions in force (at most
+one per rule). Event time throughout; everything older than the retention is dropped
+whenever the state is read (:meth:`AccountState.pruned`), and the sweep deletes a state
+that has nothing left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = ["AccountState", "Block", "Grooming"]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    ts_ms: int
+    stream_id: str
+    rule: str
+    decision_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grooming:
+    ts_ms: int  # the newest signal in the stream
+    stream_id: str
+    score: float  # the strongest
+    classifier: str
+    young_target: bool  # the stream's broadcaster is not verified as an adult
+    private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    blocks: tuple[Block, ...] = ()
+    grooming: tuple[Grooming, ...] = ()
+    actions: tuple[tuple[str, int], ...] = ()  # (rule, event time) of account actions in force
+    touched_ms: int = 0  # event time of the newest entry
+
+    @property
+    def empty(self) -> bool:
+        return not (self.blocks or self.grooming or self.actions)
+
+    def pruned(self, since_ms: int) -> AccountState:
+        """Without what happened before ``since_ms`` (the retention's start)."""
+        kept = AccountState(tuple(b for b in self.blocks if b.ts_ms >= since_ms),
+                            tuple(g for g in self.grooming if g.ts_ms >= since_ms),
+                            tuple(a for a in self.actions if a[1] >= since_ms), self.touched_ms)
+        return kept if kept != self else self
+
+    def with_block(self, block: Block) -> AccountState:
+        if any(b.stream_id == block.stream_id and b.rule == block.rule for b in self.blocks):
+            return self
+        return replace(self, blocks=(*self.blocks, block)[-50:], touched_ms=max(self.touched_ms, block.ts_ms))
+
+    def with_grooming(self, seen: Grooming) -> AccountState:
+        prior = next((g for g in self.grooming if g.stream_id == seen.stream_id), None)
+        if prior is not None:
+            seen = replace(seen, ts_ms=max(seen.ts_ms, prior.ts_ms), score=max(seen.score, prior.score),
+                           young_target=seen.young_target or prior.young_target)
+            if seen == prior:
+                return self
+        rest = tuple(g for g in self.grooming if g.stream_id != seen.stream_id)
+        return replace(self, grooming=(*rest, seen)[-200:], touched_ms=max(self.touched_ms, seen.ts_ms))
+
+    def with_action(self, rule: str, at_ms: int) -> AccountState:
+        return replace(self, actions=(*(a for a in self.actions if a[0] != rule), (rule, at_ms)))
+
+    def active(self, rule: str) -> bool:
+        return any(a[0] == rule for a in self.actions)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"b": [[b.ts_ms, b.stream_id, b.rule, b.decision_id] for b in self.blocks],
+                "g": [[g.ts_ms, g.stream_id, g.score, g.classifier, g.young_target, g.private] for g in self.grooming],
+                "a": [list(a) for a in self.actions], "t": self.touched_ms}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> AccountState:
+        if not record:
+            return cls()
+        return cls(tuple(Block(*b) for b in record.get("b", ())), tuple(Grooming(*g) for g in record.get("g", ())),
+                   tuple((str(a[0]), int(a[1])) for a in record.get("a", ())), int(record.get("t", 0)))

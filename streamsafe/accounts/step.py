@@ -1,0 +1,129 @@
+"""``account_step(signal, state, policy) -> AccountOutcome``: what one account signal does.
+
+Pure and synchronous, like :func:`streamsafe.pipeline.step.step` for streams. Two rules,
+set in the policy's ``accounts`` section:
+
+* **repeat-broadcaster**: a stream started by a broadcaster blocked within the window is
+  restricted and escalated at ``stream.started`` (priority by the prior block's rule);
+* **viewer-grooming-across-streams**: a viewer whose grooming signals reached the streams of
+  ``min_streams`` broadcasters not verified as adults within the window is escalated (and
+  restricted) as an account, once while the action is in force, and each stream involved
+  is escalated naming the viewer.
+
+Decisions carry ``subject`` (schema version 2); their ids are deterministic, as every
+decision's: the causing stream record's broker timestamp is part of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamsafe.accounts.signals import AccountSignal
+from streamsafe.accounts.state import AccountState, Block, Grooming
+from streamsafe.policy.decisions import Decision
+from streamsafe.policy.model import Action, Policy
+from streamsafe.scoring.evidence import Evidence
+
+__all__ = ["REPEAT_BROADCASTER", "VIEWER_GROOMING", "AccountOutcome", "account_step", "young_target"]
+
+REPEAT_BROADCASTER = "repeat-broadcaster"
+VIEWER_GROOMING = "viewer-grooming-across-streams"
+MAX_EVIDENCE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOutcome:
+    state: AccountState | None = None  # to write (None: leave it)
+    delete: bool = False  # nothing is left within retention: drop the account's state
+    decisions: tuple[Decision, ...] = ()
+
+
+def young_target(signal: AccountSignal) -> bool:
+    """A signal's stream counts as a young broadcaster's when its metadata was seen and did not
+    verify the broadcaster as an adult (unknown context: not counted, to keep false actions down)."""
+    return signal.target is not None and signal.target.age_verified is not True
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g}d" if seconds >= 86400 else f"{seconds / 3600:g}h"
+
+
+def account_step(signal: AccountSignal, state: AccountState | None, policy: Policy) -> AccountOutcome:
+    accounts = policy.accounts
+    stored = state or AccountState()
+    current = stored.pruned(signal.ts_ms - int(accounts.retention_s * 1000))
+    if signal.kind == "expire":
+        if current.empty:
+            return AccountOutcome(delete=state is not None)
+        return AccountOutcome(state=current if current != stored else None)
+    decisions: tuple[Decision, ...] = ()
+    if signal.kind == "stream_started" and signal.stream_id:
+        decisions = _repeat_broadcaster(signal, current, policy)
+    elif signal.kind == "blocked" and signal.stream_id and signal.rule:
+        current = current.with_block(Block(signal.ts_ms, signal.stream_id, signal.rule, signal.decision_id))
+    elif signal.kind == "grooming" and signal.stream_id and signal.classifier and signal.score is not None:
+        grooming = accounts.viewer_grooming
+        if grooming and signal.classifier in grooming.classifiers and signal.score >= grooming.min_score:
+            private = bool(signal.target and signal.target.private)
+            current = current.with_grooming(Grooming(signal.ts_ms, signal.stream_id, signal.score, signal.classifier,
+                                                     young_target(signal), private))
+            current, decisions = _viewer_grooming(signal, current, policy)
+    if current.empty and state is not None:
+        return AccountOutcome(delete=True, decisions=decisions)
+    return AccountOutcome(state=current if current != stored else None, decisions=decisions)
+
+
+def _repeat_broadcaster(signal: AccountSignal, state: AccountState, policy: Policy) -> tuple[Decision, ...]:
+    rule = policy.accounts.repeat_broadcaster
+    assert signal.stream_id is not None
+    if rule is None:
+        return ()
+    since = signal.ts_ms - int(rule.window_s * 1000)
+    prior = sorted((b for b in state.blocks if since <= b.ts_ms <= signal.ts_ms and b.stream_id != signal.stream_id),
+                   key=lambda b: b.ts_ms)
+    if not prior:
+        return ()
+    last = prior[-1]
+    priority = rule.priority_after(last.rule)
+    evidence = tuple(Evidence("account", b.ts_ms, (("role", "broadcaster"), ("account_id", signal.account_id),
+                                                   ("rule", b.rule), ("stream_id", b.stream_id)))
+                     for b in prior[-MAX_EVIDENCE:])
+    reason = (f"rule '{REPEAT_BROADCASTER}': account.prior_blocks {len(prior)} gte 1 within "
+              f"{_days(rule.window_s)} (last by '{last.rule}')")
+    actions = [Action("escalate", priority)]
+    if rule.restrictions:
+        actions.insert(0, Action("restrict", restrictions=rule.restrictions))
+    return tuple(Decision.create(signal.stream_id, action, (reason,), evidence, policy.version,
+                                 decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=REPEAT_BROADCASTER,
+                                 review_sla_s=policy.review_sla_s.get(priority),
+                                 subject=("stream", signal.stream_id)) for action in actions)
+
+
+def _viewer_grooming(signal: AccountSignal, state: AccountState, policy: Policy,
+                     ) -> tuple[AccountState, tuple[Decision, ...]]:
+    rule = policy.accounts.viewer_grooming
+    assert rule is not None and signal.stream_id is not None
+    since = signal.ts_ms - int(rule.window_s * 1000)
+    seen = sorted((g for g in state.grooming if g.young_target and since <= g.ts_ms), key=lambda g: g.ts_ms)
+    if len(seen) < rule.min_streams or state.active(VIEWER_GROOMING):
+        return state, ()
+    streams = tuple(g.stream_id for g in seen)
+    evidence = tuple(Evidence("account", g.ts_ms, (("role", "viewer"), ("account_id", signal.account_id),
+                                                   ("classifier", g.classifier), ("score", g.score),
+                                                   ("stream_id", g.stream_id)))
+                     for g in seen[-MAX_EVIDENCE:])
+    reason = (f"rule '{VIEWER_GROOMING}': viewer.young_targets {len(seen)} gte {rule.min_streams} within "
+              f"{_days(rule.window_s)}")
+    sla = policy.review_sla_s.get(rule.priority)
+    account = ("account", signal.account_id)
+    actions = [Action("escalate", rule.priority)]
+    if rule.restrictions:
+        actions.append(Action("restrict", restrictions=rule.restrictions))
+    decisions = [Decision.create(signal.stream_id, action, (reason,), evidence, policy.version,
+                                 decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=VIEWER_GROOMING,
+                                 review_sla_s=sla, subject=account, streams=streams) for action in actions]
+    # each stream involved: an escalation naming the viewer, so its reviewer sees the pattern
+    decisions += [Decision.create(g.stream_id, Action("escalate", rule.priority), (reason,), evidence, policy.version,
+                                  decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=VIEWER_GROOMING,
+                                  review_sla_s=sla, subject=("stream", g.stream_id), streams=streams) for g in seen]
+    return state.with_action(VIEWER_GROOMING, signal.ts_ms), tuple(decisions)
