@@ -41,7 +41,7 @@ def account_policy(p: _Problems, doc: Any) -> AccountPolicy:
     if not isinstance(doc, Mapping) or set(doc) - {"retention", "repeat_broadcaster", "viewer_grooming"}:
         p.add("accounts", "must be a mapping of retention, repeat_broadcaster, viewer_grooming")
         return AccountPolicy()
-    retention = p.duration("accounts.retention", doc.get("retention"), AccountPolicy.retention_s, MAX_RETENTION_S)
+    retention = p.duration("accounts.retention", doc.get("retention"), AccountPolicy().retention_s, MAX_RETENTION_S)
     repeat = _repeat(p, doc["repeat_broadcaster"]) if "repeat_broadcaster" in doc else RepeatBroadcaster()
     grooming = _grooming(p, doc["viewer_grooming"]) if "viewer_grooming" in doc else ViewerGrooming()
     for where, window in (("repeat_broadcaster", repeat and repeat.window_s),
@@ -83,7 +83,7 @@ def _repeat(p: _Problems, doc: Any) -> RepeatBroadcaster | None:
         p.add(f"{where}.priority", "must be a priority or map rule names (and default) to priorities")
         priorities = {"default": "P1"}
     by_rule = {str(rule): _priority(p, f"{where}.priority.{rule}", value, "P1") for rule, value in priorities.items()}
-    return RepeatBroadcaster(p.duration(f"{where}.window", doc.get("window"), RepeatBroadcaster.window_s,
+    return RepeatBroadcaster(p.duration(f"{where}.window", doc.get("window"), RepeatBroadcaster().window_s,
                                         MAX_RETENTION_S), by_rule,
                              _restrictions(p, f"{where}.restrict", doc.get("restrict"),
                                            RepeatBroadcaster().restrictions))
@@ -103,9 +103,9 @@ def _grooming(p: _Problems, doc: Any) -> ViewerGrooming | None:
         classifiers = ["grooming_text"]
     return ViewerGrooming(
         frozenset(classifiers),
-        p.number(f"{where}.min_score", doc.get("min_score"), ViewerGrooming.min_score, 0, 1),
-        p.integer(f"{where}.min_streams", doc.get("min_streams"), ViewerGrooming.min_streams, 2, 1000),
-        p.duration(f"{where}.window", doc.get("window"), ViewerGrooming.window_s, MAX_RETENTION_S),
-        _priority(p, f"{where}.priority", doc.get("priority"), ViewerGrooming.priority),
+        p.number(f"{where}.min_score", doc.get("min_score"), ViewerGrooming().min_score, 0, 1),
+        p.integer(f"{where}.min_streams", doc.get("min_streams"), ViewerGrooming().min_streams, 2, 1000),
+        p.duration(f"{where}.window", doc.get("window"), ViewerGrooming().window_s, MAX_RETENTION_S),
+        _priority(p, f"{where}.priority", doc.get("priority"), ViewerGrooming().priority),
         _restrictions(p, f"{where}.restrict", doc.get("restrict"), ViewerGrooming().restrictions),
     )
