@@ -84,7 +84,7 @@ class AccountHandler:
         retention_ms = int(self.records.policies.live.accounts.retention_s * 1000)
         due: list[AccountSignal] = []
         for account_id, record in list(self.accounts.items()):
-            expires = int(record.get("t", 0)) + retention_ms + 1
+            expires = AccountState.from_record(record).expires_ms(retention_ms)
             if expires <= now_ms:
                 due.append(AccountSignal(account_id, "expire", expires))
         return due

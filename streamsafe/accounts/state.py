@@ -14,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["AccountState", "Block", "Grooming"]
+__all__ = ["START_HORIZON_MS", "AccountState", "Block", "Grooming", "Start"]
+
+#: how long a stream start is kept when nothing else is known about its broadcaster: long
+#: enough for a block decided on another worker to arrive after it, no longer
+START_HORIZON_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,16 @@ class Block:
     stream_id: str
     rule: str
     decision_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A broadcaster's stream start (so a block that arrives after a later start still counts)."""
+
+    ts_ms: int
+    stream_id: str
+    decided_at_ms: int
+    decided: bool = False  # the repeat-broadcaster rule already acted on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +55,20 @@ class AccountState:
     grooming: tuple[Grooming, ...] = ()
     actions: tuple[tuple[str, int], ...] = ()  # (rule, event time) of account actions in force
     touched_ms: int = 0  # event time of the newest entry
+    starts: tuple[Start, ...] = ()  # a broadcaster's recent stream starts
 
     @property
     def empty(self) -> bool:
-        return not (self.blocks or self.grooming or self.actions)
+        return not (self.blocks or self.grooming or self.actions or self.starts)
 
-    def pruned(self, since_ms: int) -> AccountState:
-        """Without what happened before ``since_ms`` (the retention's start)."""
+    def pruned(self, since_ms: int, now_ms: int) -> AccountState:
+        """Without what happened before ``since_ms`` (the retention's start), nor stream starts
+        older than :data:`START_HORIZON_MS` before ``now_ms``."""
+        starts_since = max(since_ms, now_ms - START_HORIZON_MS)
         kept = AccountState(tuple(b for b in self.blocks if b.ts_ms >= since_ms),
                             tuple(g for g in self.grooming if g.ts_ms >= since_ms),
-                            tuple(a for a in self.actions if a[1] >= since_ms), self.touched_ms)
+                            tuple(a for a in self.actions if a[1] >= since_ms), self.touched_ms,
+                            tuple(s for s in self.starts if s.ts_ms >= starts_since))
         return kept if kept != self else self
 
     def with_block(self, block: Block) -> AccountState:
@@ -68,6 +86,16 @@ class AccountState:
         rest = tuple(g for g in self.grooming if g.stream_id != seen.stream_id)
         return replace(self, grooming=(*rest, seen)[-200:], touched_ms=max(self.touched_ms, seen.ts_ms))
 
+    def expires_ms(self, retention_ms: int) -> int:
+        """When (event time) nothing in the state is left to keep."""
+        if self.blocks or self.grooming or self.actions:
+            return self.touched_ms + retention_ms + 1
+        return max((s.ts_ms for s in self.starts), default=self.touched_ms) + START_HORIZON_MS + 1
+
+    def with_start(self, start: Start) -> AccountState:
+        rest = tuple(s for s in self.starts if s.stream_id != start.stream_id)
+        return replace(self, starts=(*rest, start)[-20:], touched_ms=max(self.touched_ms, start.ts_ms))
+
     def with_action(self, rule: str, at_ms: int) -> AccountState:
         return replace(self, actions=(*(a for a in self.actions if a[0] != rule), (rule, at_ms)))
 
@@ -77,11 +105,13 @@ class AccountState:
     def to_record(self) -> dict[str, Any]:
         return {"b": [[b.ts_ms, b.stream_id, b.rule, b.decision_id] for b in self.blocks],
                 "g": [[g.ts_ms, g.stream_id, g.score, g.classifier, g.young_target, g.private] for g in self.grooming],
-                "a": [list(a) for a in self.actions], "t": self.touched_ms}
+                "a": [list(a) for a in self.actions], "t": self.touched_ms,
+                "s": [[s.ts_ms, s.stream_id, s.decided_at_ms, s.decided] for s in self.starts]}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> AccountState:
         if not record:
             return cls()
         return cls(tuple(Block(*b) for b in record.get("b", ())), tuple(Grooming(*g) for g in record.get("g", ())),
-                   tuple((str(a[0]), int(a[1])) for a in record.get("a", ())), int(record.get("t", 0)))
+                   tuple((str(a[0]), int(a[1])) for a in record.get("a", ())), int(record.get("t", 0)),
+                   tuple(Start(*s) for s in record.get("s", ())))

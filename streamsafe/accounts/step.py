@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamsafe.accounts.signals import AccountSignal
-from streamsafe.accounts.state import AccountState, Block, Grooming
+from streamsafe.accounts.state import AccountState, Block, Grooming, Start
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy
 from streamsafe.scoring.evidence import Evidence
@@ -51,16 +51,26 @@ def _days(seconds: float) -> str:
 def account_step(signal: AccountSignal, state: AccountState | None, policy: Policy) -> AccountOutcome:
     accounts = policy.accounts
     stored = state or AccountState()
-    current = stored.pruned(signal.ts_ms - int(accounts.retention_s * 1000))
+    current = stored.pruned(signal.ts_ms - int(accounts.retention_s * 1000), signal.ts_ms)
     if signal.kind == "expire":
         if current.empty:
             return AccountOutcome(delete=state is not None)
         return AccountOutcome(state=current if current != stored else None)
     decisions: tuple[Decision, ...] = ()
-    if signal.kind == "stream_started" and signal.stream_id:
+    if signal.kind == "stream_started" and signal.stream_id and policy.accounts.repeat_broadcaster:
         decisions = _repeat_broadcaster(signal, current, policy)
+        current = current.with_start(Start(signal.ts_ms, signal.stream_id, signal.decided_at_ms, bool(decisions)))
     elif signal.kind == "blocked" and signal.stream_id and signal.rule:
         current = current.with_block(Block(signal.ts_ms, signal.stream_id, signal.rule, signal.decision_id))
+        # input topics are read independently: a later stream's start may have arrived first
+        for start in current.starts:
+            if not start.decided and start.ts_ms > signal.ts_ms and start.stream_id != signal.stream_id:
+                again = AccountSignal(signal.account_id, "stream_started", start.ts_ms, start.decided_at_ms,
+                                      start.stream_id)
+                decided = _repeat_broadcaster(again, current, policy)
+                if decided:
+                    decisions += decided
+                    current = current.with_start(Start(start.ts_ms, start.stream_id, start.decided_at_ms, True))
     elif signal.kind == "grooming" and signal.stream_id and signal.classifier and signal.score is not None:
         grooming = accounts.viewer_grooming
         if grooming and signal.classifier in grooming.classifiers and signal.score >= grooming.min_score:

@@ -22,7 +22,7 @@ import orjson
 from streamsafe.errors import ConfigError
 from streamsafe.events.contract import load_contract
 
-__all__ = ["Label", "RecordedEvent", "Recording", "read_recording", "write_recording"]
+__all__ = ["AccountLabel", "Label", "RecordedEvent", "Recording", "read_recording", "write_recording"]
 
 EXPECTED_ACTIONS = ("block", "escalate", "none")
 
@@ -71,10 +71,29 @@ class Label:
         return orjson.dumps({"label": label})
 
 
+@dataclass(frozen=True, slots=True)
+class AccountLabel:
+    """Ground truth about an account across its streams (``{"label": {"account_id", ...}}``):
+    ``escalate`` when StreamSafe should act on what the account did across streams."""
+
+    account_id: str
+    harmful: bool
+    expected_action: str
+    kind: str = ""
+
+    def to_line(self) -> bytes:
+        label: dict[str, Any] = {"account_id": self.account_id, "harmful": self.harmful,
+                                 "expected_action": self.expected_action}
+        if self.kind:
+            label["kind"] = self.kind
+        return orjson.dumps({"label": label})
+
+
 @dataclass
 class Recording:
     events: list[RecordedEvent] = field(default_factory=list)
     labels: dict[str, Label] = field(default_factory=dict)
+    account_labels: dict[str, AccountLabel] = field(default_factory=dict)
 
 
 def read_recording(path: Path) -> Recording:
@@ -96,6 +115,16 @@ def read_recording(path: Path) -> Recording:
             continue
         if isinstance(doc, dict) and "label" in doc:
             label = doc["label"]
+            if isinstance(label, dict) and "account_id" in label and "stream_id" not in label:
+                if not isinstance(label["account_id"], str) or not isinstance(label.get("harmful"), bool) \
+                        or label.get("expected_action", "none") not in EXPECTED_ACTIONS:
+                    problems.append(f"line {number}: an account label needs account_id, harmful (bool) and "
+                                    f"expected_action in {EXPECTED_ACTIONS}")
+                    continue
+                recording.account_labels[label["account_id"]] = AccountLabel(
+                    label["account_id"], label["harmful"], label.get("expected_action", "none"),
+                    str(label.get("kind", "")))
+                continue
             if not isinstance(label, dict) or not isinstance(label.get("stream_id"), str) \
                     or not isinstance(label.get("harmful"), bool) \
                     or label.get("expected_action", "none") not in EXPECTED_ACTIONS:
@@ -122,7 +151,7 @@ def read_recording(path: Path) -> Recording:
     return recording
 
 
-def write_recording(path: Path, events: Iterable[RecordedEvent], labels: Iterable[Label] = ()) -> int:
+def write_recording(path: Path, events: Iterable[RecordedEvent], labels: Iterable[Label | AccountLabel] = ()) -> int:
     count = 0
     with path.open("wb") as out:
         for event in events:

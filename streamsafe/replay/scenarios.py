@@ -33,7 +33,8 @@ from streamsafe.events.contract import (
     METADATA,
     USER_REPORTS,
 )
-from streamsafe.replay.recording import Label, RecordedEvent
+from streamsafe.replay.account_scenarios import generate_account_scenarios
+from streamsafe.replay.recording import AccountLabel, Label, RecordedEvent
 
 __all__ = ["KINDS", "generate_scenarios"]
 
@@ -214,9 +215,11 @@ KINDS: dict[str, tuple[Builder, bool, str, float]] = {
 }
 
 
-def generate_scenarios(streams: int = 100, seed: int = 7, start_ms: int = 1_790_000_000_000
-                       ) -> tuple[list[RecordedEvent], list[Label]]:
-    """Bank entries first (the known material), then every stream's events in time order."""
+def generate_scenarios(streams: int = 100, seed: int = 7, start_ms: int = 1_790_000_000_000, accounts: int = 0
+                       ) -> tuple[list[RecordedEvent], list[Label | AccountLabel]]:
+    """Bank entries first (the known material), then every stream's events in time order;
+    ``accounts``: that many of each account scenario (``replay/account_scenarios.py``) too,
+    with their account labels after the stream labels."""
     rng = random.Random(seed)
     bank = [f"{rng.getrandbits(256):064x}" for _ in range(8)]
     events: list[RecordedEvent] = [
@@ -227,7 +230,7 @@ def generate_scenarios(streams: int = 100, seed: int = 7, start_ms: int = 1_790_
     ]
     names = list(KINDS)
     counts = {k: max(1, round(streams * KINDS[k][3])) for k in names}
-    labels: list[Label] = []
+    labels: list[Label | AccountLabel] = []
     stream_events: list[RecordedEvent] = []
     index = 0
     for kind in names:
@@ -242,5 +245,10 @@ def generate_scenarios(streams: int = 100, seed: int = 7, start_ms: int = 1_790_
             stream_events.extend(stream.events)
             labels.append(Label(stream_id, harmful, expected, kind, harm_start))
             index += 1
+    account_labels: list[AccountLabel] = []
+    if accounts:
+        more, stream_labels, account_labels = generate_account_scenarios(accounts, seed, start_ms, bank)
+        stream_events += more
+        labels += stream_labels
     stream_events.sort(key=lambda e: (e.event_ts_ms() or 0, e.key or ""))
-    return events + stream_events, labels
+    return events + stream_events, labels + account_labels

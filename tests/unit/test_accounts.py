@@ -137,7 +137,13 @@ async def test_a_restart_after_a_network_drop_with_no_block_changes_nothing(cont
     await world.send(METADATA, started("s-1", "b-1", T0, **ADULT), T0)
     await world.send(METADATA, {**started("s-1", "b-1", T0 + 5_000), "event": "stream.ended"}, T0 + 5_000)
     await world.send(METADATA, started("s-2", "b-1", T0 + 20_000, **ADULT), T0 + 20_000)
-    assert world.decisions() == [] and world.table == {}
+    assert world.decisions() == []
+    # what is kept of a broadcaster with nothing against them: two stream starts, for an hour
+    assert world.table["b-1"]["b"] == [] and len(world.table["b-1"]["s"]) == 2
+    due = world.accounts.due_expiries(T0 + 20_000 + 3_600_001)
+    await world.publisher.send_account_signals(due)
+    await world.deliver()
+    assert world.table == {}
 
 
 async def test_a_block_older_than_the_window_or_the_retention_no_longer_follows_the_broadcaster(contract):
@@ -145,7 +151,7 @@ async def test_a_block_older_than_the_window_or_the_retention_no_longer_follows_
                                         viewer_grooming={"window": "1h"}))
     await block_then_restart(world, 3 * 3_600_000)
     assert world.decisions(REPEAT_BROADCASTER) == []
-    assert world.table == {}  # the stream start read a state with nothing within retention, and dropped it
+    assert world.table["b-1"]["b"] == []  # the block is gone; only the new start is kept (for an hour)
 
 
 async def test_the_sweep_expires_account_state_past_retention(contract):
@@ -153,8 +159,9 @@ async def test_the_sweep_expires_account_state_past_retention(contract):
     await block_then_restart(world, MIN)
     assert list(world.table) == ["b-1"]
     retention_ms = int(world.records.policies.live.accounts.retention_s * 1000)
-    assert world.accounts.due_expiries(T0 + retention_ms) == []
-    due = world.accounts.due_expiries(T0 + 1_000 + retention_ms + 1)
+    newest = T0 + MIN  # the restart
+    assert world.accounts.due_expiries(newest + retention_ms) == []
+    due = world.accounts.due_expiries(newest + retention_ms + 1)
     assert [(s.account_id, s.kind) for s in due] == [("b-1", "expire")]
     await world.publisher.send_account_signals(due)
     await world.deliver()
@@ -250,3 +257,19 @@ def test_the_accounts_section_is_validated():
         load_policy(base.replace("restrict: [chat]\n", "restrict: [everything]\n"))
     off = load_policy(policy_with(repeat_broadcaster=None))
     assert off.accounts.repeat_broadcaster is None and off.accounts.viewer_grooming is not None
+
+
+async def test_a_block_that_arrives_after_the_broadcasters_next_start_still_counts(contract):
+    world = World(contract)
+    await world.send(METADATA, started("s-1", "b-1", T0, **ADULT), T0)
+    await world.send(METADATA, started("s-2", "b-1", T0 + 2 * MIN, **ADULT), T0 + 2 * MIN)  # read first
+    assert world.decisions(REPEAT_BROADCASTER) == []
+    await world.send(FRAME_HASHES, frames("s-1", T0 + 1_000), T0 + 3 * MIN)
+    late = world.decisions(REPEAT_BROADCASTER)
+    assert [(d.stream_id, d.action) for d in late] == [("s-2", "restrict"), ("s-2", "escalate")]
+    in_order = World(contract)
+    await block_then_restart(in_order, 2 * MIN)
+    # the same decisions, ids included, whichever arrived first
+    assert [d.decision_id for d in in_order.decisions(REPEAT_BROADCASTER)] == [d.decision_id for d in late]
+    await world.send(FRAME_HASHES, frames("s-1", T0 + 1_500), T0 + 4 * MIN)  # nothing twice
+    assert len(world.decisions(REPEAT_BROADCASTER)) == 2
