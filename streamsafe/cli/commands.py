@@ -92,22 +92,28 @@ def demo(as_json: bool, broker_kind: str, streams: int, reports_out: Path | None
 @click.option("--seed", default=7, show_default=True)
 @click.option("--scenarios", is_flag=True, help="write a labelled scenario set to --out instead of sending")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="file for --scenarios")
+@click.option("--accounts", default=0, show_default=True,
+              help="with --scenarios: also this many of each account scenario (repeat offender, network-drop "
+                   "restart, a viewer grooming young broadcasters, popular streamers' chatters), with account labels")
 def simulate(settings: Settings, streams: int, rate: float, count: int, seed: int, scenarios: bool,
-             out: Path | None) -> None:
+             out: Path | None, accounts: int) -> None:
     """Produce synthetic live-stream traffic to a broker, or write labelled scenarios."""
     if scenarios:
         from collections import Counter
 
-        from streamsafe.replay.recording import write_recording
+        from streamsafe.replay.recording import AccountLabel, Label, write_recording
         from streamsafe.replay.scenarios import generate_scenarios
 
         if out is None:
             raise click.UsageError("--scenarios needs --out FILE")
-        events, labels = generate_scenarios(streams, seed)
+        events, labels = generate_scenarios(streams, seed, accounts=accounts)
         lines = write_recording(out, events, labels)
-        kinds = Counter(label.kind for label in labels)
-        click.echo(f"wrote {lines} events and {len(labels)} labelled streams to {out}: "
-                   + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+        kinds = Counter(label.kind for label in labels if isinstance(label, Label))
+        account_kinds = Counter(label.kind for label in labels if isinstance(label, AccountLabel))
+        click.echo(f"wrote {lines} events and {sum(kinds.values())} labelled streams to {out}: "
+                   + ", ".join(f"{k} {n}" for k, n in kinds.items())
+                   + (f"; {sum(account_kinds.values())} labelled accounts: "
+                      + ", ".join(f"{k} {n}" for k, n in account_kinds.items()) if account_kinds else ""))
         return
     from streamsafe.demo.simulate import run_simulation
 
@@ -174,7 +180,7 @@ def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_
     from rich.console import Console
     from rich.table import Table
 
-    from streamsafe.replay.evaluate import per_kind, score_policies
+    from streamsafe.replay.evaluate import per_kind, score_accounts, score_policies
     from streamsafe.replay.pipeline import replay as run_replay
     from streamsafe.replay.recording import read_recording
 
@@ -184,9 +190,11 @@ def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_
     _note_broker(broker)
     result = run_replay(recording, policies, broker, broker_kind)
     scores = score_policies(recording, result.decisions, result.policy_versions)
+    accounts = score_accounts(recording, result.decisions, result.policy_versions) if recording.account_labels else []
     if as_json:
-        for score in scores:
-            click.echo(orjson.dumps(score.as_record()).decode())
+        for i, score in enumerate(scores):
+            record = score.as_record() | (accounts[i].as_record() if accounts else {})
+            click.echo(orjson.dumps(record).decode())
         return
     table = Table("policy", "recall (harmful)", "false blocks", "false escalations", "expected action",
                   "time to action p50", "p95", "decisions", title=f"{path.name}: "
@@ -204,6 +212,13 @@ def evaluate(path: Path, policies: tuple[Path, ...], broker: str | None, broker_
         cells = (", ".join(f"{a} {n}" for a, n in sorted(t.get(kind, {}).items())) for t in tables)
         kinds.add_row(kind, *cells)
     console.print(kinds)
+    if accounts:
+        table = Table("policy", "recall (harmful accounts)", "false actions (benign accounts)", "account decisions",
+                      title=f"accounts: {accounts[0].harmful_accounts} harmful, {accounts[0].benign_accounts} benign")
+        for a in accounts:
+            table.add_row(a.policy_version, f"{a.recall_accounts:.1%}", f"{a.false_action_rate_accounts:.1%}",
+                          str(a.account_decisions))
+        console.print(table)
 
 
 def _ms(value: float | None) -> str:

@@ -4,6 +4,11 @@ Per policy: recall on harmful streams (blocked or escalated), false-block and
 false-escalation rates on benign streams, agreement with each stream's expected
 action, and time-to-action — from the first harmful event (the label's
 ``harm_start_ms``, else the stream's first event) to the decision's event time.
+
+With account labels (``{"label": {"account_id", ...}}``), per policy also: recall on
+harmful accounts and the false-action rate on benign ones, where an account is acted on
+when a decision names it as its subject or cites it as account evidence (a repeat
+broadcaster's new stream, a groomer's targets).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from streamsafe.replay.recording import Recording
 
-__all__ = ["PolicyScore", "per_kind", "score_policies"]
+__all__ = ["AccountScore", "PolicyScore", "acted_on_accounts", "per_kind", "score_accounts", "score_policies"]
 
 _STRENGTH = {"none": 0, "escalate": 1, "block": 2}
 
@@ -108,3 +113,47 @@ def per_kind(recording: Recording, decisions: Iterable[dict[str, Any]],
     for label in recording.labels.values():
         table[label.kind or "unlabelled"][names[strongest.get(label.stream_id, 0)]] += 1
     return {k: dict(v) for k, v in table.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountScore:
+    policy_version: str
+    harmful_accounts: int
+    benign_accounts: int
+    recall_accounts: float
+    false_action_rate_accounts: float
+    account_decisions: int  # decisions whose subject is an account
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def acted_on_accounts(decisions: Iterable[dict[str, Any]], version: str) -> set[str]:
+    """Accounts a policy's block/restrict/escalate decisions name as subject or cite as account evidence."""
+    acted: set[str] = set()
+    for d in decisions:
+        if d["policy_version"] != version or d["action"] not in ("block", "restrict", "escalate"):
+            continue
+        subject = d.get("subject") or {}
+        if subject.get("type") == "account":
+            acted.add(subject["id"])
+        acted.update(e["account_id"] for e in d.get("evidence", ()) if e.get("kind") == "account" and "account_id" in e)
+    return acted
+
+
+def score_accounts(recording: Recording, decisions: Sequence[dict[str, Any]],
+                   policy_versions: Sequence[str]) -> list[AccountScore]:
+    harmful = [a for a in recording.account_labels.values() if a.harmful]
+    benign = [a for a in recording.account_labels.values() if not a.harmful]
+    scores = []
+    for version in policy_versions:
+        acted = acted_on_accounts(decisions, version)
+        scores.append(AccountScore(
+            policy_version=version, harmful_accounts=len(harmful), benign_accounts=len(benign),
+            recall_accounts=round(sum(a.account_id in acted for a in harmful) / len(harmful), 4) if harmful else 0.0,
+            false_action_rate_accounts=round(sum(a.account_id in acted for a in benign) / len(benign), 4)
+            if benign else 0.0,
+            account_decisions=sum(1 for d in decisions if d["policy_version"] == version
+                                  and (d.get("subject") or {}).get("type") == "account"),
+        ))
+    return scores

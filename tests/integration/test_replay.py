@@ -9,6 +9,7 @@ import sys
 
 import jsonschema
 import pytest
+import yaml
 
 from streamsafe.events.contract import STATEMENTS, load_contract
 from streamsafe.policy.loader import default_policy_text, load_policy
@@ -107,3 +108,26 @@ def load_policy_path():
     from importlib import resources
 
     return resources.files("streamsafe.policy").joinpath("default.yaml")
+
+
+def test_evaluate_scores_accounts_on_both_patterns_and_their_look_alikes(broker, tmp_path):
+    path = tmp_path / "accounts.jsonl"
+    made = cli("simulate", "--scenarios", "--streams", "10", "--accounts", "2", "--seed", "5", "--out", str(path))
+    assert made.returncode == 0, made.stderr
+    off = tmp_path / "accounts-off.yaml"
+    version = load_policy().version
+    document = yaml.safe_load(default_policy_text())
+    document.update(version="accounts-off", accounts={"repeat_broadcaster": None, "viewer_grooming": None})
+    off.write_text(yaml.safe_dump(document))
+    scores = {}
+    for policy in (load_policy_path(), off):
+        result = cli("evaluate", str(path), "--json", "--broker", broker.url, "--policy", str(policy))
+        assert result.returncode == 0, result.stderr
+        score = json.loads(result.stdout.strip())
+        scores[score["policy_version"]] = score
+    live, without = scores[version], scores["accounts-off"]
+    assert (live["harmful_accounts"], live["benign_accounts"]) == (4, 10)
+    assert live["recall_accounts"] == 1.0 and live["false_action_rate_accounts"] == 0.0
+    assert live["account_decisions"] == 4  # the two groomers: one escalation and one restriction each
+    assert without["recall_accounts"] == 0.0 and without["account_decisions"] == 0
+    assert live["recall_harmful"] > without["recall_harmful"] and live["false_block_rate"] == 0.0

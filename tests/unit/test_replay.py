@@ -125,3 +125,40 @@ def test_replay_batches_keep_each_streams_order_and_one_topic_per_stream():
     for key in "abc":
         mine = [i for i in flat if inputs[i].key == key]
         assert mine == sorted(mine)  # each stream's records in recorded order
+
+
+def test_account_scenarios_carry_account_labels_that_round_trip(tmp_path):
+    from streamsafe.replay.account_scenarios import ACCOUNT_KINDS
+    from streamsafe.replay.recording import AccountLabel
+
+    events, labels = generate_scenarios(streams=20, seed=3, accounts=2)
+    path = tmp_path / "a.jsonl"
+    write_recording(path, events, labels)
+    recording = read_recording(path)
+    accounts = [label for label in labels if isinstance(label, AccountLabel)]
+    assert recording.account_labels == {a.account_id: a for a in accounts}
+    assert {a.kind for a in accounts} == set(ACCOUNT_KINDS)
+    assert {a.account_id for a in accounts if a.harmful} == {"acct-rep-0", "acct-rep-1", "acct-groomer-0",
+                                                             "acct-groomer-1"}
+    # the groomer's chat names its author (contract version 2); look-alikes' chat does too
+    chats = [e.value for e in events if e.value and e.value.get("actor_account_id")]
+    assert {c["schema_version"] for c in chats} == {2}
+    assert generate_scenarios(streams=20, seed=3, accounts=2) == (events, labels)
+
+
+def test_account_scores_count_subjects_and_account_evidence():
+    from streamsafe.replay.evaluate import score_accounts
+    from streamsafe.replay.recording import AccountLabel
+
+    recording = Recording(account_labels={a.account_id: a for a in (
+        AccountLabel("groomer", True, "escalate"), AccountLabel("repeat", True, "escalate"),
+        AccountLabel("fan", False, "none"), AccountLabel("drop", False, "none"))})
+    decisions = [
+        decision("s1", "escalate") | {"subject": {"type": "account", "id": "groomer"}},
+        decision("s2", "restrict") | {"evidence": [{"kind": "account", "account_id": "repeat", "ts_ms": 0}]},
+        decision("s3", "report") | {"subject": {"type": "account", "id": "fan"}},  # not an action on the account
+        decision("s4", "escalate", version="p2") | {"subject": {"type": "account", "id": "drop"}},
+    ]
+    live, other = score_accounts(recording, decisions, ["p1", "p2"])
+    assert (live.recall_accounts, live.false_action_rate_accounts, live.account_decisions) == (1.0, 0.0, 2)
+    assert (other.recall_accounts, other.false_action_rate_accounts, other.account_decisions) == (0.0, 0.5, 1)
