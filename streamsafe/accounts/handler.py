@@ -14,7 +14,7 @@ from typing import Any
 
 from streamsafe.accounts.signals import AccountSignal, AccountSignalDecoder
 from streamsafe.accounts.state import AccountState
-from streamsafe.accounts.step import account_step
+from streamsafe.accounts.step import AccountOutcome, account_step
 from streamsafe.agents.records import RecordHandler
 from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import ACCOUNT_SIGNALS
@@ -50,8 +50,10 @@ class AccountHandler:
                 return
             records.count_input(ACCOUNT_SIGNALS)
             outcome = self._apply(signal)
+            if outcome.findings:  # to the streams' partitions, where their workers decide
+                await records.publisher.send_account_findings(outcome.findings)
             if outcome.decisions:
-                await records.publish(outcome, ACCOUNT_SIGNALS)
+                await records.publish(Outcome(decisions=outcome.decisions), ACCOUNT_SIGNALS)
         except Exception as exc:  # one record must never take the agent down
             await records._failed(exc, ACCOUNT_SIGNALS, key, value, source)
         finally:
@@ -65,7 +67,7 @@ class AccountHandler:
             raise RejectedInput("wrong_partition", f"the key belongs on partition {expected} (murmur2), the record "
                                 f"is on {source.partition}")
 
-    def _apply(self, signal: AccountSignal) -> Outcome:
+    def _apply(self, signal: AccountSignal) -> AccountOutcome:
         """Read, step, write: synchronous on purpose (no await between the read and the write)."""
         stored = self.accounts.get(signal.account_id)
         state = AccountState.from_record(stored) if stored is not None else None
@@ -77,7 +79,7 @@ class AccountHandler:
             self.state_writes += 1
         for d in outcome.decisions:
             self.records.stats.decided[d.action] += 1
-        return Outcome(decisions=outcome.decisions)
+        return outcome
 
     def due_expiries(self, now_ms: int) -> list[AccountSignal]:
         """Expiry ticks for accounts whose newest entry is past the retention (processing clock)."""

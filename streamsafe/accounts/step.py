@@ -10,8 +10,12 @@ set in the policy's ``accounts`` section:
   restricted) as an account, once while the action is in force, and each stream involved
   is escalated naming the viewer.
 
-Decisions carry ``subject`` (schema version 2); their ids are deterministic, as every
-decision's: the causing stream record's broker timestamp is part of them.
+Account decisions (``subject``: the account, schema version 2) are made here. What concerns
+a stream is a :class:`~streamsafe.events.models.AccountFinding`, sent to the stream's
+partition, where the stream's own agent decides (``pipeline/step.py``), so those decisions
+join the stream's incident: review deadlines, verdicts, appeals, statements of reasons.
+Ids are deterministic, as every decision's: the causing stream record's broker timestamp
+is part of them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 from streamsafe.accounts.signals import AccountSignal
 from streamsafe.accounts.state import AccountState, Block, Grooming, Start
+from streamsafe.events.models import AccountFinding
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy
 from streamsafe.scoring.evidence import Evidence
@@ -35,7 +40,8 @@ MAX_EVIDENCE = 10
 class AccountOutcome:
     state: AccountState | None = None  # to write (None: leave it)
     delete: bool = False  # nothing is left within retention: drop the account's state
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[Decision, ...] = ()  # about the account
+    findings: tuple[AccountFinding, ...] = ()  # about its streams, for the streams' workers to decide
 
 
 def young_target(signal: AccountSignal) -> bool:
@@ -57,9 +63,10 @@ def account_step(signal: AccountSignal, state: AccountState | None, policy: Poli
             return AccountOutcome(delete=state is not None)
         return AccountOutcome(state=current if current != stored else None)
     decisions: tuple[Decision, ...] = ()
+    findings: tuple[AccountFinding, ...] = ()
     if signal.kind == "stream_started" and signal.stream_id and policy.accounts.repeat_broadcaster:
-        decisions = _repeat_broadcaster(signal, current, policy)
-        current = current.with_start(Start(signal.ts_ms, signal.stream_id, signal.decided_at_ms, bool(decisions)))
+        findings = _repeat_broadcaster(signal, current, policy)
+        current = current.with_start(Start(signal.ts_ms, signal.stream_id, signal.decided_at_ms, bool(findings)))
     elif signal.kind == "blocked" and signal.stream_id and signal.rule:
         current = current.with_block(Block(signal.ts_ms, signal.stream_id, signal.rule, signal.decision_id))
         # input topics are read independently: a later stream's start may have arrived first
@@ -69,7 +76,7 @@ def account_step(signal: AccountSignal, state: AccountState | None, policy: Poli
                                       start.stream_id)
                 decided = _repeat_broadcaster(again, current, policy)
                 if decided:
-                    decisions += decided
+                    findings += decided
                     current = current.with_start(Start(start.ts_ms, start.stream_id, start.decided_at_ms, True))
     elif signal.kind == "grooming" and signal.stream_id and signal.classifier and signal.score is not None:
         grooming = accounts.viewer_grooming
@@ -77,13 +84,13 @@ def account_step(signal: AccountSignal, state: AccountState | None, policy: Poli
             private = bool(signal.target and signal.target.private)
             current = current.with_grooming(Grooming(signal.ts_ms, signal.stream_id, signal.score, signal.classifier,
                                                      young_target(signal), private))
-            current, decisions = _viewer_grooming(signal, current, policy)
+            current, decisions, findings = _viewer_grooming(signal, current, policy)
     if current.empty and state is not None:
-        return AccountOutcome(delete=True, decisions=decisions)
-    return AccountOutcome(state=current if current != stored else None, decisions=decisions)
+        return AccountOutcome(delete=True, decisions=decisions, findings=findings)
+    return AccountOutcome(state=current if current != stored else None, decisions=decisions, findings=findings)
 
 
-def _repeat_broadcaster(signal: AccountSignal, state: AccountState, policy: Policy) -> tuple[Decision, ...]:
+def _repeat_broadcaster(signal: AccountSignal, state: AccountState, policy: Policy) -> tuple[AccountFinding, ...]:
     rule = policy.accounts.repeat_broadcaster
     assert signal.stream_id is not None
     if rule is None:
@@ -95,28 +102,22 @@ def _repeat_broadcaster(signal: AccountSignal, state: AccountState, policy: Poli
         return ()
     last = prior[-1]
     priority = rule.priority_after(last.rule)
-    evidence = tuple(Evidence("account", b.ts_ms, (("role", "broadcaster"), ("account_id", signal.account_id),
-                                                   ("rule", b.rule), ("stream_id", b.stream_id)))
-                     for b in prior[-MAX_EVIDENCE:])
+    evidence = tuple({"kind": "account", "ts_ms": b.ts_ms, "role": "broadcaster", "account_id": signal.account_id,
+                      "rule": b.rule, "stream_id": b.stream_id} for b in prior[-MAX_EVIDENCE:])
     reason = (f"rule '{REPEAT_BROADCASTER}': account.prior_blocks {len(prior)} gte 1 within "
               f"{_days(rule.window_s)} (last by '{last.rule}')")
-    actions = [Action("escalate", priority)]
-    if rule.restrictions:
-        actions.insert(0, Action("restrict", restrictions=rule.restrictions))
-    return tuple(Decision.create(signal.stream_id, action, (reason,), evidence, policy.version,
-                                 decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=REPEAT_BROADCASTER,
-                                 review_sla_s=policy.review_sla_s.get(priority),
-                                 subject=("stream", signal.stream_id)) for action in actions)
+    return (AccountFinding(signal.stream_id, REPEAT_BROADCASTER, signal.ts_ms, signal.decided_at_ms, reason, evidence,
+                           priority, rule.restrictions),)
 
 
 def _viewer_grooming(signal: AccountSignal, state: AccountState, policy: Policy,
-                     ) -> tuple[AccountState, tuple[Decision, ...]]:
+                     ) -> tuple[AccountState, tuple[Decision, ...], tuple[AccountFinding, ...]]:
     rule = policy.accounts.viewer_grooming
     assert rule is not None and signal.stream_id is not None
     since = signal.ts_ms - int(rule.window_s * 1000)
     seen = sorted((g for g in state.grooming if g.young_target and since <= g.ts_ms), key=lambda g: g.ts_ms)
     if len(seen) < rule.min_streams or state.active(VIEWER_GROOMING):
-        return state, ()
+        return state, (), ()
     streams = tuple(g.stream_id for g in seen)
     evidence = tuple(Evidence("account", g.ts_ms, (("role", "viewer"), ("account_id", signal.account_id),
                                                    ("classifier", g.classifier), ("score", g.score),
@@ -133,7 +134,7 @@ def _viewer_grooming(signal: AccountSignal, state: AccountState, policy: Policy,
                                  decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=VIEWER_GROOMING,
                                  review_sla_s=sla, subject=account, streams=streams) for action in actions]
     # each stream involved: an escalation naming the viewer, so its reviewer sees the pattern
-    decisions += [Decision.create(g.stream_id, Action("escalate", rule.priority), (reason,), evidence, policy.version,
-                                  decided_at_ms=signal.decided_at_ms, event_ts_ms=signal.ts_ms, rule=VIEWER_GROOMING,
-                                  review_sla_s=sla, subject=("stream", g.stream_id), streams=streams) for g in seen]
-    return state.with_action(VIEWER_GROOMING, signal.ts_ms), tuple(decisions)
+    records = tuple(e.as_record() for e in evidence)
+    findings = tuple(AccountFinding(g.stream_id, VIEWER_GROOMING, signal.ts_ms, signal.decided_at_ms, reason, records,
+                                    rule.priority, streams=streams) for g in seen)
+    return state.with_action(VIEWER_GROOMING, signal.ts_ms), tuple(decisions), findings

@@ -26,6 +26,7 @@ from streamsafe.control.signing import TrustedKeys
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     ACCOUNT_SIGNALS,
     FRAME_HASHES,
     INPUT_TOPICS,
@@ -90,7 +91,8 @@ class RecordHandler:
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock or WallClock()
         self.metrics = metrics or StreamSafeMetrics.create()
-        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS, ACCOUNT_SIGNALS)
+        topics = self.counted_topics = (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS, ACCOUNT_SIGNALS,
+                                        ACCOUNT_FINDINGS)
         self._accepted = {t: self.metrics.input_messages.labels(t, "accepted", "") for t in topics}
         self._last_input = {t: self.metrics.last_input.labels(t) for t in topics}
         self.decoder = decoder

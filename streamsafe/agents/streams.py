@@ -23,6 +23,7 @@ from streamsafe.accounts.handler import AccountHandler
 from streamsafe.agents.records import RecordHandler
 from streamsafe.enforcement.publisher import DecisionPublisher
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     ACCOUNT_SIGNALS,
     FRAME_HASHES,
     FRAME_MATCHES,
@@ -46,7 +47,7 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 
 def install_agents(app: faust.App, settings: Settings, handler: RecordHandler, ready: asyncio.Event,
                    roster: AgentRoster, partitions: int, accounts: AccountHandler | None = None) -> None:
-    for name in (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS):
+    for name in (*INPUT_TOPICS, REVIEW_APPEALS, REVIEW_VERDICTS, TIMERS, ACCOUNT_FINDINGS):
         forwarded = settings.prefilter and name == FRAME_HASHES  # only the frames that matched
         topic = raw_topic(app, settings.topic_name(FRAME_MATCHES if forwarded else name), partitions)
         roster.expected.add(name)

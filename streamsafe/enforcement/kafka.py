@@ -24,6 +24,7 @@ from streamsafe.control.signing import SigningKey
 from streamsafe.enforcement.deliveries import RETRY_BACKOFF_S, Deliveries, Send, Sendable, dead_letter_send
 from streamsafe.events.bank_entries import bank_entry_document
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     ACCOUNT_SIGNALS,
     ACTIONS,
     AUDIT,
@@ -38,7 +39,7 @@ from streamsafe.events.contract import (
 )
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.events.encode import encode_tick
-from streamsafe.events.models import BankEntry, TimerTick
+from streamsafe.events.models import AccountFinding, BankEntry, TimerTick
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
@@ -61,13 +62,14 @@ class OutputTopics:
     statements: Sendable
     audit: Sendable
     account_signals: Sendable
+    account_findings: Sendable
 
     @classmethod
     def of(cls, topic: Callable[[str], Sendable]) -> OutputTopics:
         """Each role's topic from the contract name (``topic`` adds the prefix and builds it)."""
         return cls(topic(ACTIONS), topic(ESCALATIONS), topic(SHADOW_DECISIONS), topic(DEAD_LETTER),
                    topic(REPORTS), topic(PRESERVATION), topic(HASHBANK_ENTRIES), topic(TIMERS), topic(STATEMENTS),
-                   topic(AUDIT), topic(ACCOUNT_SIGNALS))
+                   topic(AUDIT), topic(ACCOUNT_SIGNALS), topic(ACCOUNT_FINDINGS))
 
     @classmethod
     def every(cls, topic: Sendable) -> OutputTopics:
@@ -131,6 +133,10 @@ class KafkaPublisher:
         # no partition given: the producer's partitioner (murmur2) puts each on its account's
         await self.deliveries.send([Send(self.topics.account_signals, s.account_id.encode(), s.encode())
                                     for s in signals])
+
+    async def send_account_findings(self, findings: Sequence[AccountFinding]) -> None:
+        await self.deliveries.send([Send(self.topics.account_findings, f.stream_id.encode(), orjson.dumps(f.to_dict()))
+                                    for f in findings])
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         await self.deliveries.send([dead_letter_send(self.topics.dead_letters, rejected)])

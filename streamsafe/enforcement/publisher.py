@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from streamsafe.accounts.signals import AccountSignal
 from streamsafe.events.dead_letter import DeadLetter
-from streamsafe.events.models import BankEntry, TimerTick
+from streamsafe.events.models import AccountFinding, BankEntry, TimerTick
 from streamsafe.policy.decisions import Decision
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 from streamsafe.review.statements import Statement
@@ -46,6 +46,10 @@ class DecisionPublisher(Protocol):
         """Send account signals to the partitions of their accounts (keyed by account id)."""
         ...
 
+    async def send_account_findings(self, findings: Sequence[AccountFinding]) -> None:
+        """Send what an account's history says about its streams to the streams' partitions."""
+        ...
+
     async def dead_letter(self, rejected: DeadLetter) -> None:
         """Deliver one rejected input to the dead-letter topic."""
         ...
@@ -76,6 +80,7 @@ class InMemoryPublisher:
         self.statements: list[Statement] = []
         self.audits: list[Mapping[str, Any]] = []
         self.account_signals: list[AccountSignal] = []
+        self.account_findings: list[AccountFinding] = []
 
     async def publish(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -98,6 +103,9 @@ class InMemoryPublisher:
 
     async def send_account_signals(self, signals: Sequence[AccountSignal]) -> None:
         self.account_signals.extend(signals)
+
+    async def send_account_findings(self, findings: Sequence[AccountFinding]) -> None:
+        self.account_findings.extend(findings)
 
     async def dead_letter(self, rejected: DeadLetter) -> None:
         self.dead_letters.append(rejected)

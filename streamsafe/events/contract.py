@@ -17,6 +17,7 @@ from typing import Any
 from streamsafe.errors import ContractError
 
 __all__ = [
+    "ACCOUNT_FINDINGS",
     "ACCOUNT_SIGNALS",
     "ACTIONS",
     "AUDIT",
@@ -61,11 +62,12 @@ FRAME_MATCHES = "streamsafe.frame-matches"
 STATEMENTS = "enforcement.statements"
 AUDIT = "streamsafe.audit"
 ACCOUNT_SIGNALS = "streamsafe.account-signals"
+ACCOUNT_FINDINGS = "streamsafe.account-findings"
 
 INPUT_TOPICS = (METADATA, FRAME_HASHES, CLASSIFIER_SIGNALS, USER_REPORTS)
 REQUIRED_TOPICS = (*INPUT_TOPICS, REVIEW_VERDICTS, REVIEW_APPEALS, ACTIONS, ESCALATIONS, SHADOW_DECISIONS, DEAD_LETTER,
                    POLICY, HASHBANK_ENTRIES, REPORTS, PRESERVATION, TIMERS, FRAME_MATCHES, STATEMENTS, AUDIT,
-                   ACCOUNT_SIGNALS)
+                   ACCOUNT_SIGNALS, ACCOUNT_FINDINGS)
 #: in: the platform's inputs; out: what workers publish; control: policies and banks every worker
 #: reads; internal: the workers' own; service: a side service's own (e.g. streamsafe coop forward)
 DIRECTIONS = ("in", "out", "control", "internal", "service")

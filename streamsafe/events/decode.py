@@ -32,6 +32,7 @@ import orjson
 
 from streamsafe.errors import RejectedInput
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     CLASSIFIER_SIGNALS,
     FRAME_HASHES,
     METADATA,
@@ -43,6 +44,7 @@ from streamsafe.events.contract import (
 )
 from streamsafe.events.dead_letter import DEAD_LETTER_REASONS, SourceRecord
 from streamsafe.events.models import (
+    AccountFinding,
     Appeal,
     ClassifierSignal,
     Frame,
@@ -64,7 +66,8 @@ LATEST_MS = 4_102_444_800_000
 #: how far an event time may run ahead of its record's broker timestamp (producer clock skew)
 MAX_FUTURE_SKEW_MS = 3_600_000
 
-InputEvent = FrameBatch | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
+InputEvent = (FrameBatch | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
+              | AccountFinding)
 
 _BUILDERS: Mapping[str, Callable[[dict[str, Any]], InputEvent]] = {
     FRAME_HASHES: FrameBatch.from_dict,
@@ -74,6 +77,7 @@ _BUILDERS: Mapping[str, Callable[[dict[str, Any]], InputEvent]] = {
     REVIEW_VERDICTS: ReviewVerdict.from_dict,
     REVIEW_APPEALS: Appeal.from_dict,
     TIMERS: TimerTick.from_dict,
+    ACCOUNT_FINDINGS: AccountFinding.from_dict,
 }
 
 

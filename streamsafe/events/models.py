@@ -8,8 +8,8 @@ from typing import Any
 
 from streamsafe.events.values import EvidenceRef
 
-__all__ = ["Appeal", "BankEntry", "ClassifierSignal", "Frame", "FrameBatch", "FrameMatches", "Match", "ReviewVerdict",
-           "StreamMetadata", "TimerTick", "UserReport"]
+__all__ = ["AccountFinding", "Appeal", "BankEntry", "ClassifierSignal", "Frame", "FrameBatch",
+           "FrameMatches", "Match", "ReviewVerdict", "StreamMetadata", "TimerTick", "UserReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +180,38 @@ class Appeal:
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Appeal:
         return cls(value["stream_id"], value["appeal_id"], value["decision_id"], value["submitted_at_ms"])
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFinding:
+    """What an account's history says about one of its streams (``streamsafe.account-findings``): the
+    account's worker found it, the stream's worker decides on it (restrict if ``restrictions``, escalate)."""
+
+    stream_id: str
+    rule: str
+    ts_ms: int
+    decided_at_ms: int
+    reason: str
+    evidence: tuple[Mapping[str, Any], ...]
+    priority: str
+    restrictions: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> AccountFinding:
+        return cls(value["stream_id"], value["rule"], value["ts_ms"], value["decided_at_ms"], value["reason"],
+                   tuple(value["evidence"]), value["priority"], tuple(value.get("restrictions", ())),
+                   tuple(value.get("streams", ())))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": 1, "stream_id": self.stream_id, "rule": self.rule,
+                               "ts_ms": self.ts_ms, "decided_at_ms": self.decided_at_ms, "reason": self.reason,
+                               "evidence": [dict(e) for e in self.evidence], "priority": self.priority}
+        if self.restrictions:
+            out["restrictions"] = list(self.restrictions)
+        if self.streams:
+            out["streams"] = list(self.streams)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

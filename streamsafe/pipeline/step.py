@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from streamsafe.events.models import (
+    AccountFinding,
     Appeal,
     ClassifierSignal,
     FrameMatches,
@@ -42,14 +43,17 @@ from streamsafe.pipeline.outcome import EMPTY, NO_OPEN_ESCALATION, Outcome
 from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
+from streamsafe.policy.model import Action
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.review.incident import Incident, Verdict
 from streamsafe.review.reports import PreservationRequest, ReportPacket
+from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
 
 __all__ = ["IncidentReader", "Lifecycle", "StepContext", "StepEvent", "expiry_ms", "reporter_digest", "step"]
 
-StepEvent = FrameMatches | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
+StepEvent = (FrameMatches | ClassifierSignal | UserReport | StreamMetadata | ReviewVerdict | Appeal | TimerTick
+             | AccountFinding)
 IncidentReader = Callable[[], Incident | None]  # the stream's stored incident (None: none yet)
 
 
@@ -113,6 +117,8 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
         case Appeal():
             current = replace(incident() or Incident(), partition=ctx.partition)
             return _touched(open_appeal(live, state, current, event, ctx.record_ts_ms, ctx.partition), stored, ctx)
+        case AccountFinding():
+            return _account_finding(event, stored, incident, ctx)
         case TimerTick(kind="expire"):
             if state is None or not (incident() or Incident()).settled:
                 return Outcome()  # nothing to release, or an open escalation still needs it
@@ -127,6 +133,25 @@ def step(event: StepEvent, state: StreamState | None, incident: IncidentReader, 
             return _touched(miss_deadline(live, stored, current, event.stream_id, escalation, ctx.review),
                             stored, ctx)
     raise TypeError(f"no step for {type(event).__name__}")
+
+
+def _account_finding(finding: AccountFinding, stored: StreamState, incident: IncidentReader,
+                     ctx: StepContext) -> Outcome:
+    """An account's history about this stream: decided here, where the stream's incident lives, so its
+    escalation has a review deadline, takes verdicts and appeals, and its restriction a statement of reasons."""
+    live = ctx.policies.live
+    evidence = tuple(Evidence("account", int(e["ts_ms"]),
+                              tuple((k, v) for k, v in e.items() if k not in ("kind", "ts_ms")))
+                     for e in finding.evidence)
+    actions = [Action("restrict", restrictions=finding.restrictions)] if finding.restrictions else []
+    actions.append(Action("escalate", finding.priority))
+    decisions = tuple(Decision.create(finding.stream_id, action, (finding.reason,), evidence, live.version,
+                                      decided_at_ms=finding.decided_at_ms, event_ts_ms=finding.ts_ms,
+                                      rule=finding.rule, review_sla_s=live.review_sla_s.get(finding.priority),
+                                      subject=("stream", finding.stream_id), streams=finding.streams)
+                      for action in actions)
+    current = replace(incident() or Incident(), partition=ctx.partition)
+    return Outcome(incident=current.with_decisions(decisions, ctx.partition), decisions=decisions)
 
 
 def _reviewable(incident: Incident, verdict: Verdict) -> bool:

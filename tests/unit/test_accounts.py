@@ -18,6 +18,7 @@ from streamsafe.clients import default_partition
 from streamsafe.enforcement.publisher import InMemoryPublisher
 from streamsafe.errors import PolicyError
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     ACCOUNT_SIGNALS,
     ACTIONS,
     CLASSIFIER_SIGNALS,
@@ -31,6 +32,7 @@ from streamsafe.events.models import BankEntry
 from streamsafe.matching.banks import HashBanks
 from streamsafe.policy.loader import default_policy_text, load_policy
 from streamsafe.policy.policyset import PolicySet
+from tests.signing_support import VERDICT_TRUST, encoded
 
 T0 = 1_764_324_000_000
 KNOWN_MD5 = "9e107d9d372bb6826bd81d3542a419d6"
@@ -53,7 +55,8 @@ class World:
         self.contract = contract
         self.publisher = InMemoryPublisher()
         self.records = RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy(policy_text)), {},
-                                     self.publisher, incidents={}, clock=RecordClock())
+                                     self.publisher, incidents={}, clock=RecordClock(),
+                                     trusted_verdicts=VERDICT_TRUST)
         self.table: dict = {}
         self.accounts = AccountHandler(AccountSignalDecoder(contract[ACCOUNT_SIGNALS]), self.table, self.records,
                                        contract[ACCOUNT_SIGNALS].partitions, default_partition)
@@ -61,18 +64,27 @@ class World:
 
     async def send(self, topic: str, value: dict, record_ts: int) -> None:
         self.offset += 1
-        await self.records.handle(topic, value["stream_id"].encode(), orjson.dumps(value),
+        key = value["stream_id"].encode()
+        await self.records.handle(topic, key, encoded(topic, key, value),
                                   SourceRecord(topic, 0, self.offset, record_ts))
         await self.deliver()
 
     async def deliver(self) -> None:
-        """The account topic: every signal sent so far, to its account's partition, once."""
-        while self.publisher.account_signals:
-            signal = self.publisher.account_signals.pop(0)
-            key = signal.account_id.encode()
+        """The account topics: every signal sent so far to its account's partition, every finding
+        to its stream's, once."""
+        while self.publisher.account_signals or self.publisher.account_findings:
             self.offset += 1
-            await self.accounts.handle(key, signal.encode(), SourceRecord(
-                ACCOUNT_SIGNALS, default_partition(key, self.accounts.partitions), self.offset, signal.decided_at_ms))
+            if self.publisher.account_signals:
+                signal = self.publisher.account_signals.pop(0)
+                key = signal.account_id.encode()
+                await self.accounts.handle(key, signal.encode(), SourceRecord(
+                    ACCOUNT_SIGNALS, default_partition(key, self.accounts.partitions), self.offset,
+                    signal.decided_at_ms))
+            else:
+                finding = self.publisher.account_findings.pop(0)
+                await self.records.handle(ACCOUNT_FINDINGS, finding.stream_id.encode(),
+                                          orjson.dumps(finding.to_dict()),
+                                          SourceRecord(ACCOUNT_FINDINGS, 0, self.offset, finding.decided_at_ms + 5))
 
     def decisions(self, rule: str | None = None):
         return [d for d in self.publisher.decisions if not d.shadow and (rule is None or d.rule == rule)]
@@ -273,3 +285,36 @@ async def test_a_block_that_arrives_after_the_broadcasters_next_start_still_coun
     assert [d.decision_id for d in in_order.decisions(REPEAT_BROADCASTER)] == [d.decision_id for d in late]
     await world.send(FRAME_HASHES, frames("s-1", T0 + 1_500), T0 + 4 * MIN)  # nothing twice
     assert len(world.decisions(REPEAT_BROADCASTER)) == 2
+
+
+async def test_a_repeat_broadcasters_escalation_joins_the_streams_review_loop(contract):
+    from streamsafe.events.contract import REVIEW_VERDICTS
+    from streamsafe.review.incident import Incident
+    from streamsafe.review.statements import statement_id_of
+
+    world = World(contract)
+    await block_then_restart(world, 2 * MIN)
+    restrict, escalate = world.decisions(REPEAT_BROADCASTER)
+    # decided by the stream's own worker: in its incident, with a deadline, and a statement of reasons
+    incident = Incident.from_record(world.records.incidents["s-2"])
+    assert [(e.decision_id, e.status, e.due_ms) for e in incident.escalations] == [
+        (escalate.decision_id, "open", escalate.review_due_ms)]
+    assert [s.statement_id for s in world.publisher.statements if s.stream_id == "s-2"] == [
+        statement_id_of(restrict.decision_id)]
+    verdict = {"schema_version": 1, "stream_id": "s-2", "escalation_id": escalate.decision_id,
+               "verdict": "benign", "reviewer_id": "rev-1", "ts_ms": T0 + 3 * MIN}
+    await world.send(REVIEW_VERDICTS, verdict, T0 + 3 * MIN)
+    incident = Incident.from_record(world.records.incidents["s-2"])
+    assert [e.status for e in incident.escalations] == ["benign"]
+
+
+async def test_each_stream_a_groomer_targeted_gets_an_escalation_in_its_own_incident(contract):
+    from streamsafe.review.incident import Incident
+
+    world = World(contract)
+    for i in range(3):
+        await world.send(METADATA, started(f"y-{i}", f"b-{i}", T0, **YOUNG), T0)
+        await world.send(CLASSIFIER_SIGNALS, grooming(f"y-{i}", "v-1", T0 + (1 + i) * MIN), T0 + (1 + i) * MIN)
+    for i in range(3):
+        incident = Incident.from_record(world.records.incidents[f"y-{i}"])
+        assert [(e.rule, e.status) for e in incident.escalations] == [(VIEWER_GROOMING, "open")]
