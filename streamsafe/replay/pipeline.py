@@ -42,6 +42,7 @@ from streamsafe.enforcement.statements_topic import read_statements
 from streamsafe.errors import ConfigError, StreamSafeError
 from streamsafe.events.bank_entries import encode_bank_removal
 from streamsafe.events.contract import (
+    ACCOUNT_FINDINGS,
     ACCOUNT_SIGNALS,
     ACTIONS,
     ESCALATIONS,
@@ -203,11 +204,13 @@ async def _wait_committed(settings: Settings, last: dict[TopicPartition, int], t
         await _wait_group(settings, settings.prefilter_group, screened, deadline, timeout_s)
         by_agents.update(await _last_offsets(settings, FRAME_MATCHES))
     await _wait_group(settings, settings.app_id, by_agents, deadline, timeout_s)
-    # the inputs' account signals were acknowledged before their offsets were committed: all are
-    # on the topic now, and the account agent's decisions follow once they are committed too
-    accounts = await _last_offsets(settings, ACCOUNT_SIGNALS)
-    if accounts:
-        await _wait_group(settings, settings.app_id, accounts, deadline, timeout_s)
+    # each hop's records were acknowledged before the offsets that caused them were committed: once
+    # the inputs are committed, every account signal is on its topic; once those are, every account
+    # finding; once those are, every decision
+    for hop in (ACCOUNT_SIGNALS, ACCOUNT_FINDINGS):
+        sent = await _last_offsets(settings, hop)
+        if sent:
+            await _wait_group(settings, settings.app_id, sent, deadline, timeout_s)
 
 
 async def _wait_group(settings: Settings, group: str, last: dict[TopicPartition, int], deadline: float,
