@@ -111,7 +111,7 @@ async def test_bad_input_is_dead_lettered_with_distinct_reasons_and_worker_keeps
         "schema_violation": (CLASSIFIER_SIGNALS, b"s-b", orjson.dumps(signal("s-b", 4.2))),
         "oversized": (CLASSIFIER_SIGNALS, b"s-x", oversized),
         "unknown_version": (USER_REPORTS, b"s-c", orjson.dumps({
-            "schema_version": 2, "stream_id": "s-c", "category": "other", "ts_ms": 1,
+            "schema_version": 3, "stream_id": "s-c", "category": "other", "ts_ms": 1,
             "reporter_id": "r"})),
         "not_an_object": (METADATA, b"s-d", b'"stream.started"'),
         "key_mismatch": (FRAME_HASHES, b"s-other", orjson.dumps(frames("s-e", benign(1)))),
