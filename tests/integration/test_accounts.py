@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 import yaml
 from aiokafka import TopicPartition
@@ -65,6 +66,15 @@ async def processed(pipeline, topic: str, timeout_s: float = 60.0) -> None:
     raise AssertionError(f"{topic} not processed within {timeout_s} s")
 
 
+def assert_no_account_in_logs(workers, accounts: set[str]) -> None:
+    """Account ids are personal data: none in any worker log line above debug."""
+    lines = [orjson.loads(line) for w in workers for line in w.log().splitlines() if line.startswith("{")]
+    above_debug = [line["message"] for line in lines if line.get("level") != "debug"]
+    assert above_debug
+    leaks = {(a, m) for m in above_debug for a in accounts if a in m}
+    assert not leaks, sorted(leaks)[:5]
+
+
 def by_rule(records, rule: str) -> set[tuple[str, str, str | None, str | None]]:
     """Distinct (decision id, stream, action, subject) of a rule: a rebalance may re-send one."""
     return {(d["decision_id"], d["stream_id"], d["action"], (d.get("subject") or {}).get("type"))
@@ -73,12 +83,13 @@ def by_rule(records, rule: str) -> set[tuple[str, str, str | None, str | None]]:
 
 async def test_a_blocked_broadcasters_next_stream_on_another_workers_partition_is_restricted_at_start(
         pipeline, hash_list):
-    workers = [pipeline.start_worker(hash_list), pipeline.start_worker(hash_list)]
+    workers = [pipeline.start_worker(hash_list, STREAMSAFE_LOG_LEVEL="info"),
+               pipeline.start_worker(hash_list, STREAMSAFE_LOG_LEVEL="info")]
     for worker in workers:
         worker.wait_ready()
     # broadcaster i is blocked on partition i and starts again on partition i+1: a chain through
     # every partition, so however the two workers split them, some pair crosses from one to the other
-    pairs = {f"b-{i}": (stream_on(i, f"first{i}"), stream_on(i + 1, f"second{i}")) for i in range(7)}
+    pairs = {f"acct-rb-{i}": (stream_on(i, f"first{i}"), stream_on(i + 1, f"second{i}")) for i in range(7)}
     for broadcaster, (first, _) in pairs.items():
         await pipeline.send(METADATA, first.encode(), started(first, broadcaster, **ADULT))
         await pipeline.send(FRAME_HASHES, first.encode(), known_frame(first))
@@ -100,21 +111,22 @@ async def test_a_blocked_broadcasters_next_stream_on_another_workers_partition_i
     assert all("authority-hash-strong" in d["reasons"][0] and d["schema_version"] == 2 for d in escalations)
     assert not any(s in {first for first, _ in pairs.values()} for _, s, _, _ in decided)
     assert all(w.alive for w in workers)
+    assert_no_account_in_logs(workers, set(pairs))
 
 
 async def test_a_viewer_grooming_three_young_broadcasters_across_workers_gets_one_account_decision(pipeline):
-    workers = [pipeline.start_worker(), pipeline.start_worker()]
+    workers = [pipeline.start_worker(STREAMSAFE_LOG_LEVEL="info"), pipeline.start_worker(STREAMSAFE_LOG_LEVEL="info")]
     for worker in workers:
         worker.wait_ready()
     # viewer k in streams on partitions k, k+1, k+2 (some viewer's streams are on both workers);
     # look-alikes: a viewer in two young broadcasters' streams, one in three adults' public streams
-    young = {f"v-{k}": [stream_on(k + j, f"y{k}-{j}") for j in range(3)] for k in range(6)}
-    look_alikes = {"w-two": [stream_on(j, f"two-{j}") for j in range(2)],
-                   "w-adults": [stream_on(j * 3, f"adult-{j}") for j in range(3)]}
+    young = {f"acct-viewer-{k}": [stream_on(k + j, f"y{k}-{j}") for j in range(3)] for k in range(6)}
+    look_alikes = {"acct-viewer-two": [stream_on(j, f"two-{j}") for j in range(2)],
+                   "acct-viewer-adults": [stream_on(j * 3, f"adult-{j}") for j in range(3)]}
     for viewer, streams in (*young.items(), *look_alikes.items()):
         for stream in streams:
-            context = ADULT if viewer == "w-adults" else YOUNG
-            await pipeline.send(METADATA, stream.encode(), started(stream, f"bc-{stream}", **context))
+            context = ADULT if viewer == "acct-viewer-adults" else YOUNG
+            await pipeline.send(METADATA, stream.encode(), started(stream, f"acct-bc-{stream}", **context))
     await processed(pipeline, METADATA)  # the streams' context is known before the chat arrives
     for viewer, streams in (*young.items(), *look_alikes.items()):
         for stream in streams:
@@ -128,18 +140,25 @@ async def test_a_viewer_grooming_three_young_broadcasters_across_workers_gets_on
                     out.setdefault(d["subject"]["id"], set()).add((d["decision_id"], d["action"]))
         return out
 
-    records = await pipeline.read(until=lambda r: set(account_decisions(r)) >= set(young), timeout_s=90, settle_s=3.0)
+    targets = {s for streams in young.values() for s in streams}
+
+    def done(records) -> bool:
+        escalated = {d["stream_id"] for d in records.on(ESCALATIONS) if d.get("rule") == GROOMING}
+        return set(account_decisions(records)) >= set(young) and escalated >= targets
+
+    records = await pipeline.read(until=done, timeout_s=90, settle_s=3.0)
     decided = account_decisions(records)
     assert set(decided) == set(young)  # none for the look-alikes
     for viewer in young:  # one account decision per action, whatever a rebalance re-sent
         assert sorted(a for _, a in decided[viewer]) == ["escalate", "restrict"], viewer
-    escalation = next(d for d in records.on(ESCALATIONS) if d.get("subject", {}).get("id") == "v-0")
-    assert sorted(escalation["streams"]) == sorted(young["v-0"]) and escalation["priority"] == "P1"
+    escalation = next(d for d in records.on(ESCALATIONS) if d.get("subject", {}).get("id") == "acct-viewer-0")
+    assert sorted(escalation["streams"]) == sorted(young["acct-viewer-0"]) and escalation["priority"] == "P1"
     per_stream = {d["stream_id"] for d in records.on(ESCALATIONS)
                   if d.get("rule") == GROOMING and d["subject"]["type"] == "stream"}
-    assert per_stream == {s for streams in young.values() for s in streams}
+    assert per_stream == targets
     await processed(pipeline, ACCOUNT_SIGNALS)
     assert all(w.alive for w in workers)
+    assert_no_account_in_logs(workers, {*young, *look_alikes} | {f"acct-bc-{s}" for s in per_stream})
 
 
 def policy_file(tmp_path, retention: str):
