@@ -151,7 +151,10 @@ def _account_finding(finding: AccountFinding, stored: StreamState, incident: Inc
                                       subject=("stream", finding.stream_id), streams=finding.streams)
                       for action in actions)
     current = replace(incident() or Incident(), partition=ctx.partition)
-    return Outcome(incident=current.with_decisions(decisions, ctx.partition), decisions=decisions)
+    # touched, with its partition: a stream whose state was already released (a groomer's first target may
+    # have ended hours ago) gets one again, so the sweep releases the incident once its review is settled
+    touched = replace(stored, partition=ctx.partition, touched_ms=ctx.now_ms)
+    return Outcome(state=touched, incident=current.with_decisions(decisions, ctx.partition), decisions=decisions)
 
 
 def _reviewable(incident: Incident, verdict: Verdict) -> bool:

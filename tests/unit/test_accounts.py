@@ -318,3 +318,25 @@ async def test_each_stream_a_groomer_targeted_gets_an_escalation_in_its_own_inci
     for i in range(3):
         incident = Incident.from_record(world.records.incidents[f"y-{i}"])
         assert [(e.rule, e.status) for e in incident.escalations] == [(VIEWER_GROOMING, "open")]
+
+
+async def test_a_finding_for_a_stream_already_released_keeps_its_incident_until_reviewed(contract):
+    from streamsafe.scoring.state import StreamState
+
+    world = World(contract)
+    for i in range(3):
+        await world.send(METADATA, started(f"y-{i}", f"b-{i}", T0, **YOUNG), T0)
+        await world.send(CLASSIFIER_SIGNALS, grooming(f"y-{i}", "v-1", T0 + (1 + i) * MIN), T0 + (1 + i) * MIN)
+        if i == 0:  # the first target's stream ends and its state is released before the pattern shows
+            world.records.states.pop("y-0")
+    assert "y-0" in world.records.incidents
+    touched, ended, partition = StreamState.lifecycle_of(world.records.states["y-0"])
+    assert partition == 0 and not ended
+    # the sweep would expire it, but an open escalation keeps it until a reviewer settles it
+    from streamsafe.events.contract import TIMERS
+    from streamsafe.events.encode import encode_tick
+
+    ticks = [t for t, _ in world.records.due_ticks(touched + 21_600_000) if t.stream_id == "y-0" and t.kind == "expire"]
+    assert ticks
+    await world.records.handle(TIMERS, b"y-0", encode_tick(ticks[0]), SourceRecord(TIMERS, 0, 99, touched + 21_600_000))
+    assert "y-0" in world.records.incidents and "y-0" in world.records.states
