@@ -135,6 +135,11 @@ def _viewer_grooming(signal: AccountSignal, state: AccountState, policy: Policy,
                                  review_sla_s=sla, subject=account, streams=streams) for action in actions]
     # each stream involved: an escalation naming the viewer, so its reviewer sees the pattern
     records = tuple(e.as_record() for e in evidence)
+    # the account escalation joins the incident of the stream that completed the evidence (its decisions' key),
+    # so a verdict keyed by that stream can name it
+    escalation_id = decisions[0].decision_id
     findings = tuple(AccountFinding(g.stream_id, VIEWER_GROOMING, signal.ts_ms, signal.decided_at_ms, reason, records,
-                                    rule.priority, streams=streams) for g in seen)
+                                    rule.priority, streams=streams,
+                                    account_escalation_id=escalation_id if g.stream_id == signal.stream_id else None)
+                     for g in seen)
     return state.with_action(VIEWER_GROOMING, signal.ts_ms), tuple(decisions), findings

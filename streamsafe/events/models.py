@@ -196,12 +196,13 @@ class AccountFinding:
     priority: str
     restrictions: tuple[str, ...] = ()
     streams: tuple[str, ...] = ()
+    account_escalation_id: str | None = None  # the account decision's escalation, for the stream that completed it
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> AccountFinding:
         return cls(value["stream_id"], value["rule"], value["ts_ms"], value["decided_at_ms"], value["reason"],
                    tuple(value["evidence"]), value["priority"], tuple(value.get("restrictions", ())),
-                   tuple(value.get("streams", ())))
+                   tuple(value.get("streams", ())), value.get("account_escalation_id"))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema_version": 1, "stream_id": self.stream_id, "rule": self.rule,
@@ -211,6 +212,8 @@ class AccountFinding:
             out["restrictions"] = list(self.restrictions)
         if self.streams:
             out["streams"] = list(self.streams)
+        if self.account_escalation_id:
+            out["account_escalation_id"] = self.account_escalation_id
         return out
 
 

@@ -2,6 +2,9 @@
 (policy, state, incident, input) -> :class:`~streamsafe.pipeline.outcome.Outcome`, with
 deterministic decision and report ids.
 
+* ``confirmed`` on an escalation naming a grooming viewer (the account's escalation, or a
+  targeted stream's): the viewer is reported with the streams involved; the stream is not
+  blocked (its broadcaster is the likely victim).
 * ``confirmed``: block (if not already), a report with its preservation request (one
   per incident), and the matched frames' hashes proposed to the internal-confirmed bank
   (the report and the banks whose frames are proposed as the policy's ``verdicts`` allow).
@@ -28,7 +31,7 @@ from streamsafe.pipeline.outcome import Outcome
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import REINSTATE, Action, Policy
 from streamsafe.review.incident import APPEAL_RULE, Escalation, Incident, Verdict
-from streamsafe.review.reports import PreservationRequest, ReportPacket, build_report, utc
+from streamsafe.review.reports import PreservationRequest, ReportPacket, build_report, build_viewer_report, utc
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import StreamState
 
@@ -79,13 +82,17 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
     else:
         outcome = verdict.verdict
     incident = incident.with_verdict(verdict)
+    viewer = incident.viewer_named(target.decision_id) if target is not None else None
+    if viewer is not None and verdict.verdict == "confirmed":
+        return _viewer_confirmed(policy, state, incident, stream_id, verdict, viewer, outcome, config)
     if verdict.verdict == "benign":
         if outcome in ("unknown_escalation", "already_closed"):
             return Outcome(state, incident, review=outcome)
         closing = [target] if target else incident.open_escalations()
         top = Priority.highest(e.priority for e in closing)
         incident = incident.close("benign", target.decision_id if target else None)
-        state = state.benign_cooldown(verdict.ts_ms + int(config.benign_cooldown_s * 1000), top)
+        if viewer is None:  # a viewer's pattern says nothing about this stream's own risk: no cooldown
+            state = state.benign_cooldown(verdict.ts_ms + int(config.benign_cooldown_s * 1000), top)
         blamed = closing[0].top_signal if closing else None
         return Outcome(state, incident, review=outcome, false_positive=_classifier_of(blamed))
     if verdict.verdict == "needs_more_context":
@@ -121,6 +128,23 @@ def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream
     ) if propose_hashes else ()
     return Outcome(state, incident, decisions=tuple(decisions), reports=reports,
                    proposals=tuple({p.entry_id: p for p in proposals}.values()), review=outcome)
+
+
+def _viewer_confirmed(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,
+                      viewer: str, outcome: str, config: ReviewConfig) -> Outcome:
+    """A reviewer confirmed a viewer's grooming (the account escalation, or a targeted stream's escalation
+    naming the viewer): the viewer is reported, with the streams involved, and their activity preserved.
+    The stream is not blocked: its broadcaster is the likely victim. The viewer's escalations here close."""
+    for e in incident.open_escalations():
+        if incident.viewer_named(e.decision_id) == viewer:
+            incident = incident.close("confirmed", e.decision_id)
+    reports: tuple[tuple[ReportPacket, PreservationRequest], ...] = ()
+    if policy.verdict_effects.report:
+        entry = incident.logged(verdict.escalation_id or "") or {}
+        reports = (build_viewer_report(stream_id, incident, state, viewer, tuple(entry.get("streams", ())),
+                                       category=verdict.category, reported_at_ms=verdict.ts_ms,
+                                       preserve_days=config.preserve_days),)
+    return Outcome(state, incident, reports=reports, review=outcome)
 
 
 def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream_id: str,

@@ -45,7 +45,7 @@ from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
 from streamsafe.policy.model import Action
 from streamsafe.policy.policyset import PolicySet
-from streamsafe.review.incident import Incident, Verdict
+from streamsafe.review.incident import Incident, Verdict, viewer_of
 from streamsafe.review.reports import PreservationRequest, ReportPacket
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import MatchRef, ScoreSlot, StreamState
@@ -151,6 +151,16 @@ def _account_finding(finding: AccountFinding, stored: StreamState, incident: Inc
                                       subject=("stream", finding.stream_id), streams=finding.streams)
                       for action in actions)
     current = replace(incident() or Incident(), partition=ctx.partition)
+    viewer = next((viewer_of(d) for d in decisions), None)
+    if finding.account_escalation_id and viewer:
+        # the account's escalation (decided and sent by the account's worker, keyed by this stream) joins this
+        # incident as it is, so a verdict keyed by this stream can name it and its deadline is watched here
+        account = Decision.create(finding.stream_id, Action("escalate", finding.priority), (finding.reason,), evidence,
+                                  live.version, decided_at_ms=finding.decided_at_ms, event_ts_ms=finding.ts_ms,
+                                  rule=finding.rule, review_sla_s=live.review_sla_s.get(finding.priority),
+                                  subject=("account", viewer), streams=finding.streams)
+        current = current.with_decisions((replace(account, decision_id=finding.account_escalation_id),),
+                                         ctx.partition)
     # touched, with its partition: a stream whose state was already released (a groomer's first target may
     # have ended hours ago) gets one again, so the sweep releases the incident once its review is settled
     touched = replace(stored, partition=ctx.partition, touched_ms=ctx.now_ms)

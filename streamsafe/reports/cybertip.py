@@ -7,7 +7,8 @@ ids NCMEC returned. So one packet becomes:
 * :func:`report_document`: the ``<report>``, element order as the schema's sequences
   demand: ``incidentSummary``, ``internetDetails`` (the stream's page as a web-page
   incident; the live chat as a chat incident when chat evidence exists), ``reporter``
-  (from the platform profile), ``personOrUserReported`` (the broadcaster), and
+  (from the platform profile), ``personOrUserReported`` (the broadcaster; for an account
+  report, the viewer, with the streams involved: each stream's page is a web-page incident), and
   ``additionalInfo`` (how StreamSafe found it: matches, classifiers, decisions, review).
 * :func:`file_details_documents`: one ``<fileDetails>`` per hash-matched frame, with
   ``fileAnnotations/liveStreaming``, ``industryClassification`` (the reviewer's A1..B2,
@@ -134,6 +135,12 @@ def _internet_details(report: etree._Element, packet: dict[str, Any], profile: P
     _sub(page, "url", profile.stream_url(packet["stream_id"]))
     _sub(page, "additionalInfo", f"Live video stream {packet['stream_id']} on {profile.platform}"
          + (f" (visibility: {visibility})" if visibility else "") + ".")
+    for other in packet.get("streams_involved", ()):
+        if other["stream_id"] != packet["stream_id"]:
+            page = _sub(_sub(report, "internetDetails"), "webPageIncident", thirdPartyHostedContent="false")
+            _sub(page, "url", profile.stream_url(other["stream_id"]))
+            _sub(page, "additionalInfo", f"Live video stream {other['stream_id']} on {profile.platform}, "
+                 "another stream the reported user's messages reached.")
     chat_ids = sorted({c["chat_message_id"] for c in packet["classifier_evidence"] if "chat_message_id" in c})
     if chat_ids and profile.doc.get("chat_client"):
         chat = _sub(_sub(report, "internetDetails"), "chatImIncident")
@@ -169,8 +176,32 @@ def _reporter(report: etree._Element, profile: PlatformProfile) -> None:
     _opt(reporter, "legalURL", profile.doc.get("legal_url"))
 
 
+def _reported_viewer(report: etree._Element, packet: dict[str, Any], profile: PlatformProfile) -> None:
+    viewer = packet["reported_account"]["account_id"]
+    user = _sub(report, "personOrUserReported")
+    _sub(user, "espIdentifier", viewer)
+    _sub(user, "espService", profile.platform)
+    _opt(user, "profileUrl", profile.account_url(viewer))
+    streams = packet.get("streams_involved", [])
+    facts = [f"A viewer (not a broadcaster) whose messages in the live chats of {len(streams)} streams were flagged "
+             f"as grooming; the streams' broadcasters were not verified as adults by {profile.platform} (likely "
+             "minors): " + ", ".join(s["stream_id"] for s in streams) + "."]
+    for s in streams:
+        if s.get("broadcaster_id"):
+            known = [f"Broadcaster of {s['stream_id']}: {s['broadcaster_id']}"]
+            if s.get("account_age_days") is not None:
+                known.append(f"account age {s['account_age_days']} days")
+            if s.get("age_verified") is not None:
+                known.append(f"age verified: {'yes' if s['age_verified'] else 'no'}")
+            facts.append(", ".join(known) + ".")
+    _sub(user, "additionalInfo", " ".join(facts))
+
+
 def _reported_user(report: etree._Element, packet: dict[str, Any], profile: PlatformProfile) -> None:
     account = packet["reported_account"]
+    if account.get("role") == "viewer" and account.get("account_id"):
+        _reported_viewer(report, packet, profile)
+        return
     broadcaster = account.get("broadcaster_id")
     if not broadcaster:
         return

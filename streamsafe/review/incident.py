@@ -16,7 +16,7 @@ from streamsafe.events.models import Match
 from streamsafe.events.values import EvidenceRef, Priority
 from streamsafe.policy.decisions import Decision
 
-__all__ = ["APPEAL_RULE", "AppealItem", "Escalation", "Incident", "MatchedFrame", "Verdict"]
+__all__ = ["APPEAL_RULE", "AppealItem", "Escalation", "Incident", "MatchedFrame", "Verdict", "viewer_of"]
 
 MAX_DECISIONS = 24
 MAX_FRAMES = 16
@@ -162,6 +162,11 @@ class Incident:
         """The appeal an escalation is the review item of, if any."""
         return next((a for a in self.appeals if a.escalation_id == escalation_id and a.status != "merged"), None)
 
+    def viewer_named(self, decision_id: str) -> str | None:
+        """The viewer an escalation's decision names (the viewer-grooming pattern), if any."""
+        entry = self.logged(decision_id)
+        return entry.get("viewer") if entry else None
+
     def open_escalations(self) -> list[Escalation]:
         return [e for e in self.escalations if e.status == "open"]
 
@@ -232,7 +237,20 @@ def _logged(d: Decision) -> dict[str, Any]:
     category = next((v for e in d.evidence if e.kind == "review" for k, v in e.detail if k == "category" and v), None)
     if category:
         entry["cat"] = category
+    viewer = viewer_of(d)
+    if viewer:  # what a report naming the viewer needs: the viewer and the streams involved
+        entry["viewer"] = viewer
+        entry["streams"] = list(d.streams)
+        entry["since"] = min(e.ts_ms for e in d.evidence if e.kind == "account")  # the first stream's evidence
+    if d.subject is not None and d.subject[0] == "account":
+        entry["subject"] = "account"
     return entry
+
+
+def viewer_of(decision: Decision) -> str | None:
+    """The viewer a decision's account evidence names (the viewer-grooming pattern), if any."""
+    return next((str(v) for e in decision.evidence if e.kind == "account" and ("role", "viewer") in e.detail
+                 for k, v in e.detail if k == "account_id"), None)
 
 
 def _top_signal(decision: Decision) -> str:

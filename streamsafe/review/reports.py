@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,10 @@ import orjson
 
 from streamsafe.events.encode import encode_record
 from streamsafe.events.values import EvidenceRef
-from streamsafe.review.incident import Incident
+from streamsafe.review.incident import Incident, Verdict
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["PreservationRequest", "ReportPacket", "build_report", "utc"]
+__all__ = ["PreservationRequest", "ReportPacket", "build_report", "build_viewer_report", "utc"]
 
 DAY_MS = 86_400_000
 INCIDENT_TYPES = {"grooming": "online_enticement"}
@@ -93,18 +94,8 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
             for f in incident.frames
         ],
         "classifier_evidence": [_classifier(c) for c in incident.classifier],
-        "decisions": [
-            {"decision_id": d["id"], "action": d["action"], "policy_version": d["pv"],
-             "decided": utc(d["at"]),
-             **({"priority": d["priority"]} if d.get("priority") else {}),
-             **({"rule": d["rule"]} if d.get("rule") else {})}
-            for d in incident.decisions
-        ],
-        "verdicts": [
-            {"verdict": v.verdict, "reviewer_id": v.reviewer_id, "at": utc(v.ts_ms),
-             **({"category": v.category} if v.category else {})}
-            for v in incident.verdicts
-        ],
+        "decisions": [_decision(d) for d in incident.decisions],
+        "verdicts": [_verdict(v) for v in incident.verdicts],
         "preservation_id": preservation_id,
     }
     if category:
@@ -125,6 +116,73 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
         "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
     }
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
+
+
+def build_viewer_report(stream_id: str, incident: Incident, state: StreamState, viewer: str,
+                        streams: tuple[str, ...], *, category: str | None, reported_at_ms: int,
+                        preserve_days: int = 365, margin_ms: int = 300_000
+                        ) -> tuple[ReportPacket, PreservationRequest]:
+    """A reviewer confirmed a viewer's grooming across streams: the viewer is the person reported,
+    with the streams involved (their broadcasters, likely minors, are the victims' context; this
+    stream's is the one known here). Its id depends on the viewer and the streams only, so a
+    confirmed verdict on another of the viewer's escalations yields the same packet id."""
+    involved = tuple(sorted({stream_id, *streams}))
+    named = [d for d in incident.decisions if d.get("viewer") == viewer]
+    first = min((d.get("since", d["at"]) for d in named), default=reported_at_ms)
+    span = incident.evidence_span()
+    first = min(first, span[0]) if span[0] is not None else first
+    last = max(span[1] or first, first)
+    report_id = _digest("rep-", "viewer", viewer, involved)
+    preservation_id = _digest("pres-", report_id)
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "report_id": report_id,
+        "stream_id": stream_id,
+        "incident_type": "online_enticement",
+        "trigger": "reviewer",
+        "times": {"first_evidence": utc(first), "last_evidence": utc(last), "reported": utc(reported_at_ms)},
+        "reported_account": {"broadcaster_id": None, "account_id": viewer, "role": "viewer"},
+        "streams_involved": [
+            {"stream_id": s, **({"broadcaster_id": state.broadcaster_id, "account_age_days": state.account_age_days,
+                                 "age_verified": state.age_verified} if s == stream_id else {})}
+            for s in involved],
+        "stream": {"visibility": state.visibility},
+        "hash_matches": [],
+        "classifier_evidence": [_classifier(c) for c in incident.classifier],
+        "decisions": [_decision(d) for d in named],
+        "verdicts": [_verdict(v) for v in incident.verdicts],
+        "preservation_id": preservation_id,
+    }
+    if category:
+        record["category"] = category
+    refs = [ref for c in incident.classifier if (ref := EvidenceRef.parse(c.get("r"))) is not None]
+    preservation = {
+        "schema_version": 1,
+        "preservation_id": preservation_id,
+        "report_id": report_id,
+        "stream_id": stream_id,
+        "broadcaster_id": state.broadcaster_id,
+        "account_id": viewer,
+        "streams": list(involved),
+        "reason": f"authority report {report_id} (online_enticement: a viewer across {len(involved)} streams)",
+        "from_ms": max(0, first - margin_ms),
+        "to_ms": max(last, reported_at_ms) + margin_ms,
+        "frame_seqs": [],
+        "chat_message_ids": sorted({r.chat_message_id for r in refs if r.chat_message_id is not None}),
+        "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
+    }
+    return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
+
+
+def _decision(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"decision_id": d["id"], "action": d["action"], "policy_version": d["pv"], "decided": utc(d["at"]),
+            **({"priority": d["priority"]} if d.get("priority") else {}),
+            **({"rule": d["rule"]} if d.get("rule") else {})}
+
+
+def _verdict(v: Verdict) -> dict[str, Any]:
+    return {"verdict": v.verdict, "reviewer_id": v.reviewer_id, "at": utc(v.ts_ms),
+            **({"category": v.category} if v.category else {})}
 
 
 def _classifier(entry: dict[str, Any]) -> dict[str, Any]:

@@ -315,9 +315,19 @@ async def test_each_stream_a_groomer_targeted_gets_an_escalation_in_its_own_inci
     for i in range(3):
         await world.send(METADATA, started(f"y-{i}", f"b-{i}", T0, **YOUNG), T0)
         await world.send(CLASSIFIER_SIGNALS, grooming(f"y-{i}", "v-1", T0 + (1 + i) * MIN), T0 + (1 + i) * MIN)
-    for i in range(3):
+    for i in range(2):
         incident = Incident.from_record(world.records.incidents[f"y-{i}"])
         assert [(e.rule, e.status) for e in incident.escalations] == [(VIEWER_GROOMING, "open")]
+    # the stream that completed the evidence also holds the account's escalation (its decisions' key), so a
+    # verdict keyed by that stream can name it; the account's worker published it, with the same id and deadline
+    (account,) = [d for d in world.decisions(VIEWER_GROOMING) if d.subject and d.subject[0] == "account"
+                  and d.action == "escalate"]
+    incident = Incident.from_record(world.records.incidents["y-2"])
+    assert account.stream_id == "y-2"
+    assert sorted((e.rule, e.status) for e in incident.escalations) == [(VIEWER_GROOMING, "open")] * 2
+    assert account.decision_id in {e.decision_id for e in incident.escalations}
+    assert incident.escalation(account.decision_id).due_ms == account.review_due_ms
+    assert incident.viewer_named(account.decision_id) == "v-1"
 
 
 async def test_a_finding_for_a_stream_already_released_keeps_its_incident_until_reviewed(contract):
