@@ -160,11 +160,17 @@ def miss_deadline(policy: Policy, state: StreamState, incident: Incident, stream
     priority = Priority(escalation.priority).raised.value
     reason = (f"{escalation.priority} escalation {escalation.decision_id} was not reviewed by "
               f"{utc(due)['utc']}")
-    evidence = (Evidence("review", due, (("escalation_id", escalation.decision_id),
-                                         ("missed_priority", escalation.priority))),)
+    evidence: tuple[Evidence, ...] = (Evidence("review", due, (("escalation_id", escalation.decision_id),
+                                                               ("missed_priority", escalation.priority))),)
+    viewer = incident.viewer_named(escalation.decision_id)
+    entry = incident.logged(escalation.decision_id) or {}
+    if viewer is not None:  # the raised escalation still names the viewer: its verdict reports the viewer
+        evidence += (Evidence("account", int(entry.get("since", due)), (("role", "viewer"), ("account_id", viewer))),)
     raised = Decision.create(stream_id, Action("escalate", priority=priority), (reason,), evidence,
                              policy.version, decided_at_ms=due, event_ts_ms=due, rule="review-sla-breach",
-                             review_sla_s=policy.review_sla_s.get(priority))
+                             review_sla_s=policy.review_sla_s.get(priority),
+                             subject=("stream", stream_id) if viewer is not None else None,
+                             streams=tuple(entry.get("streams", ())) if viewer is not None else ())
     decisions = [raised]
     state = _emit(state, raised, f"escalate:{priority}")
     if escalation.priority == "P0" and config.p0_breach_restrictions:

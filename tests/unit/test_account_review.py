@@ -6,10 +6,20 @@ broadcaster is the likely victim); benign closes it; a verdict keyed by another 
 from __future__ import annotations
 
 import jsonschema
+import orjson
 import pytest
 
 from streamsafe.accounts.step import VIEWER_GROOMING
-from streamsafe.events.contract import CLASSIFIER_SIGNALS, METADATA, PRESERVATION, REPORTS, REVIEW_VERDICTS
+from streamsafe.events.contract import (
+    CLASSIFIER_SIGNALS,
+    ESCALATIONS,
+    METADATA,
+    PRESERVATION,
+    REPORTS,
+    REVIEW_VERDICTS,
+    TIMERS,
+)
+from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.reports.cybertip import report_document
 from streamsafe.reports.profile import load_profile
 from streamsafe.review.incident import Incident
@@ -137,3 +147,21 @@ async def test_the_viewer_report_exports_as_valid_cybertipline_xml_naming_the_vi
     urls = [u.text for u in report.iter("url")]
     assert all(any(s in u for u in urls) for s in STREAMS)
     assert report.findtext("incidentSummary/incidentType") == "Online Enticement of Children for Sexual Acts"
+
+
+async def test_a_missed_deadline_raises_an_escalation_still_naming_the_viewer(contract):
+    world = await groomed(contract)
+    account = account_escalation(world)
+    due = account.review_due_ms
+    (tick,) = [t for t, _ in world.records.due_ticks(due) if t.escalation_id == account.decision_id]
+    await world.records.handle(TIMERS, b"y-2", orjson.dumps(tick.to_dict()), SourceRecord(TIMERS, 0, 900, due))
+    (raised,) = [d for d in world.decisions() if d.rule == "review-sla-breach"]
+    assert (raised.stream_id, raised.priority, raised.subject, raised.streams) == ("y-2", "P0", ("stream", "y-2"),
+                                                                                   tuple(STREAMS))
+    jsonschema.validate(raised.to_record(), contract[ESCALATIONS].schema, cls=jsonschema.Draft7Validator)
+    await world.send(REVIEW_VERDICTS, verdict("y-2", raised.decision_id, ts=due + MIN), due + MIN)
+    (packet,) = world.publisher.reports
+    assert packet.record["reported_account"]["account_id"] == "v-1"
+    assert not [d for d in world.decisions() if d.action == "block"]
+    incident = Incident.from_record(world.records.incidents["y-2"])
+    assert not incident.open_escalations()
