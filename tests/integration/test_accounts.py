@@ -12,12 +12,26 @@ import orjson
 import pytest
 import yaml
 from aiokafka import TopicPartition
+from lxml import etree
 
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.clients import default_partition
-from streamsafe.events.contract import ACCOUNT_SIGNALS, ACTIONS, CLASSIFIER_SIGNALS, ESCALATIONS, FRAME_HASHES, METADATA
+from streamsafe.events.contract import (
+    ACCOUNT_SIGNALS,
+    ACTIONS,
+    CLASSIFIER_SIGNALS,
+    DEAD_LETTER,
+    ESCALATIONS,
+    FRAME_HASHES,
+    METADATA,
+    PRESERVATION,
+    REPORTS,
+    REVIEW_VERDICTS,
+)
 from streamsafe.policy.loader import default_policy_text
 from tests.integration.conftest import KNOWN_MD5
+from tests.integration.test_cybertip_export import EXAMPLE_PROFILE, export
+from tests.ncmec import XSD, assert_valid
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +173,65 @@ async def test_a_viewer_grooming_three_young_broadcasters_across_workers_gets_on
     await processed(pipeline, ACCOUNT_SIGNALS)
     assert all(w.alive for w in workers)
     assert_no_account_in_logs(workers, {*young, *look_alikes} | {f"acct-bc-{s}" for s in per_stream})
+
+
+async def test_a_confirmed_verdict_on_a_viewers_account_escalation_reports_the_viewer_with_the_streams(
+        pipeline, tmp_path):
+    workers = [pipeline.start_worker(STREAMSAFE_LOG_LEVEL="info"), pipeline.start_worker(STREAMSAFE_LOG_LEVEL="info")]
+    for worker in workers:
+        worker.wait_ready()
+    viewer = "acct-viewer-reported"
+    streams = [stream_on(p, f"target-{p}") for p in (0, 3, 6)]  # on both workers, however they split
+    for stream in streams:
+        await pipeline.send(METADATA, stream.encode(), started(stream, f"acct-bc-{stream}", **YOUNG))
+    await processed(pipeline, METADATA)
+    for stream in streams:
+        await pipeline.send(CLASSIFIER_SIGNALS, stream.encode(), grooming(stream, viewer))
+
+    def account_escalation(records) -> dict | None:
+        return next((d for d in records.on(ESCALATIONS) if d.get("subject") == {"type": "account", "id": viewer}),
+                    None)
+
+    def joined(records) -> bool:  # the account's escalation, and its stream's worker has taken the finding
+        account = account_escalation(records)
+        return account is not None and any(
+            d["stream_id"] == account["stream_id"] and d.get("subject", {}).get("type") == "stream"
+            and d.get("rule") == GROOMING for d in records.on(ESCALATIONS))
+
+    escalation = account_escalation(await pipeline.read(until=joined, timeout_s=90))
+    assert escalation is not None and sorted(escalation["streams"]) == sorted(streams)
+    await pipeline.send(REVIEW_VERDICTS, escalation["stream_id"].encode(), {
+        "schema_version": 1, "stream_id": escalation["stream_id"], "escalation_id": escalation["decision_id"],
+        "verdict": "confirmed", "category": "grooming", "reviewer_id": "rev-1", "ts_ms": now_ms()})
+
+    def reported(records) -> bool:
+        return (any(p["reported_account"].get("account_id") == viewer for p in records.on(REPORTS))
+                and any(r.get("account_id") == viewer for r in records.on(PRESERVATION)))
+
+    records = await pipeline.read(until=reported, topics=(REPORTS, PRESERVATION, ACTIONS, DEAD_LETTER), timeout_s=60,
+                                  settle_s=2.0)
+    (packet,) = {p["report_id"]: p for p in records.on(REPORTS)}.values()  # one report: the viewer's
+    assert packet["reported_account"] == {"broadcaster_id": None, "account_id": viewer, "role": "viewer"}
+    assert sorted(s["stream_id"] for s in packet["streams_involved"]) == sorted(streams)
+    assert escalation["decision_id"] in {d["decision_id"] for d in packet["decisions"]}
+    (preservation,) = {r["preservation_id"]: r for r in records.on(PRESERVATION)}.values()
+    assert preservation["report_id"] == packet["report_id"] and sorted(preservation["streams"]) == sorted(streams)
+    assert not [d for d in records.on(ACTIONS) if d["action"] == "block"]  # the targets are the likely victims
+    assert not [d for d in records.on(DEAD_LETTER) if d.get("reason") == "no_open_escalation"]
+
+    out = tmp_path / "cybertip"
+    result = export(pipeline, EXAMPLE_PROFILE, out)
+    assert result.returncode == 0, result.stderr
+    document = out / f"{packet['report_id']}.xml"
+    user = etree.parse(str(document)).getroot().find("personOrUserReported")
+    assert user.findtext("espIdentifier") == viewer
+    assert all(s in user.findtext("additionalInfo") for s in streams)
+    assert all(w.alive for w in workers)
+    assert_no_account_in_logs(workers, {viewer} | {f"acct-bc-{s}" for s in streams})
+    if XSD is None:
+        pytest.skip("exported and checked, but NCMEC's schema (../shared/data/ncmec/cyber_tipline.xsd) is absent: "
+                    "not validated")
+    assert_valid(document)
 
 
 def policy_file(tmp_path, retention: str):
