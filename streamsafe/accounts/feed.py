@@ -3,13 +3,14 @@
 Called by the stream's worker with the record's outcome. Cheap on purpose: a frame-hash
 record yields a signal only when its outcome holds a block (frames never travel to the
 account topic), a classifier signal only when it names its author and passes the
-policy's grooming threshold, metadata only at ``stream.started``.
+policy's grooming threshold, metadata only at ``stream.started``, a user report only when
+it names an account (``reported_account_id``; the reporter never travels).
 """
 
 from __future__ import annotations
 
 from streamsafe.accounts.signals import AccountSignal, Target
-from streamsafe.events.models import ClassifierSignal, StreamMetadata
+from streamsafe.events.models import ClassifierSignal, StreamMetadata, UserReport
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Policy
 from streamsafe.scoring.state import StreamState
@@ -34,6 +35,9 @@ def account_signals(event: object, state: StreamState | None, decisions: tuple[D
             signals.append(AccountSignal(event.actor_account_id, "grooming", event.ts_ms, record_ts_ms,
                                          event.stream_id, classifier=event.classifier, score=event.score,
                                          target=target))
+    elif isinstance(event, UserReport) and event.reported_account_id:
+        signals.append(AccountSignal(event.reported_account_id, "user_report", event.ts_ms, record_ts_ms,
+                                     event.stream_id))
     if decisions and state is not None and state.broadcaster_id:
         for d in decisions:
             if d.action == "block" and not d.shadow and d.subject is None and d.rule:

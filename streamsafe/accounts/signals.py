@@ -1,8 +1,8 @@
 """``streamsafe.account-signals``: what a stream's records tell about an account.
 
 The worker that holds a stream sends them, keyed by account id, to the partition where
-the account's state lives. Only metadata, grooming signals that name their author and
-block decisions produce them: frames never do.
+the account's state lives. Only metadata, grooming signals that name their author, user
+reports that name an account and block decisions produce them: frames never do.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class AccountSignal:
     account_id: str
-    kind: str  # stream_started | blocked | grooming | expire
+    kind: str  # stream_started | blocked | grooming | user_report | expire
     ts_ms: int  # event time (expire: when due)
     decided_at_ms: int = 0  # the causing stream record's broker timestamp
     stream_id: str | None = None

@@ -2,10 +2,11 @@
 
 A broadcaster's prior blocks (when, which stream, which rule) and a viewer's grooming
 evidence (one entry per stream: when, the strongest score, whether the stream's
-broadcaster was not verified as an adult), and the account actions in force (at most
-one per rule). Event time throughout; everything older than the retention is dropped
-whenever the state is read (:meth:`AccountState.pruned`), and the sweep deletes a state
-that has nothing left.
+broadcaster was not verified as an adult), user reports naming the account (when and in
+which stream: never who reported), and the account actions in force (at most one per
+rule). Event time throughout; everything older than the retention is dropped whenever the
+state is read (:meth:`AccountState.pruned`), and the sweep deletes a state that has
+nothing left.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["START_HORIZON_MS", "AccountState", "Block", "Grooming", "Start"]
+__all__ = ["START_HORIZON_MS", "AccountState", "Block", "Grooming", "Report", "Start"]
 
 #: how long a stream start is kept when nothing else is known about its broadcaster: long
 #: enough for a block decided on another worker to arrive after it, no longer
@@ -50,16 +51,25 @@ class Grooming:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """A user report that named the account (``reported_account_id``): the reporter is not kept."""
+
+    ts_ms: int
+    stream_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     blocks: tuple[Block, ...] = ()
     grooming: tuple[Grooming, ...] = ()
     actions: tuple[tuple[str, int], ...] = ()  # (rule, event time) of account actions in force
     touched_ms: int = 0  # event time of the newest entry
     starts: tuple[Start, ...] = ()  # a broadcaster's recent stream starts
+    reports: tuple[Report, ...] = ()  # user reports naming the account
 
     @property
     def empty(self) -> bool:
-        return not (self.blocks or self.grooming or self.actions or self.starts)
+        return not (self.blocks or self.grooming or self.actions or self.starts or self.reports)
 
     def pruned(self, since_ms: int, now_ms: int) -> AccountState:
         """Without what happened before ``since_ms`` (the retention's start), nor stream starts
@@ -68,7 +78,8 @@ class AccountState:
         kept = AccountState(tuple(b for b in self.blocks if b.ts_ms >= since_ms),
                             tuple(g for g in self.grooming if g.ts_ms >= since_ms),
                             tuple(a for a in self.actions if a[1] >= since_ms), self.touched_ms,
-                            tuple(s for s in self.starts if s.ts_ms >= starts_since))
+                            tuple(s for s in self.starts if s.ts_ms >= starts_since),
+                            tuple(r for r in self.reports if r.ts_ms >= since_ms))
         return kept if kept != self else self
 
     def with_block(self, block: Block) -> AccountState:
@@ -86,9 +97,12 @@ class AccountState:
         rest = tuple(g for g in self.grooming if g.stream_id != seen.stream_id)
         return replace(self, grooming=(*rest, seen)[-200:], touched_ms=max(self.touched_ms, seen.ts_ms))
 
+    def with_report(self, report: Report) -> AccountState:
+        return replace(self, reports=(*self.reports, report)[-200:], touched_ms=max(self.touched_ms, report.ts_ms))
+
     def expires_ms(self, retention_ms: int) -> int:
         """When (event time) nothing in the state is left to keep."""
-        if self.blocks or self.grooming or self.actions:
+        if self.blocks or self.grooming or self.actions or self.reports:
             return self.touched_ms + retention_ms + 1
         return max((s.ts_ms for s in self.starts), default=self.touched_ms) + START_HORIZON_MS + 1
 
@@ -106,7 +120,8 @@ class AccountState:
         return {"b": [[b.ts_ms, b.stream_id, b.rule, b.decision_id] for b in self.blocks],
                 "g": [[g.ts_ms, g.stream_id, g.score, g.classifier, g.young_target, g.private] for g in self.grooming],
                 "a": [list(a) for a in self.actions], "t": self.touched_ms,
-                "s": [[s.ts_ms, s.stream_id, s.decided_at_ms, s.decided] for s in self.starts]}
+                "s": [[s.ts_ms, s.stream_id, s.decided_at_ms, s.decided] for s in self.starts],
+                **({"r": [[r.ts_ms, r.stream_id] for r in self.reports]} if self.reports else {})}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> AccountState:
@@ -114,4 +129,4 @@ class AccountState:
             return cls()
         return cls(tuple(Block(*b) for b in record.get("b", ())), tuple(Grooming(*g) for g in record.get("g", ())),
                    tuple((str(a[0]), int(a[1])) for a in record.get("a", ())), int(record.get("t", 0)),
-                   tuple(Start(*s) for s in record.get("s", ())))
+                   tuple(Start(*s) for s in record.get("s", ())), tuple(Report(*r) for r in record.get("r", ())))

@@ -10,6 +10,10 @@ set in the policy's ``accounts`` section:
   restricted) as an account, once while the action is in force, and each stream involved
   is escalated naming the viewer.
 
+Beside them, the author's own rules over account features (``accounts.rules``,
+:mod:`streamsafe.accounts.rules`) are evaluated on every signal but the sweep's tick. A user
+report naming the account adds to its state (when and which stream, never who reported).
+
 Account decisions (``subject``: the account, schema version 2) are made here. What concerns
 a stream is a :class:`~streamsafe.events.models.AccountFinding`, sent to the stream's
 partition, where the stream's own agent decides (``pipeline/step.py``), so those decisions
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamsafe.accounts.rules import account_rule_decisions
 from streamsafe.accounts.signals import AccountSignal
-from streamsafe.accounts.state import AccountState, Block, Grooming, Start
+from streamsafe.accounts.state import AccountState, Block, Grooming, Report, Start
 from streamsafe.events.models import AccountFinding
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.model import Action, Policy
@@ -85,6 +90,11 @@ def account_step(signal: AccountSignal, state: AccountState | None, policy: Poli
             current = current.with_grooming(Grooming(signal.ts_ms, signal.stream_id, signal.score, signal.classifier,
                                                      young_target(signal), private))
             current, decisions, findings = _viewer_grooming(signal, current, policy)
+    elif signal.kind == "user_report" and signal.stream_id:
+        current = current.with_report(Report(signal.ts_ms, signal.stream_id))
+    if accounts.rules and signal.stream_id:
+        current, more = account_rule_decisions(signal, current, policy)
+        decisions += more
     if current.empty and state is not None:
         return AccountOutcome(delete=True, decisions=decisions, findings=findings)
     return AccountOutcome(state=current if current != stored else None, decisions=decisions, findings=findings)

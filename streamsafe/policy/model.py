@@ -127,11 +127,13 @@ class ViewerGrooming:
 @dataclass(frozen=True, slots=True)
 class AccountPolicy:
     """The ``accounts`` section: risk that follows an account across its streams; ``retention_s``:
-    how long anything about an account is kept."""
+    how long anything about an account is kept; ``rules``: the policy author's own rules over account
+    features (``account.prior_blocks``, ``viewer.young_targets``, ...), evaluated on the account's worker."""
 
     retention_s: float = 30 * 86400.0
     repeat_broadcaster: RepeatBroadcaster | None = field(default_factory=RepeatBroadcaster)
     viewer_grooming: ViewerGrooming | None = field(default_factory=ViewerGrooming)
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
