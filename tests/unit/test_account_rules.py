@@ -4,7 +4,10 @@ handler, as in :mod:`tests.unit.test_accounts`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from streamsafe.errors import PolicyError
 from streamsafe.events.contract import CLASSIFIER_SIGNALS, FRAME_HASHES, METADATA, USER_REPORTS
@@ -138,3 +141,11 @@ async def test_streams_with_grooming_counts_adults_streams_that_young_targets_le
     assert young_escalation.streams == ("y-0", "y-1")
     assert young_escalation.reasons == ("rule 'grooming-two-young': viewer.young_targets 2 gte 2 within 30d",)
     assert len(world.decisions(rule["name"])) == 1  # in force: not again
+
+
+def test_the_readmes_account_rules_example_is_a_valid_policy():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("* **Account rules**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    example = yaml.safe_load(block)["accounts"]["rules"]
+    policy = load_policy(policy_with(rules=example))
+    assert [r.name for r in policy.accounts.rules] == ["blocked-twice-in-a-week", "reported-in-streams"]
