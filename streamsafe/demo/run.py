@@ -201,7 +201,10 @@ def run_demo(*, as_json: bool = False, broker_kind: str = "tansu", streams: int 
                 "live streams (including malformed input)\n")
             observed = asyncio.run(_drive(settings, scenario, console, timeout_s=30,
                                           reviewer=SigningKey.load(review_key)))
-            statements = asyncio.run(_statements(settings, observed, timeout_s=30))
+            # a statement follows its decision at once, but a send the broker does not acknowledge is
+            # resent only after the delivery timeout (10 s) and a back-off: on a starved machine the
+            # embedded broker has needed more than two attempts
+            statements = asyncio.run(_statements(settings, observed, timeout_s=60))
             if record is not None:
                 recorded = _record(settings, record)
                 say(f"recorded {recorded} records to {record}")
