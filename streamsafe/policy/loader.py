@@ -25,7 +25,7 @@ map to ``all`` or a list of dihedral transform names that includes ``identity``.
 
 Non-finite numbers (``.nan``, ``.inf``) are refused everywhere.
 
-(About 10 lines past the project's ~400: the statements and appeals sections already live
+(About 20 lines past the project's ~400: the statements and appeals sections already live
 in their own module; the rules' parsing — ``_rule``, ``_predicates``, ``_action`` — is the
 next room to move out when this one grows again.)
 """

@@ -100,21 +100,12 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
     }
     if category:
         record["category"] = category
-    refs = [ref for c in incident.classifier if (ref := EvidenceRef.parse(c.get("r"))) is not None]
-    preservation = {
-        "schema_version": 1,
-        "preservation_id": preservation_id,
-        "report_id": report_id,
-        "stream_id": stream_id,
-        "broadcaster_id": state.broadcaster_id,
-        "reason": f"authority report {report_id} ({incident_type}{', ' + category if category else ''})",
-        "from_ms": max(0, first - margin_ms),
-        "to_ms": last + margin_ms,
-        "frame_seqs": sorted({f.frame_seq for f in incident.frames}
-                             | {r.frame_seq for r in refs if r.frame_seq is not None}),
-        "chat_message_ids": sorted({r.chat_message_id for r in refs if r.chat_message_id is not None}),
-        "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
-    }
+    refs = _refs(incident)
+    preservation = _preservation(
+        record, state, f"authority report {report_id} ({incident_type}{', ' + category if category else ''})",
+        max(0, first - margin_ms), last + margin_ms,
+        sorted({f.frame_seq for f in incident.frames} | {r.frame_seq for r in refs if r.frame_seq is not None}),
+        refs, reported_at_ms + preserve_days * DAY_MS)
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
 
 
@@ -155,23 +146,35 @@ def build_viewer_report(stream_id: str, incident: Incident, state: StreamState, 
     }
     if category:
         record["category"] = category
-    refs = [ref for c in incident.classifier if (ref := EvidenceRef.parse(c.get("r"))) is not None]
-    preservation = {
-        "schema_version": 1,
-        "preservation_id": preservation_id,
-        "report_id": report_id,
-        "stream_id": stream_id,
-        "broadcaster_id": state.broadcaster_id,
-        "account_id": viewer,
-        "streams": list(involved),
-        "reason": f"authority report {report_id} (online_enticement: a viewer across {len(involved)} streams)",
-        "from_ms": max(0, first - margin_ms),
-        "to_ms": max(last, reported_at_ms) + margin_ms,
-        "frame_seqs": [],
-        "chat_message_ids": sorted({r.chat_message_id for r in refs if r.chat_message_id is not None}),
-        "preserve_until_ms": reported_at_ms + preserve_days * DAY_MS,
-    }
+    preservation = _preservation(
+        record, state, f"authority report {report_id} (online_enticement: a viewer across {len(involved)} streams)",
+        max(0, first - margin_ms), max(last, reported_at_ms) + margin_ms, [], _refs(incident),
+        reported_at_ms + preserve_days * DAY_MS, account_id=viewer, streams=list(involved))
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
+
+
+def _refs(incident: Incident) -> list[EvidenceRef]:
+    return [ref for c in incident.classifier if (ref := EvidenceRef.parse(c.get("r"))) is not None]
+
+
+def _preservation(report: Mapping[str, Any], state: StreamState, reason: str, from_ms: int, to_ms: int,
+                  frame_seqs: list[int], refs: list[EvidenceRef], until_ms: int, **subject: Any) -> dict[str, Any]:
+    """The preservation request of ``report``: its window, frames and chat messages (``subject``:
+    the fields naming who else it is about, after the broadcaster)."""
+    return {
+        "schema_version": 1,
+        "preservation_id": report["preservation_id"],
+        "report_id": report["report_id"],
+        "stream_id": report["stream_id"],
+        "broadcaster_id": state.broadcaster_id,
+        **subject,
+        "reason": reason,
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "frame_seqs": frame_seqs,
+        "chat_message_ids": sorted({r.chat_message_id for r in refs if r.chat_message_id is not None}),
+        "preserve_until_ms": until_ms,
+    }
 
 
 def _decision(d: Mapping[str, Any]) -> dict[str, Any]:
