@@ -86,9 +86,11 @@ async def test_expiry_runs_on_the_processing_clock_not_on_event_time(contract):
     old = now - 10 * 86_400_000  # a replay of last week, or a producer with a skewed clock
     await send(h, METADATA, {"schema_version": 1, "event": "stream.ended", "stream_id": "s4", "ts_ms": old,
                              "broadcaster_id": "b-1"}, now)
+    after = int(time.time() * 1000)  # the handler read its wall clock between `now` and here
     assert "s4" in h.states
     assert h.due_ticks() == []  # touched just now: kept for the ended-stream TTL
-    ticks = h.due_ticks(now + 3_600_000 + 1)
+    assert h.due_ticks(now + 3_600_000 - 1) == []  # the TTL counts from processing, not from `old`
+    ticks = h.due_ticks(after + 3_600_000 + 1)
     assert [(t.stream_id, t.kind) for t, _ in ticks] == [("s4", "expire")]
 
 
