@@ -11,7 +11,7 @@ there) with the source record's timestamp. The Faust agent reads that topic inst
 and steps on the matches without decoding or matching the frames again; its
 decisions, decision ids included, are those the agent path makes from the same input.
 
-Latency: a batch is screened in slices cut by a time budget (``BATCH_BUDGET_S``: the
+Latency: a batch is screened in slices cut by a time budget (:data:`~streamsafe.budget.BATCH_BUDGET_S`: the
 slice sizes follow the measured cost per frame, :class:`SliceSizer`), and each
 slice's matches are sent as soon as it is screened, the event loop free in between,
 so a match never waits for hundreds of unrelated frames -- nor do the agents'
@@ -41,6 +41,7 @@ from mode import Service
 
 from streamsafe import clients
 from streamsafe.agents.records import RecordHandler
+from streamsafe.budget import BATCH_BUDGET_S
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.enforcement.deliveries import Deliveries, ProducerTopic, Send, Sendable, dead_letter_send
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
@@ -53,9 +54,6 @@ from streamsafe.settings import Settings
 __all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
 
 log = logging.getLogger(__name__)
-
-#: the time a slice of a batch may take to screen before its matches are sent
-BATCH_BUDGET_S = 0.004
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata
 
 from streamsafe import clients
+from streamsafe.budget import BATCH_BUDGET_S, TimeBudget
 from streamsafe.control.audit import ENTRY_IDS_SHOWN, audit_record
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.control.records import BankChange, check_bank_record, check_policy_record
@@ -79,6 +80,7 @@ class ControlAuditor:
         self.caught_up = asyncio.Event()
         self.caught_up.set()
         self.written = 0
+        self.budget_s = BATCH_BUDGET_S
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -109,21 +111,40 @@ class ControlAuditor:
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
-                if not records:
-                    continue
-                audits = self.audit_batch(self._names[tp.topic], records)
-                await self.publisher.audit(audits)
-                await self.publisher.settled()  # committed only once its audit records are stored
-                await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
-                self.written += len(audits)
+                rest = list(records)
+                while rest:  # in slices cut by the time budget: decisions run in between
+                    audits, done = self.audit_slice(self._names[tp.topic], rest, TimeBudget(self.budget_s))
+                    await self.publisher.audit(audits)
+                    self.written += len(audits)
+                    rest = rest[done:]
+                    await asyncio.sleep(0)
+                if records:
+                    await self.publisher.settled()  # committed only once its audit records are stored
+                    await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
 
     def audit_batch(self, topic: str, records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
         """The audit records of one partition's batch, in order."""
+        return self.audit_slice(topic, records, None)[0]
+
+    def audit_slice(self, topic: str, records: Sequence[ConsumerRecord],
+                    budget: TimeBudget | None) -> tuple[list[dict[str, Any]], int]:
+        """The audit records of the first records of a batch, as many as ``budget`` allows (at
+        least one; None: all), and how many records they cover. A run of bank entries cut by the
+        budget is two audit records."""
         if topic == POLICY:
-            return [self._policy(r) for r in records]
+            policies: list[dict[str, Any]] = []
+            for record in records:
+                policies.append(self._policy(record))
+                if budget is not None and budget.spent():
+                    break
+            return policies, len(policies)
         out: list[dict[str, Any]] = []
         run: list[tuple[ConsumerRecord, BankChange]] = []
+        done = 0
         for record in records:
+            if budget is not None and done and budget.spent():
+                break
+            done += 1
             try:
                 change = check_bank_record(self.trusted, record.key, record.value)
             except RejectedInput as exc:
@@ -137,7 +158,7 @@ class ControlAuditor:
                 run = []
             run.append((record, change))
         out.extend(self._bank_run(run))
-        return out
+        return out, done
 
     def _bank_run(self, run: list[tuple[ConsumerRecord, BankChange]]) -> list[dict[str, Any]]:
         if not run:

@@ -75,6 +75,37 @@ def test_what_is_refused_as_bad_signature(case, detail):
     assert refused.value.reason == BAD_SIGNATURE and detail in refused.value.detail
 
 
+def test_a_record_verified_once_is_not_checked_again_while_its_key_is_trusted():
+    keys = trust(CONTROL_KEY)  # its own memo
+    value = CONTROL_KEY.sign_bytes(HASHBANK_ENTRIES, ENTRY_ID, ENTRY)
+    for _ in range(3):  # the control reader, the audit reader, a redelivery
+        assert keys.verify_bytes(HASHBANK_ENTRIES, ENTRY_ID, value)[1] == CONTROL_KEY.key_id
+    assert keys.verifications == 1
+    # the memo is by topic, key and bytes: anything else is checked, and refused if it does not hold
+    tampered = value.replace(b'"md5"', b'"sha256"')
+    other_key = entry_id_for("ncmec", "md5", "b" * 32).encode()
+    for topic, key, changed in ((HASHBANK_ENTRIES, ENTRY_ID, tampered), (POLICY, ENTRY_ID, value),
+                                (HASHBANK_ENTRIES, other_key, value)):
+        with pytest.raises(RejectedInput) as refused:
+            keys.verify_bytes(topic, key, changed)
+        assert refused.value.reason == BAD_SIGNATURE
+    assert keys.verifications == 4
+    del keys.keys[CONTROL_KEY.key_id]  # a key no longer trusted is not trusted from memory either
+    with pytest.raises(RejectedInput, match="not trusted"):
+        keys.verify_bytes(HASHBANK_ENTRIES, ENTRY_ID, value)
+
+
+def test_the_verification_memo_is_bounded_oldest_first():
+    keys = TrustedKeys({CONTROL_KEY.key_id: CONTROL_KEY.private.public_key()}, memo_size=2)
+    values = [CONTROL_KEY.sign_bytes(HASHBANK_ENTRIES, ENTRY_ID, {**ENTRY, "added_ms": i}) for i in range(3)]
+    for value in values:
+        keys.verify_bytes(HASHBANK_ENTRIES, ENTRY_ID, value)
+    keys.verify_bytes(HASHBANK_ENTRIES, ENTRY_ID, values[2])  # remembered
+    assert keys.verifications == 3
+    keys.verify_bytes(HASHBANK_ENTRIES, ENTRY_ID, values[0])  # forgotten: checked again
+    assert keys.verifications == 4
+
+
 def test_trusted_keys_load_from_a_directory_or_one_file_of_several(tmp_path):
     a, b = new_key(), new_key()
     write_public([a], (tmp_path / "dir").mkdir() or tmp_path / "dir" / "a.pem")
