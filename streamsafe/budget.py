@@ -26,7 +26,6 @@ class TimeBudget:
         self.budget_s = budget_s
         self.clock = clock
         self.started = clock()
-        self.slices = 1
 
     def spent(self) -> bool:
         """Whether this slice has used its budget."""
@@ -36,4 +35,3 @@ class TimeBudget:
         """Give the event loop back, then start a new slice."""
         await asyncio.sleep(0)
         self.started = self.clock()
-        self.slices += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -111,13 +112,13 @@ class ControlAuditor:
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
-                rest = list(records)
-                while rest:  # in slices cut by the time budget: decisions run in between
-                    audits, done = self.audit_slice(self._names[tp.topic], rest, TimeBudget(self.budget_s))
+                budget, start = TimeBudget(self.budget_s), 0
+                while start < len(records):  # in slices cut by the time budget: decisions run in between
+                    audits, done = self.audit_slice(self._names[tp.topic], records, budget, start)
                     await self.publisher.audit(audits)
                     self.written += len(audits)
-                    rest = rest[done:]
-                    await asyncio.sleep(0)
+                    start += done
+                    await budget.next_slice()
                 if records:
                     await self.publisher.settled()  # committed only once its audit records are stored
                     await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
@@ -126,25 +127,21 @@ class ControlAuditor:
         """The audit records of one partition's batch, in order."""
         return self.audit_slice(topic, records, None)[0]
 
-    def audit_slice(self, topic: str, records: Sequence[ConsumerRecord],
-                    budget: TimeBudget | None) -> tuple[list[dict[str, Any]], int]:
-        """The audit records of the first records of a batch, as many as ``budget`` allows (at
+    def audit_slice(self, topic: str, records: Sequence[ConsumerRecord], budget: TimeBudget | None,
+                    start: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The audit records of a batch's records from ``start`` on, as many as ``budget`` allows (at
         least one; None: all), and how many records they cover. A run of bank entries cut by the
         budget is two audit records."""
-        if topic == POLICY:
-            policies: list[dict[str, Any]] = []
-            for record in records:
-                policies.append(self._policy(record))
-                if budget is not None and budget.spent():
-                    break
-            return policies, len(policies)
         out: list[dict[str, Any]] = []
         run: list[tuple[ConsumerRecord, BankChange]] = []
         done = 0
-        for record in records:
+        for record in itertools.islice(records, start, None):
             if budget is not None and done and budget.spent():
                 break
             done += 1
+            if topic == POLICY:
+                out.append(self._policy(record))
+                continue
             try:
                 change = check_bank_record(self.trusted, record.key, record.value)
             except RejectedInput as exc:

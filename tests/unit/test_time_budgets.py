@@ -69,7 +69,7 @@ async def test_an_audit_slice_stops_at_its_budget_and_the_rest_follows(contract)
     records = signed_entries(30)
     audits, done = auditor.audit_slice(HASHBANK_ENTRIES, records, TimeBudget(5.0, StepClock(1.0)))
     assert 0 < done < 30 and [a["count"] for a in audits] == [done]
-    rest, more = auditor.audit_slice(HASHBANK_ENTRIES, records[done:], None)
+    rest, more = auditor.audit_slice(HASHBANK_ENTRIES, records, None, start=done)
     assert more == 30 - done and [a["count"] for a in rest] == [30 - done]
     assert rest[0]["offset"] == done  # the run goes on where the slice stopped
     assert auditor.audit_batch(HASHBANK_ENTRIES, records)[0]["count"] == 30  # no budget: one run
