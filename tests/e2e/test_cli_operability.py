@@ -24,6 +24,7 @@ from streamsafe.policy.loader import default_policy_text
 from tests.signing_support import CONTROL_KEY, write_private
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 
 def streamsafe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -72,13 +73,53 @@ def broker_commands(tmp_path: Path, broker: str) -> dict[str, list[str]]:
                        "--broker", broker, *signing],
         "hma writeback": ["hma", "writeback", "--url", "http://127.0.0.1:9", "--bank", "STREAMSAFE_CONFIRMED",
                           "--metrics-port", "0", "--broker", broker],
+        "reports export": ["reports", "export", "--format", "cybertip-xml", "--profile",
+                           str(REPO / "deploy" / "reports" / "platform-profile.example.yaml"),
+                           "--out", str(tmp_path / "cybertip"), "--broker", broker],
+        "statements export": ["statements", "export", "--out", str(tmp_path / "sor.jsonl"), "--broker", broker],
     }
 
 
 COMMANDS = ["simulate", "bank import", "bank stats", "policy publish", "policy retire-shadow", "policy rollback",
             "audit", "topics apply",
             "hash --emit", "replay", "evaluate", "worker", "transparency", "coop forward", "coop serve",
-            "hma writeback"]
+            "hma writeback", "reports export", "statements export"]
+#: commands with a --broker option that the test above does not run as they are, and why
+NOT_RUN_BARE = {
+    "hash": "talks to a broker only with --emit: run above as 'hash --emit'",
+    "bank sync hma": "reads HMA's database before it talks to the broker: its own test below",
+}
+
+
+def test_every_command_with_a_broker_option_is_run_without_a_broker():
+    """A new command that talks to a broker joins COMMANDS (or says here why not)."""
+    import click
+
+    from streamsafe.cli import cli
+
+    def with_broker(group: click.Group, prefix: str = "") -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            full = f"{prefix} {name}".strip()
+            if isinstance(command, click.Group):
+                found += with_broker(command, full)
+            elif any("--broker" in getattr(p, "opts", ()) for p in command.params):
+                found.append(full)
+        return found
+
+    commands = with_broker(cli)
+    assert len(commands) >= len(COMMANDS)
+    covered = {c.removesuffix(" --emit") for c in COMMANDS} | set(NOT_RUN_BARE)
+    assert sorted(set(commands) - covered) == []
+
+
+def test_hma_sync_with_neither_hma_nor_broker_fails_in_one_line(tmp_path):
+    key = write_private(CONTROL_KEY, tmp_path / "signing.key")
+    result = streamsafe("bank", "sync", "hma", "--dsn", f"postgresql://hma@127.0.0.1:{free_port()}/media_match",
+                        "--banks", "A", "--signing-key", str(key), "--broker", f"kafka://127.0.0.1:{free_port()}")
+    errors = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(errors) == 1 and errors[0].startswith("Error: cannot read HMA's database"), errors
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -94,3 +94,13 @@ def test_fausts_producer_is_idempotent_when_the_worker_says_so():
     assert Bare(app)._settings_extra()["enable_idempotence"] is True
     produce_idempotently(app, False)
     assert "enable_idempotence" not in Bare(app)._settings_extra()
+
+
+def test_the_workers_faust_producer_sends_with_acks_all(tmp_path):
+    """Decisions, escalations, reports and table changelogs go out through Faust's producer."""
+    from streamsafe.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, http_port=0, replication_factor=1))
+    assert app.conf.producer_acks == -1
+    assert app.producer.acks == -1
+    assert app.producer._settings_default()["acks"] == -1
