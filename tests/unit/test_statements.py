@@ -220,6 +220,10 @@ VIOLATIONS = {
     "puid with a dot": lambda: _set(_base(), puid="st.1"),
     "puid over 500": lambda: _set(_base(), puid="a" * 501),
     "unknown keyword": lambda: _set(_base(), category_specification=["KEYWORD_SOMETHING"]),
+    "category missing": lambda: _drop(_base(), "category"),
+    "unknown category": lambda: _set(_base(), category="STATEMENT_CATEGORY_CHILDREN"),
+    "unknown provision decision": lambda: _set(_base(), decision_provision="DECISION_PROVISION_GONE"),
+    "unknown content type": lambda: _set(_base(), content_type=["CONTENT_TYPE_STREAM"]),
     "a field the database does not take": lambda: _set(_base(), hash="ab" * 32),
     "reinstate without reverses": lambda: {**_base(), "action": "reinstate", "appeal_id": "apl-1"},
 }
