@@ -119,3 +119,17 @@ def test_sync_command_refuses_a_mapping_the_policy_disagrees_with_before_reading
     result = CliRunner().invoke(cli, ["bank", "sync", "hma", "--dsn", "postgresql://u@127.0.0.1:1/db",
                                       "--broker", "kafka://127.0.0.1:1"])
     assert result.exit_code == 2 and "--mapping FILE and/or --banks" in result.output
+
+
+def test_the_readmes_mapping_file_loads_and_agrees_with_the_packaged_policy():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Using StreamSafe with HMA", 1)[1].split("\n## ", 1)[0]
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S) if "# hma-banks.yaml" in b]
+    mapping = parse_mapping(yaml.safe_load(block))
+    assert {m.hma_bank for m in mapping.banks} == {"NCMEC_CSAM", "PLATFORM_CONFIRMED", "PARTNER_SHARE"}
+    assert policy_disagreements(mapping, load_policy()) == []
