@@ -139,6 +139,10 @@ async def drain(world: World, messages: list[tuple[str, bytes, bytes]], broker_p
             "broker_cpu_s_per_1k": round(broker_cpu / processed * 1000, 4)}
 
 
+#: the latency runs send a known-hash probe on a new stream in place of every PROBE_EVERY-th message
+PROBE_EVERY = 100
+
+
 async def timed_mix(world: World, tail: Tail, rate: float, seconds: float, tag: str,
                     streams: int, warmup_s: float = 2.0) -> tuple[list[float], set[str]]:
     """The mix at ``rate`` msgs/s for ``seconds`` on fresh streams ``<tag>-*``; every 100th
@@ -148,8 +152,8 @@ async def timed_mix(world: World, tail: Tail, rate: float, seconds: float, tag: 
     Returns (latencies in ms, every known-hash stream sent)."""
     messages = workload("mix", int(rate * seconds), streams, seed=len(tag) * 7919 + sum(map(ord, tag)),
                         prefix=f"{tag}-")
-    # every 100th message is replaced by a probe below: a known-hash frame there is never sent
-    known = known_streams([m for i, m in enumerate(messages) if i % 100])
+    # a message at a probe's index is replaced by the probe: a known-hash frame there is never sent
+    known = known_streams([m for i, m in enumerate(messages) if i % PROBE_EVERY])
     sent: dict[str, float] = {}
     producer = clients.producer(world.settings, acks=1, linger_ms=1)
     await producer.start()
@@ -161,7 +165,7 @@ async def timed_mix(world: World, tail: Tail, rate: float, seconds: float, tag: 
             due = min(len(messages), int((now - start) * rate) + 1)
             for i in range(next_i, due):
                 topic, key, value = messages[i]
-                if i % 100 == 0:
+                if i % PROBE_EVERY == 0:
                     sid = f"{tag}p-{i}"
                     value = orjson.dumps({"schema_version": 1, "stream_id": sid, "frames": [
                         {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": KNOWN_MD5}]})
