@@ -43,6 +43,10 @@ async def test_bank_additions_and_removals_take_effect_within_a_second(pipeline)
     worker = pipeline.start_worker()
     worker.wait_ready()
     await pipeline.send(FRAME_HASHES, b"s-before", frame_msg("s-before", 1, CASE))
+    # frames and bank entries are different topics, read in no fixed order: the entry goes out once
+    # the frame has been screened (counted after matching), or a slow worker may read the entry first
+    await wait_for_metric(worker, f'streamsafe_input_messages_total{{topic="{FRAME_HASHES}",outcome="accepted"',
+                          lambda v: v >= 1)
     await publish_entries(pipeline.settings, [BankEntry("ncmec:case-1", "ncmec", "pdq", CASE)])
     await asyncio.sleep(1.0)
     await pipeline.send(FRAME_HASHES, b"s-added", frame_msg("s-added", 1, flip(CASE, 4)))
