@@ -9,7 +9,8 @@ import yaml
 
 from streamsafe.events.contract import ACCOUNT_SIGNALS, ACTIONS, ESCALATIONS, USER_REPORTS
 from streamsafe.policy.loader import default_policy_text
-from tests.integration.test_accounts import assert_no_account_in_logs, now_ms, processed, stream_on
+from tests.integration.test_accounts import assert_no_account_in_logs, now_ms, stream_on
+from tests.integration.waits import processed
 
 pytestmark = pytest.mark.integration
 

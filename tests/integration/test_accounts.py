@@ -5,16 +5,13 @@ state past the policy's retention no longer counts."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
 import pytest
 import yaml
-from aiokafka import TopicPartition
 from lxml import etree
 
-from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.clients import default_partition
 from streamsafe.events.contract import (
     ACCOUNT_SIGNALS,
@@ -31,6 +28,7 @@ from streamsafe.events.contract import (
 from streamsafe.policy.loader import default_policy_text
 from tests.integration.conftest import KNOWN_MD5
 from tests.integration.test_cybertip_export import EXAMPLE_PROFILE, export
+from tests.integration.waits import processed
 from tests.ncmec import XSD, assert_valid
 
 pytestmark = pytest.mark.integration
@@ -63,21 +61,6 @@ def grooming(stream: str, viewer: str) -> dict:
     return {"schema_version": 2, "stream_id": stream, "classifier": "grooming_text", "model_version": "gt-1",
             "score": 0.93, "ts_ms": now_ms(), "evidence": {"chat_message_id": f"m-{stream}"},
             "actor_account_id": viewer}
-
-
-async def processed(pipeline, topic: str, timeout_s: float = 60.0) -> None:
-    """Until the workers' group has committed every record now on ``topic``."""
-    name = pipeline.topic(topic)
-    partitions = pipeline.contract[topic].partitions
-    ends = await end_offsets(pipeline.settings, (TopicPartition(name, p) for p in range(partitions)))
-    deadline = time.monotonic() + timeout_s
-    async with GroupOffsets(pipeline.settings, pipeline.settings.app_id) as offsets:
-        while time.monotonic() < deadline:
-            committed = await offsets.committed(ends)
-            if all(committed[tp] >= end for tp, end in ends.items()):
-                return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{topic} not processed within {timeout_s} s")
 
 
 def assert_no_account_in_logs(workers, accounts: set[str]) -> None:
@@ -160,6 +143,8 @@ async def test_a_viewer_grooming_three_young_broadcasters_across_workers_gets_on
         escalated = {d["stream_id"] for d in records.on(ESCALATIONS) if d.get("rule") == GROOMING}
         return set(account_decisions(records)) >= set(young) and escalated >= targets
 
+    await processed(pipeline, CLASSIFIER_SIGNALS)  # every chat handled, the look-alikes' too,
+    await processed(pipeline, ACCOUNT_SIGNALS)  # and every account signal it made
     records = await pipeline.read(until=done, timeout_s=90, settle_s=3.0)
     decided = account_decisions(records)
     assert set(decided) == set(young)  # none for the look-alikes
@@ -263,6 +248,8 @@ async def test_account_state_survives_a_restart_and_expires_after_the_policys_re
     restarted.wait_ready()
     for stream, broadcaster in (("st-recent-2", "b-recent"), ("st-old-2", "b-old")):
         await pipeline.send(METADATA, stream.encode(), started(stream, broadcaster, **ADULT))
+    await processed(pipeline, METADATA)  # both returns handled (the old one's too) before looking
+    await processed(pipeline, ACCOUNT_SIGNALS)
     records = await pipeline.read(until=lambda r: len(by_rule(r, REPEAT)) >= 2, timeout_s=90, settle_s=3.0)
     assert sorted((s, a) for _, s, a, _ in by_rule(records, REPEAT)) == [("st-recent-2", "escalate"),
                                                                          ("st-recent-2", "restrict")]

@@ -20,6 +20,7 @@ from streamsafe.events.contract import (
 )
 from streamsafe.policy.loader import default_policy_text, load_policy
 from tests.integration.conftest import KNOWN_MD5
+from tests.integration.waits import wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -116,9 +117,12 @@ async def test_policy_hot_reload_and_refusal(pipeline):
     (refusal,) = dead.on(DEAD_LETTER)
     assert refusal["reason"] == "invalid_policy" and "explode" in refusal["detail"]
     await pipeline.send(CLASSIFIER_SIGNALS, b"s-2", signal("s-2", "nudity", 0.6))
+    # signals and policies are separate topics, read in no fixed order: s-2 is handled first
+    await wait_for_metric(worker, "streamsafe_input_messages_total", lambda v: v >= 2, topic=CLASSIFIER_SIGNALS,
+                          outcome="accepted")
     # a valid policy takes effect without a restart
     await publish_policy(pipeline.settings, STRICT)
-    time.sleep(1.0)
+    await wait_for_metric(worker, "streamsafe_policy_info", lambda v: v == 1, role="live", version="strict-test-2")
     await pipeline.send(CLASSIFIER_SIGNALS, b"s-3", signal("s-3", "nudity", 0.6))
     records = await pipeline.read(until=lambda r: decisions(r, "s-3"), settle_s=1.0)
     (escalation,) = decisions(records, "s-3")
@@ -135,6 +139,7 @@ async def test_shadow_decisions_appear_only_on_the_shadow_topic(pipeline):
     worker = pipeline.start_worker()
     await publish_policy(pipeline.settings, SHADOW, shadow="candidate")
     worker.wait_ready()
+    await wait_for_metric(worker, "streamsafe_policy_info", lambda v: v == 1, role="shadow", version="candidate-7")
     await pipeline.send(METADATA, b"s-g", started("s-g", visibility="private", account_age_days=1))
     # 0.6: only the shadow policy's lowered grooming threshold holds
     await pipeline.send(CLASSIFIER_SIGNALS, b"s-g", signal("s-g", "grooming_text", 0.6))
@@ -146,9 +151,11 @@ async def test_shadow_decisions_appear_only_on_the_shadow_topic(pipeline):
         jsonschema.validate(record, pipeline.contract[SHADOW_DECISIONS].schema)
     assert records.on(ACTIONS) == [] and records.on(ESCALATIONS) == []
     await retire_shadow(pipeline.settings, "candidate")
-    time.sleep(1.0)
+    await wait_for_metric(worker, "streamsafe_policy_info", lambda v: v == 0, role="shadow")
     await pipeline.send(METADATA, b"s-h", started("s-h", visibility="private", account_age_days=1))
     await pipeline.send(CLASSIFIER_SIGNALS, b"s-h", signal("s-h", "grooming_text", 0.6))
+    await wait_for_metric(worker, "streamsafe_input_messages_total", lambda v: v >= 2, topic=CLASSIFIER_SIGNALS,
+                          outcome="accepted")  # s-h's signal handled: a shadow decision would be on its way
     later = await pipeline.read(until=lambda r: False, topics=ALL, timeout_s=3)
     assert [d for d in later.on(SHADOW_DECISIONS) if d["stream_id"] == "s-h"] == []
 

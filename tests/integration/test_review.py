@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import jsonschema
 import pytest
 
@@ -16,6 +15,7 @@ from streamsafe.events.contract import (
     CLASSIFIER_SIGNALS,
     ESCALATIONS,
     FRAME_HASHES,
+    FRAME_MATCHES,
     HASHBANK_ENTRIES,
     METADATA,
     PRESERVATION,
@@ -23,6 +23,7 @@ from streamsafe.events.contract import (
     REVIEW_VERDICTS,
 )
 from streamsafe.policy.loader import default_policy_text
+from tests.integration.waits import metric, processed, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +90,10 @@ async def test_confirmed_verdict_blocks_reports_preserves_and_proposes_hashes(pi
     proposals = await pipeline.read(until=lambda r: r.on(HASHBANK_ENTRIES), topics=(HASHBANK_ENTRIES,))
     (entry,) = proposals.on(HASHBANK_ENTRIES)
     assert entry["bank"] == "internal-confirmed" and entry["hash"] == WEAK and entry["source"] == "reviewer"
-    # the proposed hash is matchable at once: the same content on another stream is a strong match now
-    await asyncio.sleep(1.0)
+    # the proposed hash is matchable without a restart: the same content on another stream is a strong
+    # match once the worker has read the proposal back from the bank topic
+    await wait_for_metric(worker, "streamsafe_bank_entries", lambda v: v >= 1, bank="internal-confirmed",
+                          signal_type="pdq")
     await pipeline.send(FRAME_HASHES, b"s-again", {"schema_version": 1, "stream_id": "s-again", "frames": [
         {"seq": 1, "ts_ms": now_ms(), "pdq": WEAK, "pdq_quality": 95}]})
     again = await pipeline.read(until=lambda r: actions(r, "s-again", "block"), topics=ALL)
@@ -106,18 +109,20 @@ async def test_benign_verdict_closes_and_suppresses(pipeline, bank_list):
     await pipeline.send(REVIEW_VERDICTS, b"s-b", {"schema_version": 1, "stream_id": "s-b", "verdict": "benign",
                                                  "escalation_id": escalation["decision_id"], "reviewer_id": "rev-2",
                                                  "ts_ms": now_ms()})
-    await asyncio.sleep(1.0)
+    # verdicts and frames are separate topics, read in no fixed order: the verdict is handled first
+    assert await wait_for_metric(worker, "streamsafe_review_verdicts_total", lambda v: v >= 1, outcome="benign") == 1
+    assert await metric(worker, "streamsafe_false_positives_total", classifier="hash_match") == 1
     for seq in range(3, 8):  # more of the same evidence, within the cooldown
         await pipeline.send(FRAME_HASHES, b"s-b", {"schema_version": 1, "stream_id": "s-b", "frames": [
             {"seq": seq, "ts_ms": now_ms(), "pdq": WEAK, "pdq_quality": 95}]})
     await pipeline.send(FRAME_HASHES, b"s-probe", {"schema_version": 1, "stream_id": "s-probe", "frames": [
         {"seq": 1, "ts_ms": now_ms(), "pdq": CASE, "pdq_quality": 95}]})
+    # every frame screened, and every match forwarded for them handled, before looking for what is absent
+    await wait_for_metric(worker, "streamsafe_input_messages_total", lambda v: v >= 9, topic=FRAME_HASHES,
+                          outcome="accepted")
+    await processed(pipeline, FRAME_MATCHES)
     records = await pipeline.read(until=lambda r: escalations(r, "s-probe"), topics=ALL, settle_s=1.0)
     assert len(escalations(records, "s-b")) == 1
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.http_port}/metrics") as r:
-        text = await r.text()
-    assert 'streamsafe_false_positives_total{classifier="hash_match"} 1.0' in text
-    assert 'streamsafe_review_verdicts_total{outcome="benign"} 1.0' in text
 
 
 async def test_missed_review_deadline_reescalates_and_restricts_also_across_a_restart(

@@ -20,6 +20,7 @@ from streamsafe.events.contract import (
     METADATA,
     USER_REPORTS,
 )
+from tests.integration.waits import wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -161,6 +162,8 @@ async def test_restarted_worker_does_not_block_the_same_stream_again(
     # a stream the second worker has never seen proves it is processing
     await pipeline.send(FRAME_HASHES, b"s-2", frames("s-2", {"md5": KNOWN_MD5}))
     second.wait_ready()
+    # s-2 may be on another partition: its block alone does not show s-1's frames were handled
+    await wait_for_metric(second, "streamsafe_hash_matches_total", lambda v: v >= 3)
     records = await pipeline.read(until=lambda r: blocks_for(r, "s-2"), settle_s=2.0)
 
     assert len(blocks_for(records, "s-1")) == 1
