@@ -150,26 +150,10 @@ def test_bank_import_and_stats_commands(pipeline, tmp_path):
     assert "ncmec" in stats.stdout and "3 entries in 1 banks" in stats.stdout
 
 
-async def bank_freshness(worker) -> float:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.http_port}/metrics") as r:
-        text = await r.text()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("streamsafe_bank_last_update_timestamp_seconds ")]
-    assert values, "no bank age metric"
-    return values[0]
-
-
-async def wait_for_freshness(worker, expected: float, timeout_s: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout_s
-    seen = None
-    while time.monotonic() < deadline:
-        seen = await bank_freshness(worker)
-        if abs(seen - expected) < 0.001:
-            return seen
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"bank age metric {seen}, expected {expected}")
+async def wait_for_freshness(worker, expected: float) -> float:
+    """Until the worker's bank age gauge reads ``expected`` (epoch seconds, to the millisecond)."""
+    return await wait_for_metric(worker, "streamsafe_bank_last_update_timestamp_seconds",
+                                 lambda v: abs(v - expected) < 0.001)
 
 
 async def test_bank_age_is_the_entries_own_time_through_a_re_import_and_a_restart(pipeline, tmp_path):
@@ -208,7 +192,7 @@ async def test_bank_age_is_the_entries_own_time_through_a_re_import_and_a_restar
 
 async def test_an_allow_entry_does_not_silence_known_abuse_unless_the_policy_says_so(pipeline):
     from streamsafe.control.publish import publish_policy
-    from streamsafe.policy.loader import default_policy_text
+    from streamsafe.policy.loader import default_policy_text, load_policy
 
     known = "9e107d9d372bb6826bd81d3542a419d6"
     await publish_entries(pipeline.settings, [
@@ -229,8 +213,8 @@ async def test_an_allow_entry_does_not_silence_known_abuse_unless_the_policy_say
     trusting = default_policy_text().replace("allow_clears_authority: []", "allow_clears_authority: [platform-allow]")
     trusting = trusting.replace('version: "', 'version: "allow-trusted-', 1)
     await publish_policy(pipeline.settings, trusting)
-    live = trusting.split('version: "', 1)[1].split('"', 1)[0]
-    await wait_for_metric(worker, "streamsafe_policy_info", lambda v: v == 1, role="live", version=live)
+    await wait_for_metric(worker, "streamsafe_policy_info", lambda v: v == 1, role="live",
+                          version=f"allow-trusted-{load_policy().version}")
     await pipeline.send(FRAME_HASHES, b"s-trusted", {"schema_version": 1, "stream_id": "s-trusted", "frames": [
         {"seq": 1, "ts_ms": int(time.time() * 1000), "md5": known}]})
     cleared = await wait_for_metric(worker, "streamsafe_allow_bank_effects_total", lambda v: v >= 1,
