@@ -58,8 +58,15 @@ fetched and dropped while the worker was starting were never delivered
 (:class:`SafeSeekConsumerThread`). ``streamsafe-stock://`` is that fix alone,
 with Faust's stock delivery loop, for comparison in benchmarks.
 
+The fast transport also sends differently: table changelog records go out in
+coalesced bursts that never stop the agents (:mod:`.changelog`), and topics hand
+records to a running producer without Faust's producer-start detour
+(:mod:`.topic`, installed as the app's ``Topic``). ``streamsafe-stock://`` keeps
+Faust's own producer buffer and topic, so benchmarks compare against stock Faust.
+
 Modules: :mod:`.handoff` (the hand-off primitive), :mod:`.pin` (the pin on
-Faust), :mod:`.consumer` (the consumers), :mod:`.producer` (idempotence).
+Faust), :mod:`.consumer` (the consumers), :mod:`.producer` (idempotence),
+:mod:`.changelog` (table writes), :mod:`.topic` (sends).
 """
 
 from __future__ import annotations
@@ -78,7 +85,7 @@ from streamsafe.transport.pin import (
     check_faust_pin,
     drain_messages_sha256,
 )
-from streamsafe.transport.producer import Producer, produce_idempotently
+from streamsafe.transport.producer import Producer, StockBufferProducer, produce_idempotently
 
 __all__ = [
     "EXPECTED_DRAIN_SHA256",
@@ -91,6 +98,7 @@ __all__ = [
     "Producer",
     "SafeSeekConsumer",
     "SafeSeekConsumerThread",
+    "StockBufferProducer",
     "StockDeliveryTransport",
     "Transport",
     "check_faust_pin",
@@ -110,7 +118,7 @@ class StockDeliveryTransport(_aiokafka_driver.Transport):
     """Faust's aiokafka transport with the safe seek (``streamsafe-stock://``)."""
 
     Consumer: ClassVar[type[_aiokafka_driver.Consumer]] = SafeSeekConsumer
-    Producer: ClassVar[type[_aiokafka_driver.Producer]] = Producer
+    Producer: ClassVar[type[_aiokafka_driver.Producer]] = StockBufferProducer
     driver_version = f"{_aiokafka_driver.Transport.driver_version} streamsafe-safeseek"
 
 
