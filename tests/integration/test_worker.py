@@ -10,7 +10,11 @@ from collections import Counter
 import jsonschema
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
+from streamsafe import clients
+from streamsafe.brokers.offsets import end_offsets
+from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import (
     ACTIONS,
     CLASSIFIER_SIGNALS,
@@ -20,7 +24,7 @@ from streamsafe.events.contract import (
     METADATA,
     USER_REPORTS,
 )
-from tests.integration.waits import wait_for_metric
+from tests.integration.waits import processed, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +229,42 @@ async def test_reprocessing_the_same_input_yields_byte_identical_decisions(pipel
     assert len(records.items) == 2 * first_run
     assert set(copies.values()) == {2}
     assert {value["action"] for _, _, value in records.items} >= {"block", "escalate"}
+
+
+async def test_an_offset_is_committed_only_once_its_state_writes_are_in_the_changelog(pipeline, hash_list):
+    """Table writes go out coalesced, in bursts (transport/changelog.py); the commit of the records
+    that made them waits for them, so a restart can never find an offset past its state."""
+    worker = pipeline.start_worker(hash_list)
+    worker.wait_ready()
+    scores = [round(0.30 + 0.05 * i, 2) for i in range(8)]  # each a step stronger: each changes the state
+    for score in scores:
+        await pipeline.send(CLASSIFIER_SIGNALS, b"s-cl", signal("s-cl", score, classifier="nudity"))
+    await processed(pipeline, CLASSIFIER_SIGNALS)
+
+    changelog = f"{pipeline.settings.app_id}-stream-state-changelog"
+    ends = await end_offsets(pipeline.settings, (TopicPartition(changelog, p)
+                                                 for p in range(pipeline.contract[CLASSIFIER_SIGNALS].partitions)))
+    written = [orjson.loads(v) for k, v in await read_to(pipeline, ends) if k == b'"s-cl"']
+    assert written, "no state of s-cl in the changelog although its signals' offsets are committed"
+    assert written[-1]["s"]["nudity"][0] == scores[-1]  # the last write, not an earlier one
+    assert len(written) <= len(scores)
+
+
+async def read_to(pipeline, ends: dict) -> list[tuple[bytes, bytes]]:
+    """Every record of the partitions in ``ends`` below those offsets, in order per partition."""
+    consumer = clients.consumer(pipeline.settings)
+    consumer.assign(list(ends))
+    await consumer.start()
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        await consumer.seek_to_beginning(*ends)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in ends]
+            if all(position >= ends[tp] for tp, position in zip(ends, positions, strict=True)):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            out.extend((m.key, m.value) for tp, records in batch.items() for m in records if m.offset < ends[tp])
+    finally:
+        await stop_consumer(consumer)
+    return out
