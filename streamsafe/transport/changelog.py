@@ -27,7 +27,11 @@ changelog records not yet sent.
   acknowledged (at-least-once state, as before, without the gap).
 
 A superseded record's future is resolved with the metadata of the record that replaced it
-(same topic, partition and key), so nothing awaiting one waits forever.
+(same topic, partition and key), so nothing awaiting one waits forever. A record the producer
+refuses with a retriable error (no leader, a timeout) is queued again and sent after
+:data:`RETRY_S`, so a commit waits for it rather than passing it; one refused for good (too
+large) fails its futures and is logged, without its key or value, and the table's other records
+still go out.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ import asyncio
 import logging
 from typing import Any
 
+from aiokafka.errors import KafkaTimeoutError
 from faust.transport.producer import ProducerBuffer
 from faust.types.tuples import FutureMessage
 from mode import Service
 
-__all__ = ["LINGER_S", "MAX_QUEUED", "SLICE", "ChangelogBuffer"]
+__all__ = ["LINGER_S", "MAX_QUEUED", "RETRY_S", "SLICE", "STOP_FLUSH_S", "ChangelogBuffer"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,10 @@ LINGER_S = 0.01
 SLICE = 256
 #: distinct queued keys beyond which the conductor waits for a flush
 MAX_QUEUED = 20_000
+#: pause before records the producer refused with a retriable error are sent again
+RETRY_S = 1.0
+#: how long a stopping worker tries to send what is queued
+STOP_FLUSH_S = 10.0
 
 
 def _is_changelog(fut: FutureMessage) -> bool:
@@ -101,6 +110,13 @@ class ChangelogBuffer(ProducerBuffer):
             else:
                 await self._send_queued()
 
+    async def on_stop(self) -> None:
+        try:  # a worker stopping while the broker is away must still stop
+            await asyncio.wait_for(self.flush(), STOP_FLUSH_S)
+        except TimeoutError:
+            log.warning("stopping with %d changelog records unsent: their records' offsets were not committed, "
+                        "so they are processed again", self.size)
+
     async def flush_atmost(self, max_messages: int | None) -> int:
         before = self.size
         await self.flush()
@@ -125,6 +141,7 @@ class ChangelogBuffer(ProducerBuffer):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sending = done
         failed: list[Exception] = []
+        retried = 0
         try:
             self.bursts += 1
             for i, (slot, fut) in enumerate(queued.items()):
@@ -133,6 +150,10 @@ class ChangelogBuffer(ProducerBuffer):
                 try:
                     sent = await fut.message.channel.publish_message(fut, wait=False)
                 except Exception as exc:  # one bad record must not stop the table's others
+                    if _retriable(exc):
+                        retried += 1
+                        self._requeue(slot, fut, superseded.get(slot, []))
+                        continue
                     failed.append(exc)
                     for unsent in (fut, *superseded.get(slot, ())):
                         if not unsent.done():
@@ -141,12 +162,31 @@ class ChangelogBuffer(ProducerBuffer):
                 if slot in superseded:
                     sent.add_done_callback(lambda f, earlier=superseded[slot]: _resolve(f, earlier))
                 self.message_sent.set()
+            if retried:  # the broker is unreachable or has no leader: again after a pause, never dropped
+                log.warning("%d changelog records not accepted by the producer; sent again in %.1f s",
+                            retried, RETRY_S)
+                await asyncio.sleep(RETRY_S)
         finally:
             self._sending = None
             done.set_result(None)
             if failed:  # one line per burst, without keys or values
                 log.error("%d of %d changelog records could not be sent (state written on this worker may be "
                           "missing after a restart): %r", len(failed), len(queued), failed[0])
+
+    def _requeue(self, slot: Any, fut: FutureMessage, earlier: list[FutureMessage]) -> None:
+        """Put a record back in the queue, unless a newer write of its key is there already."""
+        if slot in self.queued:
+            self.superseded.setdefault(slot, [])[:0] = [*earlier, fut]
+        else:
+            self.queued[slot] = fut
+            if earlier:
+                self.superseded[slot] = list(earlier)
+        self._wake.set()
+
+
+def _retriable(exc: Exception) -> bool:
+    """A failure the same record may not meet again: a timeout, or an error Kafka marks retriable."""
+    return isinstance(exc, TimeoutError | KafkaTimeoutError) or bool(getattr(exc, "retriable", False))
 
 
 def _resolve(sent: asyncio.Future[Any], earlier: list[FutureMessage]) -> None:

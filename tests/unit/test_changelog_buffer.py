@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from faust.types.tuples import TP, FutureMessage, PendingMessage, RecordMetadata
 
 from streamsafe.transport import changelog
@@ -140,3 +141,48 @@ def test_a_running_producer_is_returned_without_yielding_to_the_event_loop() -> 
     with pytest.raises(StopIteration) as finished:
         step.send(None)  # one step: no await suspended it
     assert finished.value.value is producer
+
+
+class FlakyChannel(RecordingChannel):
+    """Refuses its first ``failures`` sends as a broker without a leader would (retriable)."""
+
+    def __init__(self, name: str, failures: int) -> None:
+        super().__init__(name)
+        self.failures = failures
+
+    async def publish_message(self, fut: FutureMessage, wait: bool = False) -> asyncio.Future[RecordMetadata]:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError()
+        return await super().publish_message(fut, wait)
+
+
+async def test_a_retriable_refusal_is_sent_again_and_a_flush_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "RETRY_S", 0.0)
+    buffer, states = _buffer(), FlakyChannel("app-stream-state-changelog", failures=2)
+    first, last = _future(states, b'"s-1"', b"v1"), _future(states, b'"s-1"', b"v2")
+    for fut in (first, last):
+        buffer.put(fut)
+    await asyncio.wait_for(buffer.flush(), 5)
+    assert states.sent == [(0, b'"s-1"', b"v2")] and buffer.size == 0
+    assert await asyncio.wait_for(first, 5) == last.result()
+
+
+async def test_a_newer_write_queued_while_the_older_was_refused_wins() -> None:
+    buffer, states = _buffer(), RecordingChannel("app-stream-state-changelog")
+    older, newer = _future(states, b'"s-1"', b"old"), _future(states, b'"s-1"', b"new")
+    buffer.put(newer)
+    buffer._requeue(('app-stream-state-changelog', 0, b'"s-1"'), older, [])  # refused during a burst
+    await buffer.flush()
+    assert states.sent == [(0, b'"s-1"', b"new")]
+    assert await asyncio.wait_for(older, 5) == newer.result()
+
+
+async def test_a_worker_stops_even_when_its_changelog_cannot_be_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "RETRY_S", 0.01)
+    monkeypatch.setattr(changelog, "STOP_FLUSH_S", 0.05)
+    buffer, states = _buffer(), FlakyChannel("app-stream-state-changelog", failures=10**9)
+    await buffer.start()
+    buffer.put(_future(states, b'"s-1"', b"v"))
+    await asyncio.wait_for(buffer.stop(), 5)
+    assert states.sent == [] and buffer.size == 1  # unsent, and its offset was never committed
