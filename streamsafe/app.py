@@ -52,6 +52,7 @@ from streamsafe.pipeline.step import Lifecycle
 from streamsafe.policy.loader import load_policy
 from streamsafe.policy.policyset import PolicySet
 from streamsafe.settings import KafkaSecurity, Settings
+from streamsafe.transport.changelog import linger_changelog
 from streamsafe.transport.consumer import settle_before_commit
 from streamsafe.transport.producer import produce_idempotently
 from streamsafe.transport.topic import Topic
@@ -191,6 +192,7 @@ def create_app(
                           _enum(contract[REVIEW_VERDICTS], "verdict"), STALL_CAUSES)
     settle_before_commit(app, publisher.settled)  # an offset is committed once its decisions are acknowledged
     produce_idempotently(app, settings.idempotent_producer == "true")
+    linger_changelog(app, settings.changelog_linger_s)
     policy_control = PolicyControl(contract[POLICY], lambda: handler.policies, handler.use_policies,
                                    publisher, metrics, trusted_control)
     control = ControlService([

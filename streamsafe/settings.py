@@ -81,6 +81,7 @@ ENV_FIELDS: dict[str, tuple[str, Any, str]] = {
     "SESSION_TIMEOUT_S": ("session_timeout_s", float, "consumer group session timeout"),
     "REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float, "consumer group rebalance timeout"),
     "COMMIT_INTERVAL_S": ("commit_interval_s", float, "offset commit interval"),
+    "CHANGELOG_LINGER_S": ("changelog_linger_s", float, "table writes wait this long to go out together"),
     "INSTANCE_ID": ("instance_id", str, "static group membership: a stable id per worker (none: dynamic)"),
     "DELIVERY_TIMEOUT_S": ("delivery_timeout_s", float, "a send not acknowledged by then is resent"),
     "STALL_AFTER_S": ("stall_after_s", float, "not ready: a record in hand, or lag without a commit, for this long"),
@@ -139,6 +140,7 @@ class Settings:
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
     commit_interval_s: float = 2.8
+    changelog_linger_s: float = 0.01
     instance_id: str | None = None
     delivery_timeout_s: float = 10.0
     stall_after_s: float = 30.0
@@ -175,6 +177,8 @@ class Settings:
             raise ConfigError("transport must be fast or stock")
         if self.clock not in ("wall", "records"):
             raise ConfigError("clock must be wall or records")
+        if not 0 <= self.changelog_linger_s <= 3600:
+            raise ConfigError(f"changelog_linger_s must be between 0 and 3600, got {self.changelog_linger_s}")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ConfigError("event_loop must be uvloop or asyncio")
         if self.log_format not in ("json", "text"):

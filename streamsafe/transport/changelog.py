@@ -11,27 +11,32 @@ changelog records not yet sent.
 
 :class:`ChangelogBuffer` replaces it:
 
-- **Coalesced.** A changelog is compacted: only the last value per key is ever read back.
-  Records of a changelog topic are kept per (topic, partition, key); a newer write replaces
-  the queued one. Records of other topics (nothing in StreamSafe sends them this way) keep
-  their order and are never merged.
-- **Sent in bursts.** The first record queued starts a short linger (:data:`LINGER_S`); then
+- **Coalesced.** A changelog is compacted: only the last value per key is ever read back,
+  and each of StreamSafe's records is the key's whole state. A table's changelog records
+  (those whose callback is the table's ``_on_changelog_sent``) are kept per (topic,
+  partition, key); a newer write replaces the queued one. Other records (nothing in
+  StreamSafe sends them this way) are never merged.
+- **Sent in bursts.** The first record queued starts a short linger (:data:`LINGER_S`, or the
+  worker's ``STREAMSAFE_CHANGELOG_LINGER_S``); then
   every queued record is handed to the producer in one pass, in slices of
   :data:`SLICE` with a loop turn between them, so aiokafka gets full batches and decisions
   sent meanwhile are not held up.
 - **No stall.** The conductor waits only if the queue grows past :data:`MAX_QUEUED` distinct
   keys (a worker far behind its broker), and then for a full flush, not a timeout.
-- **An honest flush.** :meth:`flush` sends everything queued at once; the producer's flush then
+- **An honest flush.** :meth:`flush` sends every record queued before it was called (and
+  waits for those sent again, below), whatever arrives meanwhile; the producer's flush then
   awaits the broker's acknowledgements. Faust flushes the producer before every offset commit
   and on rebalance, so no offset is committed before the state writes of its records are
   acknowledged (at-least-once state, as before, without the gap).
 
 A superseded record's future is resolved with the metadata of the record that replaced it
 (same topic, partition and key), so nothing awaiting one waits forever. A record the producer
-refuses with a retriable error (no leader, a timeout) is queued again and sent after
-:data:`RETRY_S`, so a commit waits for it rather than passing it; one refused for good (too
-large) fails its futures and is logged, without its key or value, and the table's other records
-still go out.
+refuses with a retriable error (no leader, a timeout; Faust wraps them in
+``ProducerSendError``) is queued again and sent after :data:`RETRY_S`, so a commit waits for it
+rather than passing it; so is every record of a burst that was cancelled before it reached the
+producer. One refused for good (larger than the broker takes) fails its futures and is logged,
+without its key or value; the key's next write carries its whole state again. A send that fails
+after aiokafka accepted it is reported to its future, as in Faust.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ import logging
 from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from faust.transport.producer import ProducerBuffer
 from faust.types.tuples import FutureMessage
 from mode import Service
 
-__all__ = ["LINGER_S", "MAX_QUEUED", "RETRY_S", "SLICE", "STOP_FLUSH_S", "ChangelogBuffer"]
+__all__ = ["LINGER_S", "MAX_QUEUED", "RETRY_S", "SLICE", "STOP_FLUSH_S", "ChangelogBuffer", "linger_changelog"]
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +66,16 @@ RETRY_S = 1.0
 #: how long a stopping worker tries to send what is queued
 STOP_FLUSH_S = 10.0
 
+_LINGER_ATTR = "_streamsafe_changelog_linger_s"
+
+
+def linger_changelog(app: Any, seconds: float) -> None:
+    """Set how long ``app``'s changelog records wait for others before a burst (the worker's setting)."""
+    setattr(app, _LINGER_ATTR, seconds)
+
 
 def _is_changelog(fut: FutureMessage) -> bool:
-    return str(fut.message.channel.get_topic_name()).endswith("-changelog")
+    return getattr(fut.message.callback, "__name__", None) == "_on_changelog_sent"
 
 
 class ChangelogBuffer(ProducerBuffer):
@@ -74,28 +87,23 @@ class ChangelogBuffer(ProducerBuffer):
         super().__post_init__()
         self.queued: dict[Any, FutureMessage] = {}
         self.superseded: dict[Any, list[FutureMessage]] = {}
-        self._order = 0  # a unique key for records that are never merged
+        #: per queued slot, the number of the first put it carries (what a flush waits for)
+        self.first_put: dict[Any, int] = {}
         self._wake = asyncio.Event()
         self._sending: asyncio.Future[None] | None = None
         #: records put, records merged into a later one, bursts sent (read by tests and benchmarks)
         self.put_count = self.merged_count = self.bursts = 0
 
     def put(self, fut: FutureMessage) -> None:
-        app = self.app
-        if app is not None and app.conf.producer_threaded:
-            raise RuntimeError("StreamSafe's changelog buffer does not support producer_threaded")
         self.put_count += 1
         message = fut.message
-        if _is_changelog(fut):
-            slot: Any = (message.channel.get_topic_name(), message.partition, message.key)
-            earlier = self.queued.pop(slot, None)
-            if earlier is not None:
-                self.merged_count += 1
-                self.superseded.setdefault(slot, []).append(earlier)
-        else:
-            self._order += 1
-            slot = self._order
+        slot: Any = (id(message.channel), message.partition, message.key) if _is_changelog(fut) else self.put_count
+        earlier = self.queued.pop(slot, None)
+        if earlier is not None:
+            self.merged_count += 1
+            self.superseded.setdefault(slot, []).append(earlier)
         self.queued[slot] = fut
+        self.first_put.setdefault(slot, self.put_count)
         self._wake.set()
 
     @property
@@ -103,12 +111,15 @@ class ChangelogBuffer(ProducerBuffer):
         return len(self.queued)
 
     async def flush(self) -> None:
-        """Send everything queued now; return once the producer holds it all."""
-        while self.queued or self._sending is not None:
+        """Send every record put before this call (and any of them queued again); then return."""
+        target = self.put_count
+        while True:
             if self._sending is not None:
                 await asyncio.shield(self._sending)
-            else:
+            elif any(first <= target for first in self.first_put.values()):
                 await self._send_queued()
+            else:
+                return
 
     async def on_stop(self) -> None:
         try:  # a worker stopping while the broker is away must still stop
@@ -131,49 +142,56 @@ class ChangelogBuffer(ProducerBuffer):
     async def _handle_pending(self) -> None:  # in place of the stock one-record-at-a-time task
         while not self.should_stop:
             await self._wake.wait()
-            await asyncio.sleep(LINGER_S)
+            await asyncio.sleep(getattr(self.app, _LINGER_ATTR, LINGER_S))
             await self.flush()
 
     async def _send_queued(self) -> None:
         self._wake.clear()
         queued, self.queued = self.queued, {}
         superseded, self.superseded = self.superseded, {}
+        firsts, self.first_put = self.first_put, {}
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sending = done
         failed: list[Exception] = []
         retried = 0
         try:
             self.bursts += 1
-            for i, (slot, fut) in enumerate(queued.items()):
+            for i, slot in enumerate(list(queued)):
                 if i and i % SLICE == 0:
                     await asyncio.sleep(0)
+                fut = queued[slot]
                 try:
                     sent = await fut.message.channel.publish_message(fut, wait=False)
                 except Exception as exc:  # one bad record must not stop the table's others
+                    del queued[slot]
                     if _retriable(exc):
                         retried += 1
-                        self._requeue(slot, fut, superseded.get(slot, []))
+                        self._requeue(slot, fut, superseded.pop(slot, []), firsts[slot])
                         continue
                     failed.append(exc)
-                    for unsent in (fut, *superseded.get(slot, ())):
+                    for unsent in (fut, *superseded.pop(slot, ())):
                         if not unsent.done():
                             unsent.set_exception(exc)
                     continue
-                if slot in superseded:
-                    sent.add_done_callback(lambda f, earlier=superseded[slot]: _resolve(f, earlier))
+                del queued[slot]
+                earlier = superseded.pop(slot, None)
+                if earlier:
+                    sent.add_done_callback(lambda f, earlier=earlier: _resolve(f, earlier))
                 self.message_sent.set()
             if retried:  # the broker is unreachable or has no leader: again after a pause, never dropped
                 log.warning("%d changelog records not accepted by the producer; sent again in %.1f s",
                             retried, RETRY_S)
                 await asyncio.sleep(RETRY_S)
         finally:
+            for slot, fut in queued.items():  # cancelled before these reached the producer: kept
+                self._requeue(slot, fut, superseded.pop(slot, []), firsts[slot])
             self._sending = None
             done.set_result(None)
             if failed:  # one line per burst, without keys or values
-                log.error("%d of %d changelog records could not be sent (state written on this worker may be "
-                          "missing after a restart): %r", len(failed), len(queued), failed[0])
+                log.error("%d changelog records could not be sent (the keys' next writes carry their state): %r",
+                          len(failed), failed[0])
 
-    def _requeue(self, slot: Any, fut: FutureMessage, earlier: list[FutureMessage]) -> None:
+    def _requeue(self, slot: Any, fut: FutureMessage, earlier: list[FutureMessage], first: int) -> None:
         """Put a record back in the queue, unless a newer write of its key is there already."""
         if slot in self.queued:
             self.superseded.setdefault(slot, [])[:0] = [*earlier, fut]
@@ -181,11 +199,15 @@ class ChangelogBuffer(ProducerBuffer):
             self.queued[slot] = fut
             if earlier:
                 self.superseded[slot] = list(earlier)
+        self.first_put[slot] = min(first, self.first_put.get(slot, first))
         self._wake.set()
 
 
-def _retriable(exc: Exception) -> bool:
-    """A failure the same record may not meet again: a timeout, or an error Kafka marks retriable."""
+def _retriable(exc: BaseException) -> bool:
+    """A failure the same record may not meet again: a timeout, or an error Kafka marks retriable
+    (Faust's producer raises them as the cause of a ``ProducerSendError``)."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__
     return isinstance(exc, TimeoutError | KafkaTimeoutError) or bool(getattr(exc, "retriable", False))
 
 

@@ -43,5 +43,7 @@ class Producer(StockBufferProducer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.app.conf.producer_threaded:
+            raise RuntimeError("StreamSafe's changelog buffer does not support Faust's producer_threaded")
         self.buffer = ChangelogBuffer(loop=self.loop, beacon=self.beacon)
         self.buffer.app = self.app

@@ -233,8 +233,9 @@ async def test_reprocessing_the_same_input_yields_byte_identical_decisions(pipel
 
 async def test_an_offset_is_committed_only_once_its_state_writes_are_in_the_changelog(pipeline, hash_list):
     """Table writes go out coalesced, in bursts (transport/changelog.py); the commit of the records
-    that made them waits for them, so a restart can never find an offset past its state."""
-    worker = pipeline.start_worker(hash_list)
+    that made them waits for them, so a restart can never find an offset past its state. The
+    bursts wait an hour here: only the commit's flush can have sent the writes."""
+    worker = pipeline.start_worker(hash_list, STREAMSAFE_CHANGELOG_LINGER_S="3600")
     worker.wait_ready()
     scores = [round(0.30 + 0.05 * i, 2) for i in range(8)]  # each a step stronger: each changes the state
     for score in scores:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from faust.types.tuples import TP, FutureMessage, PendingMessage, RecordMetadata
 
 from streamsafe.transport import changelog
@@ -41,8 +42,14 @@ class RecordingChannel:
         return done
 
 
-def _future(channel: RecordingChannel, key: bytes, value: bytes | None, partition: int = 0) -> FutureMessage:
-    return FutureMessage(PendingMessage(channel, key, value, partition, None, None, "raw", "raw", None))
+def _on_changelog_sent(fut: FutureMessage) -> None:  # named as a table's changelog callback is
+    return None
+
+
+def _future(channel: RecordingChannel, key: bytes, value: bytes | None, partition: int = 0, *,
+            changelog: bool = True) -> FutureMessage:
+    callback = _on_changelog_sent if changelog else None
+    return FutureMessage(PendingMessage(channel, key, value, partition, None, None, "raw", "raw", callback))
 
 
 def _buffer() -> ChangelogBuffer:
@@ -81,7 +88,7 @@ async def test_the_same_key_on_another_partition_or_table_is_not_merged() -> Non
 async def test_records_of_other_topics_are_never_merged_and_keep_their_order() -> None:
     buffer, topic = _buffer(), RecordingChannel("streamsafe.decisions")
     for value in (b"1", b"2", b"3"):
-        buffer.put(_future(topic, b"same-key", value))
+        buffer.put(_future(topic, b"same-key", value, changelog=False))
     await buffer.flush()
     assert [value for _, _, value in topic.sent] == [b"1", b"2", b"3"]
 
@@ -153,7 +160,10 @@ class FlakyChannel(RecordingChannel):
     async def publish_message(self, fut: FutureMessage, wait: bool = False) -> asyncio.Future[RecordMetadata]:
         if self.failures:
             self.failures -= 1
-            raise KafkaTimeoutError()
+            try:  # as Faust's producer raises it
+                raise KafkaTimeoutError()
+            except KafkaTimeoutError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
         return await super().publish_message(fut, wait)
 
 
@@ -172,7 +182,7 @@ async def test_a_newer_write_queued_while_the_older_was_refused_wins() -> None:
     buffer, states = _buffer(), RecordingChannel("app-stream-state-changelog")
     older, newer = _future(states, b'"s-1"', b"old"), _future(states, b'"s-1"', b"new")
     buffer.put(newer)
-    buffer._requeue(('app-stream-state-changelog', 0, b'"s-1"'), older, [])  # refused during a burst
+    buffer._requeue((id(states), 0, b'"s-1"'), older, [], first=0)  # refused during a burst
     await buffer.flush()
     assert states.sent == [(0, b'"s-1"', b"new")]
     assert await asyncio.wait_for(older, 5) == newer.result()
@@ -186,3 +196,44 @@ async def test_a_worker_stops_even_when_its_changelog_cannot_be_sent(monkeypatch
     buffer.put(_future(states, b'"s-1"', b"v"))
     await asyncio.wait_for(buffer.stop(), 5)
     assert states.sent == [] and buffer.size == 1  # unsent, and its offset was never committed
+
+
+class SlowChannel(RecordingChannel):
+    """Suspends on every send until released, as aiokafka does when a partition's batch is full."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def publish_message(self, fut: FutureMessage, wait: bool = False) -> asyncio.Future[RecordMetadata]:
+        self.entered.set()
+        await self.release.wait()
+        return await super().publish_message(fut, wait)
+
+
+async def test_a_burst_cancelled_before_its_records_reach_the_producer_keeps_them() -> None:
+    buffer, states = _buffer(), SlowChannel("app-stream-state-changelog")
+    for i in range(3):
+        buffer.put(_future(states, f'"s-{i}"'.encode(), b"v"))
+    flushing = asyncio.ensure_future(buffer.flush())
+    await asyncio.wait_for(states.entered.wait(), 5)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert buffer.size == 3  # none was lost
+    states.release.set()
+    await asyncio.wait_for(buffer.flush(), 5)
+    assert len(states.sent) == 3 and buffer.size == 0
+
+
+async def test_a_flush_ends_once_what_was_queued_before_it_is_sent_while_writes_go_on() -> None:
+    buffer, states = _buffer(), SlowChannel("app-stream-state-changelog")
+    buffer.put(_future(states, b'"s-0"', b"v"))
+    flushing = asyncio.ensure_future(buffer.flush())
+    await asyncio.wait_for(states.entered.wait(), 5)
+    for i in range(1, 50):  # written while the flush is under way
+        buffer.put(_future(states, f'"s-{i}"'.encode(), b"v"))
+    states.release.set()
+    await asyncio.wait_for(flushing, 5)
+    assert states.sent[0] == (0, b'"s-0"', b"v") and len(states.sent) == 1 and buffer.size == 49
