@@ -9,12 +9,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from aiokafka import ConsumerRecord
 from floor import PROBE_PREFIX
 from floor import READY as FLOOR_READY
+from proc import busy_fraction, cpu_seconds, host_jiffies
 from workloads import workload
 
 from streamsafe import clients
@@ -31,14 +33,24 @@ from streamsafe.settings import Settings
 FLOOR_TOPIC = "bench.floor"  # where the floor echoes probes (under the run's topic prefix)
 
 
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One latency run: the probes' latencies, and the CPU it took while the traffic was sent."""
+
+    latencies_ms: list[float]  # sorted
+    host_busy: float | None  # the share of the host's CPU time that was busy (every process)
+    cpu_us_per_msg: float | None  # the process under test (worker or floor), per message sent
+
+
 async def timed_probes(settings: Settings, rate: float, seconds: float, watch: str,
-                       probe_of: Callable[[ConsumerRecord], str | None], warmup_s: float = 3.0) -> list[float]:
+                       probe_of: Callable[[ConsumerRecord], str | None], pid: int, warmup_s: float = 3.0) -> Timed:
     """Mixed traffic at ``rate`` msgs/s; every 250th message a known-hash frame on a new
     stream ``lat-<i>`` (far more decisions than live traffic has), timed from its send
     until ``probe_of`` finds its stream in a record of ``watch``. Messages due are sent
     in small batches, as a platform's producer would (a per-message ``await`` costs this
     2-core box most of a core); probes sent in the first ``warmup_s`` seconds are not
-    counted."""
+    counted. While the traffic is sent, the host's busy share and the CPU of ``pid`` (the
+    process under test) are measured too."""
     consumer = clients.consumer(settings, settings.topic_name(watch), fetch_max_wait_ms=5)
     producer = clients.producer(settings, acks=1, linger_ms=1)
     sent: dict[str, float] = {}
@@ -62,6 +74,7 @@ async def timed_probes(settings: Settings, rate: float, seconds: float, watch: s
         watching = asyncio.create_task(watcher())
         await asyncio.sleep(1.0)
         start = time.perf_counter()
+        host_before, cpu_before = host_jiffies(), cpu_seconds(pid)
         next_i = 0
         while next_i < len(background):
             now = time.perf_counter()
@@ -78,11 +91,12 @@ async def timed_probes(settings: Settings, rate: float, seconds: float, watch: s
                 await producer.send(settings.topic_name(topic), value, key=key)
             next_i = due
             await asyncio.sleep(0.002)
+        host_busy, cpu = busy_fraction(host_before, host_jiffies()), cpu_seconds(pid) - cpu_before
         deadline = time.perf_counter() + 10
         while len(got) < len(sent) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         watching.cancel()
-        return sorted((got[s] - sent[s]) * 1000 for s in got)
+        return Timed(sorted((got[s] - sent[s]) * 1000 for s in got), host_busy, cpu / len(background) * 1e6)
     finally:
         await producer.stop()
         await stop_consumer(consumer)
@@ -101,7 +115,7 @@ def blocked_stream(record: ConsumerRecord) -> str | None:
 
 
 async def decision_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
-                           entries: list[BankEntry], prefilter: bool = True) -> list[float]:
+                           entries: list[BankEntry], prefilter: bool = True) -> Timed:
     """Probe frame send -> its block readable on enforcement.actions, through a worker,
     on fresh topics (no backlog to drain first)."""
     settings = await fresh_topics(settings, entries)
@@ -112,13 +126,13 @@ async def decision_latency(settings: Settings, rate: float, seconds: float, work
                           workdir / f"{app_id}.log")
     try:
         worker.wait_ready(120)
-        return await timed_probes(settings, rate, seconds, ACTIONS, blocked_stream)
+        return await timed_probes(settings, rate, seconds, ACTIONS, blocked_stream, worker.process.pid)
     finally:
         worker.stop()
 
 
 async def floor_latency(settings: Settings, rate: float, seconds: float, workdir: Path,
-                        entries: list[BankEntry]) -> list[float]:
+                        entries: list[BankEntry]) -> Timed:
     """Probe frame send -> the floor's echo readable: ``bench/floor.py``, a plain aiokafka
     consumer that produces one small record per probe at once (the two broker hops a
     decision takes, none of the work), under the same traffic."""
@@ -137,7 +151,7 @@ async def floor_latency(settings: Settings, rate: float, seconds: float, workdir
                 raise RuntimeError(f"floor consumer did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
             await asyncio.sleep(0.05)
         return await timed_probes(settings, rate, seconds, FLOOR_TOPIC,
-                                  lambda record: record.key.decode() if record.key else None)
+                                  lambda record: record.key.decode() if record.key else None, floor.pid)
     finally:
         stop_process(floor, 10.0)
 

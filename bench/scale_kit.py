@@ -5,7 +5,6 @@ blocked-exactly-once count, and the bank's memory per entry (see scale.py's docs
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 from drills_kit import PARTITIONS, Sender, Tail, World, wait_ready, wait_resumed
+from proc import cpu_seconds
 from workloads import produce, workload
 
 from streamsafe import clients
@@ -28,14 +28,7 @@ from streamsafe.events.contract import ACTIONS, FRAME_HASHES, INPUT_TOPICS, load
 __all__ = ["bank_memory", "block_count", "cpu_seconds", "drain", "join", "kill", "known_streams", "pct",
            "rss_bytes", "scrape", "settled_rss", "timed_mix"]
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 KNOWN_MD5 = known_hashes()[0][0]  # in the workers' hash list, an authority bank: a frame with it blocks
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:

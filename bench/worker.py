@@ -29,7 +29,11 @@ hops a decision takes, none of its work.
 (default over stock Faust agents on asyncio, same mix), `p50_ms`/`p99_ms`, the
 floor's `floor_p50_ms`/`floor_p99_ms` and `p99_over_floor` (default p99 / floor
 p99: how far from the best possible on this machine), the same for agents alone
-(`agents_*`), plus the table.
+(`agents_*`), how busy the host's CPUs were while the latency traffic was sent
+(`host_busy_pct` beside the worker, `floor_host_busy_pct` beside the floor: the broker,
+the sender and the process under test share them) and the worker's CPU per message of
+that live traffic (`live_cpu_us_per_msg`, next to the drain's `cpu_us_per_msg`), plus
+the table.
 A benchmark, not a test.
 """
 
@@ -68,9 +72,9 @@ from streamsafe.settings import Settings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency import decision_latency, floor_latency
+from proc import cpu_seconds
 from workloads import produce, workload
 
-CLK_TCK = 100
 VARIANTS = {  # name: (transport, event loop, per-record metrics, frame pre-filter)
     "stock asyncio": ("stock", "asyncio", True, False),
     "stock uvloop": ("stock", "uvloop", True, False),
@@ -103,11 +107,6 @@ async def raw_consumer_rate(settings: Settings, n: int) -> float:
         return (n - first) / (time.perf_counter() - started)
     finally:
         await consumer.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def input_partitions(settings: Settings) -> list[TopicPartition]:
@@ -170,6 +169,15 @@ def ratio(value: float | None, floor: float | None) -> float | None:
     return round(value / floor, 2) if value is not None and floor else None
 
 
+def share(fraction: float | None) -> float | None:
+    """A fraction as a percentage, or None when it was not measured."""
+    return None if fraction is None else round(fraction * 100, 1)
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=60_000)
@@ -211,9 +219,11 @@ def main() -> None:
                              "cpu_us_per_msg": round(cpu, 1), "ratio_to_raw": round(rate / raw, 4)})
         mix = {r["path"]: r for r in rows if r["workload"] == "mix"}
         latency_rate = args.latency_rate or mix[DEFAULT]["msgs_per_s"] / 2
-        latencies = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries))
-        floor = asyncio.run(floor_latency(base, latency_rate, 15.0, workdir, entries))
-        by_agents = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries, prefilter=False))
+        timed = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries))
+        floor_timed = asyncio.run(floor_latency(base, latency_rate, 15.0, workdir, entries))
+        by_agents = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries,
+                                                 prefilter=False)).latencies_ms
+        latencies, floor = timed.latencies_ms, floor_timed.latencies_ms
     result = {
         "broker": broker.kind, "messages": args.messages,
         "worker_msgs_per_s": mix[DEFAULT]["msgs_per_s"],
@@ -226,6 +236,8 @@ def main() -> None:
         "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
         "floor_p50_ms": pct(floor, 50), "floor_p99_ms": pct(floor, 99),
         "p99_over_floor": ratio(pct(latencies, 99), pct(floor, 99)),
+        "host_busy_pct": share(timed.host_busy), "floor_host_busy_pct": share(floor_timed.host_busy),
+        "live_cpu_us_per_msg": rounded(timed.cpu_us_per_msg),
         "agents_p50_ms": pct(by_agents, 50), "agents_p99_ms": pct(by_agents, 99),
         "dihedral_cpu_ratio": cpu_ratio(rows, "dihedral", "single"),
         "metrics_cost": round(1 - mix[FAST]["msgs_per_s"] / mix["fast uvloop, metrics off"]["msgs_per_s"], 3)
@@ -259,6 +271,9 @@ def main() -> None:
     print(f"floor at the same rate (plain aiokafka consumer, one small record produced per probe frame): "
           f"p50 {result['floor_p50_ms']} ms, p99 {result['floor_p99_ms']} ms over {len(floor)} probes; "
           f"default p99 / floor p99: {result['p99_over_floor']}")
+    print(f"host CPU busy while the traffic was sent: {result['host_busy_pct']}% beside the worker "
+          f"({result['live_cpu_us_per_msg']} us of worker CPU per message; draining a backlog: "
+          f"{mix[DEFAULT]['cpu_us_per_msg']}), {result['floor_host_busy_pct']}% beside the floor")
     if not measured:
         sys.exit(nothing)
 

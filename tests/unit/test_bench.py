@@ -82,3 +82,13 @@ def test_the_scale_bench_saves_costs_that_streamsafe_capacity_reads(tmp_path):
     result["phases"][0]["drain"]["cpu_s_per_1k"] = None
     with pytest.raises(ValueError, match="no costs to save"):
         bench.costs_from(result)
+
+
+def test_the_host_busy_share_is_of_every_core_and_none_when_no_time_passed():
+    proc = load_bench("proc")
+    assert proc.busy_fraction((10, 100), (60, 200)) == 0.5
+    assert proc.busy_fraction((10, 100), (10, 100)) is None
+    busy, total = proc.host_jiffies()
+    assert 0 < busy <= total
+    bench = load_worker_bench()
+    assert bench.share(None) is None and bench.share(0.8526) == 85.3
