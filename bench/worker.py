@@ -17,8 +17,9 @@ passes: the floor any Python Kafka consumer pays), then `streamsafe worker`
 processes: every message through Faust agents, in variants of delivery (Faust's
 stock loop, `streamsafe-stock://`, or StreamSafe's `streamsafe://` fast path) and
 event loop (asyncio, uvloop), and the default — fast path, uvloop and the frame
-pre-filter — each timed from when its consumer groups first commit until their
-committed offsets cover every message, with its CPU time from /proc. Then
+pre-filter — each timed from its ready line (policies and banks loaded: until then
+its agents and pre-filter hold every record) until its groups' committed offsets
+cover every message, with its CPU time from /proc. Then
 decision latency at half the default's rate, on fresh topics, for the default and
 for agents alone: frame send -> block readable, p50/p99; and, at the same rate under
 the same traffic, the floor (`bench/floor.py`): a plain aiokafka consumer that reads
@@ -117,36 +118,36 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
 async def worker_rate(settings: Settings, n: int, workdir: Path, variant: str) -> tuple[float, float]:
     transport, loop, metrics, prefilter = VARIANTS[variant]
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    worker = spawn_worker(settings.replace(app_id=app_id, transport=transport, event_loop=loop,
-                                           input_metrics=metrics, prefilter=prefilter, data_dir=workdir / app_id),
-                          workdir / f"{app_id}.log")
     partitions = input_partitions(settings)
     # with the pre-filter, frames are committed by its own group once screened
     frames = [tp for tp in partitions if tp.topic == settings.topic_name(FRAME_HASHES)] if prefilter else []
     partitions = [tp for tp in partitions if tp not in frames]
-    ends = await end_offsets(settings, partitions + frames)
-    agents_have_work = any(ends[tp] for tp in partitions)
-    prefilter_has_work = any(ends[tp] for tp in frames)
+    held = sum((await end_offsets(settings, partitions + frames)).values())
+    if held != n:
+        raise RuntimeError(f"the workload's topics hold {held} messages, not {n}")
+    # info: the worker's ready line is logged at info (lifecycle lines only; nothing per record)
+    worker = spawn_worker(settings.replace(app_id=app_id, transport=transport, event_loop=loop, log_level="info",
+                                           input_metrics=metrics, prefilter=prefilter, data_dir=workdir / app_id),
+                          workdir / f"{app_id}.log")
     try:
+        # Timed from the worker's ready line: its agents and its pre-filter hold every record
+        # until then (policies and banks loaded), so nothing is processed before the clock
+        # starts (to within the 50 ms the line is polled at), and it stops once the committed
+        # offsets cover every message. (Timing from the first commit instead flattered
+        # whichever path commits late: what it had processed by then was never timed.)
+        await asyncio.to_thread(worker.wait_ready, 300)
+        started, cpu_start = time.perf_counter(), cpu_seconds(worker.process.pid)
         async with GroupOffsets(settings, app_id) as offsets, GroupOffsets(
                 settings, settings.replace(app_id=app_id).prefilter_group) as screened:
-            started = cpu_start = None
-            base = 0
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
                 if not worker.alive:
                     raise RuntimeError(f"worker exited:\n{worker.log()[-3000:]}")
                 by_agents = sum((await offsets.committed(partitions)).values())
                 by_prefilter = sum((await screened.committed(frames)).values()) if frames else 0
-                done = by_agents + by_prefilter
-                # timed once every consumer group is flowing (two with the pre-filter)
-                if started is None and done > 0 and (by_agents > 0 or not agents_have_work) and (
-                        by_prefilter > 0 or not prefilter_has_work):
-                    started, cpu_start, base = time.perf_counter(), cpu_seconds(worker.process.pid), done
-                if started is not None and done >= n:
-                    processed = n - base
-                    cpu = cpu_seconds(worker.process.pid) - (cpu_start or 0.0)
-                    return processed / (time.perf_counter() - started), cpu / max(processed, 1) * 1e6
+                if by_agents + by_prefilter >= n:
+                    cpu = cpu_seconds(worker.process.pid) - cpu_start
+                    return n / (time.perf_counter() - started), cpu / n * 1e6
                 await asyncio.sleep(0.05)
         raise RuntimeError("worker did not finish in time")
     finally:
