@@ -18,6 +18,7 @@ import faust
 from streamsafe.accounts.handler import AccountHandler
 from streamsafe.accounts.signals import AccountSignalDecoder
 from streamsafe.agents.clock import clock_named
+from streamsafe.agents.inprocess import InProcessMatches
 from streamsafe.agents.prefilter import FramePreFilter
 from streamsafe.agents.readiness import STALL_CAUSES, Watch, install_readiness
 from streamsafe.agents.records import RecordHandler
@@ -35,6 +36,7 @@ from streamsafe.errors import BankError
 from streamsafe.events.contract import (
     ACCOUNT_SIGNALS,
     FRAME_HASHES,
+    FRAME_MATCHES,
     HASHBANK_ENTRIES,
     POLICY,
     REPORTS,
@@ -204,7 +206,11 @@ def create_app(
     app.service(control)
     prefilter = None
     if settings.prefilter:
-        prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards)
+        in_process = None
+        if settings.matches_in_process:
+            in_process = InProcessMatches(app, settings.topic_name(FRAME_MATCHES), handler)
+            handler.skip_forwarded = in_process.take_copy
+        prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards, in_process=in_process)
         app.service(prefilter)
     install_readiness(app, settings, handler, control, states, metrics, watch, prefilter)
     account_handler = AccountHandler(AccountSignalDecoder(contract[ACCOUNT_SIGNALS]), accounts, handler,

@@ -91,6 +91,8 @@ ENV_FIELDS: dict[str, tuple[str, Any, str]] = {
     "TRANSPORT": ("transport", str, "fast (task-free delivery) or stock (Faust's loop)"),
     "INPUT_METRICS": ("input_metrics", _flag, "per-record input counters"),
     "PREFILTER": ("prefilter", _flag, "screen frames outside Faust, forward only matches"),
+    "MATCHES_IN_PROCESS": ("matches_in_process", _flag,
+                           "the pre-filter steps on a match itself when this worker owns its partition"),
     "EVENT_LOOP": ("event_loop", str, "uvloop or asyncio"),
     "ENDED_STREAM_TTL_S": ("ended_stream_ttl_s", float, "state kept after stream.ended"),
     "INACTIVE_STREAM_TTL_S": ("inactive_stream_ttl_s", float, "state kept after it was last touched"),
@@ -153,6 +155,7 @@ class Settings:
     p0_breach_restrict: bool = True
     input_metrics: bool = True
     prefilter: bool = True
+    matches_in_process: bool = True
     transport: str = "fast"
     event_loop: str = "uvloop"
     log_level: str = "info"

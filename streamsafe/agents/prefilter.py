@@ -11,6 +11,10 @@ there) with the source record's timestamp. The Faust agent reads that topic inst
 and steps on the matches without decoding or matching the frames again; its
 decisions, decision ids included, are those the agent path makes from the same input.
 
+Where this worker's agents own the match's partition, the pre-filter also steps on it at
+once (:class:`~streamsafe.agents.inprocess.InProcessMatches`), so its decision does not
+wait for the forward's round trip; the forward stays the durable copy.
+
 Latency: a batch is screened in slices cut by a time budget (:data:`~streamsafe.budget.BATCH_BUDGET_S`: the
 slice sizes follow the measured cost per frame, :class:`SliceSizer`), and each
 slice's matches are sent as soon as it is screened, the event loop free in between,
@@ -40,6 +44,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from mode import Service
 
 from streamsafe import clients
+from streamsafe.agents.inprocess import InProcessMatches
 from streamsafe.agents.records import RecordHandler
 from streamsafe.budget import BATCH_BUDGET_S
 from streamsafe.control.broadcast import stop_consumer
@@ -49,6 +54,7 @@ from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.encode import encode_frame_matches
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
+from streamsafe.pipeline.outcome import EMPTY, Outcome
 from streamsafe.settings import Settings
 
 __all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
@@ -96,7 +102,8 @@ class FramePreFilter(Service):
 
     def __init__(self, settings: Settings, handler: RecordHandler, ready: asyncio.Event, *,
                  max_batch: int = 500, budget_s: float = BATCH_BUDGET_S, health: DeliveryHealth | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, in_process: InProcessMatches | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.handler = handler
@@ -104,6 +111,7 @@ class FramePreFilter(Service):
         self.max_batch = max_batch
         self.sizer = SliceSizer(budget_s, most=max_batch)
         self.clock = clock
+        self.in_process = in_process  # steps on a match here when this worker's agents own its partition
         self.group = settings.prefilter_group
         self.source = settings.topic_name(FRAME_HASHES)
         self.target = settings.topic_name(FRAME_MATCHES)
@@ -217,6 +225,7 @@ class FramePreFilter(Service):
         sources = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp) for r in records]
         screened = handler.screen.screen([(r.key, r.value, s) for r, s in zip(records, sources, strict=True)])
         sends: list[Send] = []
+        decided: list[tuple[Outcome, ConsumerRecord, SourceRecord]] = []
         for r, source, outcome in zip(records, sources, screened, strict=True):
             if outcome.dead_letter is not None:
                 assert self._dead_letter_to is not None
@@ -226,10 +235,16 @@ class FramePreFilter(Service):
                 handler.count_input(FRAME_HASHES)
                 handler.count_allow(outcome)
                 if outcome.matches is not None:
+                    if self.in_process is not None:
+                        here = self.in_process.apply(outcome.matches, source)
+                        if here is not None and here is not EMPTY:
+                            decided.append((here, r, source))
                     assert self._forward_to is not None
                     sends.append(Send(self._forward_to, r.key or b"", encode_frame_matches(outcome.matches, source),
                                       partition=r.partition, options={"timestamp_ms": r.timestamp}))
                     self.forwarded += 1
+        for here, r, source in decided:  # decisions first: the forwards are the durable copies
+            await handler.publish_applied(here, r.key, r.value, source)
         if sends:
             await self.deliveries.send(sends)
         self.screened += len(records)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,6 +106,8 @@ class RecordHandler:
         self.count_inputs = True  # per-record metrics; off only to measure what they cost
         self.input_topic_names: set[str] = set()  # broker-side names, for lag
         self.in_flight: dict[str, float] = {}  # topic -> when its record in hand started (monotonic)
+        #: true for a forwarded match already stepped on in this process (``agents/inprocess.py``)
+        self.skip_forwarded: Callable[[SourceRecord], bool] | None = None
 
     def use_policies(self, policies: PolicySet) -> None:
         """Switch policies (hot reload); the live policy also sets how banks match."""
@@ -178,14 +180,25 @@ class RecordHandler:
             self.count_rejected(FRAME_HASHES, rejected)
             await self.publisher.dead_letter(rejected)
             return
+        if self.skip_forwarded is not None and self.skip_forwarded(source):
+            return  # the pre-filter already stepped on it in this process (``agents/inprocess.py``)
         self.in_flight[FRAME_HASHES] = time.monotonic()
         try:
             self.clock.observe(source.timestamp_ms)
-            await self.publish(self._apply(screened, source), FRAME_HASHES)
+            await self.publish(self.apply(screened, source), FRAME_HASHES)
         except Exception as exc:  # one record must never take the agent down
             await self._failed(exc, FRAME_HASHES, key, value, source)
         finally:
             self.in_flight.pop(FRAME_HASHES, None)
+
+    async def publish_applied(self, outcome: Outcome, key: bytes | None, value: bytes | None,
+                              source: SourceRecord) -> None:
+        """Publish what a frame-hash record's match decided when it was stepped on outside
+        :meth:`handle` (the pre-filter's in-process matches); a failure dead-letters the record."""
+        try:
+            await self.publish(outcome, FRAME_HASHES)
+        except Exception as exc:  # one record must never take the pre-filter down
+            await self._failed(exc, FRAME_HASHES, key, value, source)
 
     async def _failed(self, exc: Exception, topic: str, key: bytes | None, value: bytes | None,
                       source: SourceRecord) -> None:
@@ -201,7 +214,7 @@ class RecordHandler:
                 return Outcome(dead_letters=(screened.dead_letter,))
             self.count_input(topic)
             self.count_allow(screened)
-            return self._apply(screened.matches, source) if screened.matches is not None else EMPTY
+            return self.apply(screened.matches, source) if screened.matches is not None else EMPTY
         try:
             # ticks are sent by StreamSafe to the partition that holds the stream's state
             event = self.decoder.decode(topic, key, value, source.timestamp_ms,
@@ -212,15 +225,15 @@ class RecordHandler:
             signer, refused = verify_verdict(self.trusted_verdicts, key, value, source, self.worker)
             if refused is not None:
                 return refused
-            outcome = audited_verdict(self._apply(event, source), event, key, value, source, signer, self.worker)
+            outcome = audited_verdict(self.apply(event, source), event, key, value, source, signer, self.worker)
             if not outcome.dead_letters:  # one naming no open escalation is counted as dead-lettered
                 self.count_input(topic)
             return outcome
         self.count_input(topic)
         assert not isinstance(event, FrameMatches)
-        return self._apply(event, source)  # type: ignore[arg-type]
+        return self.apply(event, source)  # type: ignore[arg-type]
 
-    def _apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
+    def apply(self, event: StepEvent, source: SourceRecord) -> Outcome:
         """Read, step, write: synchronous on purpose (no await between the read and the write)."""
         stream_id = event.stream_id
         stored_state = self.states.get(stream_id)

@@ -72,6 +72,7 @@ class StreamSafeMetrics:
     stalled: Gauge
     delivery_failures: Counter
     allow_effects: Counter
+    prefilter_matches: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> StreamSafeMetrics:
@@ -142,6 +143,9 @@ class StreamSafeMetrics:
             allow_effects=Counter("streamsafe_allow_bank_effects", "Matches allow banks cleared (cleared), and "
                                   "strong authority matches that stood against an allow match (overruled)",
                                   ["effect"], registry=r),
+            prefilter_matches=Counter("streamsafe_prefilter_matches", "Matches the frame pre-filter forwarded, "
+                                      "by where they were stepped on: in the pre-filter's process (in_process) "
+                                      "or by the agent reading the forward (by_agent)", ["applied"], registry=r),
         )
 
     def start_at_zero(self, input_topics: Iterable[str], incident_types: Iterable[str],

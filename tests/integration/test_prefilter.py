@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from streamsafe.brokers.offsets import GroupOffsets, end_offsets
 from streamsafe.events.contract import ACTIONS, CLASSIFIER_SIGNALS, DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from tests.integration.test_worker import KNOWN_MD5, KNOWN_SHA256, benign, frames, signal
+from tests.integration.waits import metric, processed
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +82,39 @@ async def test_prefilter_decides_exactly_what_the_agent_path_decides(pipeline, h
             time.sleep(0.2)
     assert committed == frames_end
     assert prefilter.stop() == 0
+
+
+async def test_a_match_is_stepped_on_where_it_was_screened_and_its_forward_skipped(pipeline, hash_list):
+    """One worker: both of its groups hold every partition, so each match is decided by the
+    pre-filter at once (no round trip through streamsafe.frame-matches) and its forwarded copy,
+    read back by the agent, decides nothing again."""
+    worker = pipeline.start_worker(hash_list)
+    worker.wait_ready()
+
+    def blocked(streams):
+        def check(r) -> bool:
+            found = Counter(v["stream_id"] for v in r.on(ACTIONS) if v["action"] == "block")
+            return all(found[s] >= 1 for s in streams)
+        return check
+
+    await pipeline.send(FRAME_HASHES, b"warm", frames("warm", {"md5": KNOWN_MD5}))  # the agents are flowing
+    await pipeline.read(until=blocked({"warm"}))
+    await processed(pipeline, FRAME_MATCHES)
+    before = {a: await metric(worker, "streamsafe_prefilter_matches_total", applied=a) for a in ("in_process",
+                                                                                               "by_agent")}
+    rebalances = await metric(worker, "streamsafe_rebalances_total")
+
+    streams = [f"k-{i}" for i in range(4)]
+    for i, stream in enumerate(streams):
+        await pipeline.send(FRAME_HASHES, stream.encode(), frames(stream, benign(i), {"md5": KNOWN_MD5}, start=1))
+        await pipeline.send(FRAME_HASHES, stream.encode(), frames(stream, {"sha256": KNOWN_SHA256}, start=9))
+    records = await pipeline.read(until=blocked(streams), settle_s=1.0)
+    await processed(pipeline, FRAME_MATCHES)  # every forwarded copy read back by the agents
+
+    found = Counter(v["stream_id"] for v in records.on(ACTIONS) if v["action"] == "block")
+    assert all(found[s] == 1 for s in streams)  # each once, though each match also went through the agent
+    after = {a: await metric(worker, "streamsafe_prefilter_matches_total", applied=a) for a in before}
+    assert await metric(worker, "streamsafe_rebalances_total") == rebalances
+    assert after["in_process"] - before["in_process"] == 2 * len(streams)
+    assert after["by_agent"] == before["by_agent"]  # every copy recognised and skipped
+    assert worker.stop() == 0
