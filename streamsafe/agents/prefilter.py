@@ -88,6 +88,8 @@ class SliceSizer:
     def size(self) -> int:
         if self.cost_s is None:
             return min(self.first, self.most)
+        if self.cost_s <= 0:  # slices too quick for the clock to see
+            return self.most
         return max(1, min(self.most, int(self.budget_s / self.cost_s)))
 
     def observe(self, frames: int, elapsed_s: float) -> None:
@@ -117,6 +119,8 @@ class FramePreFilter(Service):
         self.target = settings.topic_name(FRAME_MATCHES)
         self.dead_letters = settings.topic_name(DEAD_LETTER)
         self.batch_lock = asyncio.Lock()
+        self.commit_lock = asyncio.Lock()
+        self._committing: asyncio.Future[None] | None = None
         self.batch_started: float | None = None  # monotonic, while a batch is in hand
         self.running = False  # the screening loop is alive
         self.timeout_s = settings.delivery_timeout_s
@@ -173,12 +177,11 @@ class FramePreFilter(Service):
                     batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
                 except ConsumerStoppedError:
                     return  # the worker is stopping
-                async with self.batch_lock:
-                    if batch:
+                if batch:
+                    async with self.batch_lock:
                         await self.screen_batch(batch)
-                    if self.screened_to != self.committed and (
-                            not batch or self.clock() - self.last_commit >= self.commit_interval_s):
-                        await self.commit()
+                if self.commit_due(idle=not batch):
+                    self.commit_in_background()
         finally:
             self.running = False
 
@@ -249,12 +252,31 @@ class FramePreFilter(Service):
             await self.deliveries.send(sends)
         self.screened += len(records)
 
+    def commit_due(self, *, idle: bool) -> bool:
+        """Something screened is not committed, no commit is under way, and the interval has
+        passed (or no frames came)."""
+        return (self.screened_to != self.committed and (self._committing is None or self._committing.done())
+                and (idle or self.clock() - self.last_commit >= self.commit_interval_s))
+
+    def commit_in_background(self) -> None:
+        """:meth:`commit` without holding up the screening: waiting for the acknowledgements
+        of the forwards and for the broker's commit once held every frame behind it (and the
+        matches among them) for that round trip, once per commit interval."""
+        self.last_commit = self.clock()
+        self._committing = task = asyncio.ensure_future(self.commit())
+        task.add_done_callback(_log_failure)
+
     async def commit(self) -> None:
-        """Commit what was screened, once every forward and dead letter sent is acknowledged."""
+        """Commit what was screened, once every forward and dead letter sent before is
+        acknowledged (one commit at a time, so committed offsets never go back)."""
+        async with self.commit_lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         offsets = dict(self.screened_to)
-        await self.deliveries.settled()
+        await self.deliveries.settled()  # those sent before this point: the frames up to ``offsets``
         self.last_commit = self.clock()
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
@@ -267,3 +289,8 @@ class FramePreFilter(Service):
         except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: screened again
             log.warning("pre-filter commit of %d partitions refused (%s); they will be screened again",
                         len(offsets), type(exc).__name__)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # commit() handles the broker's refusals itself
+        log.warning("pre-filter commit failed (%r); those frames will be screened again", task.exception())

@@ -215,3 +215,51 @@ def test_only_allow_banks_may_be_trusted_to_clear_authority_matches():
                        ).allow_clears_authority == {"platform-allow"}
     with pytest.raises(PolicyError, match="allow_clears_authority"):
         load_policy(text.replace("allow_clears_authority: []", "allow_clears_authority: [ncmec]"))
+
+
+async def test_screening_goes_on_while_a_commit_waits_for_the_broker(contract):
+    """A commit waits for the forwards' acknowledgements and the broker's reply; the frames
+    behind it (and the matches among them) must not wait with it."""
+    import asyncio
+
+    from aiokafka import ConsumerRecord, TopicPartition
+    from aiokafka.errors import ConsumerStoppedError
+
+    from streamsafe.agents.prefilter import FramePreFilter
+    from streamsafe.settings import Settings
+
+    tp = TopicPartition(FRAME_HASHES, 3)
+
+    def batch(first):
+        return {tp: [ConsumerRecord(FRAME_HASHES, 3, i, T0 + i, 0, f"s{i}".encode(), frames(f"s{i}", "0" * 32),
+                                    None, 0, 0, []) for i in range(first, first + 2)]}
+
+    class Consumer:
+        def __init__(self):
+            self.batches = [batch(0), batch(2), batch(4)]
+            self.reply = asyncio.Event()  # the broker's answer to a commit, held back
+            self.committed = []
+
+        async def getmany(self, timeout_ms, max_records):
+            if not self.batches:
+                raise ConsumerStoppedError()
+            return self.batches.pop(0)
+
+        def assignment(self):
+            return {tp}
+
+        async def commit(self, offsets):
+            await self.reply.wait()
+            self.committed.append(offsets)
+
+    now = [0.0]
+    ready = asyncio.Event()
+    ready.set()
+    prefilter = FramePreFilter(Settings(commit_interval_s=1.0), make_handler(contract), ready, clock=lambda: now[0])
+    prefilter._consumer = consumer = Consumer()
+    now[0] = 5.0  # the commit interval has passed: the first batch is committed
+    await asyncio.wait_for(FramePreFilter._screen_forever(prefilter), 5.0)  # the Service task, run here
+    assert prefilter.screened == 6 and consumer.committed == []  # every batch screened; the commit still waits
+    consumer.reply.set()
+    await prefilter._committing
+    assert consumer.committed and consumer.committed[0][tp] in (2, 4, 6) and prefilter.committed[tp] >= 2
