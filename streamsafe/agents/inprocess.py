@@ -92,12 +92,10 @@ class InProcessMatches:
         partition = source.partition
         if partition not in self.owned():
             return None
-        handler = self.handler
         event = _Event(_Message(self.topic, partition))
         token = _current_event.set(weakref.ref(event))
         try:  # synchronous: never a record in hand across an await, so not in ``handler.in_flight``
-            handler.clock.observe(source.timestamp_ms)
-            outcome = handler.apply(screened, source)
+            outcome = self.handler.apply_matches(screened, source)
         except Exception:  # the agent steps on the copy, and dead-letters it if it fails again
             log.debug("a match could not be applied in process; its forward will be", exc_info=True)
             return None
@@ -113,13 +111,14 @@ class InProcessMatches:
         """True if the forward of ``source`` was already applied here (and is skipped)."""
         self.owned()  # forgets what was applied before a rebalance
         key = _key(source)
-        if self.pending[key] <= 0:
-            self.pending.pop(key, None)
+        applied = self.pending.get(key, 0)
+        if not applied:
             self._by_agent.inc()
             return False
-        self.pending[key] -= 1
-        if not self.pending[key]:
+        if applied == 1:
             del self.pending[key]
+        else:
+            self.pending[key] = applied - 1
         return True
 
 

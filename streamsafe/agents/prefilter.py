@@ -54,7 +54,7 @@ from streamsafe.events.dead_letter import SourceRecord
 from streamsafe.events.encode import encode_frame_matches
 from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
-from streamsafe.pipeline.outcome import EMPTY, Outcome
+from streamsafe.pipeline.outcome import Outcome
 from streamsafe.settings import Settings
 
 __all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
@@ -240,7 +240,7 @@ class FramePreFilter(Service):
                 if outcome.matches is not None:
                     if self.in_process is not None:
                         here = self.in_process.apply(outcome.matches, source)
-                        if here is not None and here is not EMPTY:
+                        if here is not None:
                             decided.append((here, r, source))
                     assert self._forward_to is not None
                     sends.append(Send(self._forward_to, r.key or b"", encode_frame_matches(outcome.matches, source),
@@ -262,7 +262,6 @@ class FramePreFilter(Service):
         """:meth:`commit` without holding up the screening: waiting for the acknowledgements
         of the forwards and for the broker's commit once held every frame behind it (and the
         matches among them) for that round trip, once per commit interval."""
-        self.last_commit = self.clock()
         self._committing = task = asyncio.ensure_future(self.commit())
         task.add_done_callback(_log_failure)
 

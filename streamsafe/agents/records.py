@@ -184,12 +184,17 @@ class RecordHandler:
             return  # the pre-filter already stepped on it in this process (``agents/inprocess.py``)
         self.in_flight[FRAME_HASHES] = time.monotonic()
         try:
-            self.clock.observe(source.timestamp_ms)
-            await self.publish(self.apply(screened, source), FRAME_HASHES)
+            await self.publish(self.apply_matches(screened, source), FRAME_HASHES)
         except Exception as exc:  # one record must never take the agent down
             await self._failed(exc, FRAME_HASHES, key, value, source)
         finally:
             self.in_flight.pop(FRAME_HASHES, None)
+
+    def apply_matches(self, screened: FrameMatches, source: SourceRecord) -> Outcome:
+        """Step on a screened frame-hash record's matches (from its forward, or in the
+        pre-filter's process): the same clock reading and step either way."""
+        self.clock.observe(source.timestamp_ms)
+        return self.apply(screened, source)
 
     async def publish_applied(self, outcome: Outcome, key: bytes | None, value: bytes | None,
                               source: SourceRecord) -> None:
