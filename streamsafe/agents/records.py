@@ -267,7 +267,7 @@ class RecordHandler:
         if outcome.incident is not None and outcome.incident != incident():
             self.incidents[stream_id] = outcome.incident.to_record()
         signals = account_signals(event, outcome.state or state, outcome.decisions, ctx.policies.live,
-                                  ctx.record_ts_ms)
+                                  ctx.record_ts_ms, state, lambda: outcome.incident or incident())
         if signals:
             outcome = replace(outcome, account_signals=signals)
         for m in outcome.matches:

@@ -228,7 +228,7 @@ def _logged(d: Decision) -> dict[str, Any]:
     """A decision's entry in the log: what an appeal against it needs (the banks its hash
     evidence came from, what it restricted, a reviewer's category), never hash values."""
     entry: dict[str, Any] = {"id": d.decision_id, "action": d.action, "priority": d.priority, "rule": d.rule,
-                             "pv": d.policy_version, "at": d.decided_at_ms}
+                             "pv": d.policy_version, "at": d.decided_at_ms, "et": d.event_ts_ms}
     banks = sorted({str(v) for e in d.evidence if e.kind == "hash_match" for k, v in e.detail if k == "bank"})
     if banks:
         entry["b"] = banks

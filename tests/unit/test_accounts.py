@@ -287,6 +287,27 @@ async def test_a_block_that_arrives_after_the_broadcasters_next_start_still_coun
     assert len(world.decisions(REPEAT_BROADCASTER)) == 2
 
 
+async def test_a_block_decided_before_its_streams_start_was_read_still_follows_the_broadcaster(contract):
+    """Frames and metadata are read independently: a known frame may be blocked before the
+    record naming the stream's broadcaster is read. The block counts once the broadcaster is known."""
+    world = World(contract)
+    await world.send(FRAME_HASHES, frames("s-1", T0 + 1_000), T0 + 1_000)  # read before its start
+    assert [d.action for d in world.decisions()][:1] == ["block"] and world.table == {}
+    await world.send(METADATA, started("s-1", "b-1", T0, **ADULT), T0 + 1_100)
+    assert [b[3] for b in world.table["b-1"]["b"]] == [world.decisions()[0].decision_id]
+    await world.send(METADATA, started("s-2", "b-1", T0 + 2 * MIN, **ADULT), T0 + 2 * MIN)
+    late = world.decisions(REPEAT_BROADCASTER)
+    assert [(d.stream_id, d.action) for d in late] == [("s-2", "restrict"), ("s-2", "escalate")]
+    in_order = World(contract)
+    await block_then_restart(in_order, 2 * MIN)
+    # the same account state and decisions, ids included, whichever arrived first
+    assert in_order.table["b-1"]["b"] == world.table["b-1"]["b"]
+    assert [d.decision_id for d in in_order.decisions(REPEAT_BROADCASTER)] == [d.decision_id for d in late]
+    # a later metadata record of the stream names no new broadcaster: nothing sent twice
+    await world.send(METADATA, {**started("s-1", "b-1", T0 + 5 * MIN), "event": "stream.ended"}, T0 + 5 * MIN)
+    assert len(world.table["b-1"]["b"]) == 1 and len(world.decisions(REPEAT_BROADCASTER)) == 2
+
+
 async def test_a_repeat_broadcasters_escalation_joins_the_streams_review_loop(contract):
     from streamsafe.events.contract import REVIEW_VERDICTS
     from streamsafe.review.incident import Incident
