@@ -66,7 +66,27 @@ def report_if_due(stream_id: str, state: StreamState, incident: Incident, *, tri
         return incident, ()
     report, preservation = build_report(stream_id, incident, state, trigger=trigger, category=category,
                                         reported_at_ms=at_ms, preserve_days=config.preserve_days)
-    return replace(incident, report_id=report.report_id, reported_at_ms=at_ms), ((report, preservation),)
+    return (replace(incident, report_id=report.report_id, reported_at_ms=at_ms, report_trigger=trigger,
+                    report_category=category), ((report, preservation),))
+
+
+def revise_report(stream_id: str, state: StreamState, incident: Incident, config: ReviewConfig,
+                  ) -> tuple[Incident, tuple[tuple[ReportPacket, PreservationRequest], ...]]:
+    """The incident's report sent again, completed, once the stream's broadcaster is known.
+
+    Frames and metadata are read independently, so a known frame may be reported before the
+    record naming the broadcaster is read; a packet naming no one is of little use to an
+    authority. The same report (id, trigger, time reported) goes again with what is known now
+    and its ``revision`` raised, with its preservation request; the reporting service keeps a
+    report's highest revision (``streamsafe reports export`` does)."""
+    if incident.report_id is None or incident.reported_at_ms is None:
+        return incident, ()
+    revision = incident.report_revision + 1
+    report, preservation = build_report(stream_id, incident, state, trigger=incident.report_trigger,
+                                        category=incident.report_category, reported_at_ms=incident.reported_at_ms,
+                                        preserve_days=config.preserve_days, report_id=incident.report_id,
+                                        revision=revision)
+    return replace(incident, report_revision=revision), ((report, preservation),)
 
 
 def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,

@@ -40,7 +40,7 @@ from streamsafe.events.models import (
 )
 from streamsafe.pipeline.appeals import open_appeal
 from streamsafe.pipeline.outcome import EMPTY, NO_OPEN_ESCALATION, Outcome
-from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due
+from streamsafe.pipeline.review import ReviewConfig, apply_verdict, miss_deadline, report_if_due, revise_report
 from streamsafe.policy.decisions import Decision
 from streamsafe.policy.engine import decide
 from streamsafe.policy.model import Action
@@ -203,6 +203,11 @@ def _observe(event: StepEvent, stored: StreamState, incident: IncidentReader, ob
         state, shadow_decisions = decide(shadow, state, stream_id, at_ms, ctx.record_ts_ms, shadow=True)
         decisions += shadow_decisions
     new_incident, reports = _incident_after(event, state, incident, decisions, matches, ctx)
+    if isinstance(event, StreamMetadata) and state.broadcaster_id and not stored.broadcaster_id:
+        # a report made before the broadcaster was known goes again, naming them
+        current = new_incident or incident()
+        if current is not None and current.report_id is not None and not reports:
+            new_incident, reports = revise_report(stream_id, state, current, ctx.review)
     write = state.differs_materially(stored, live.fusion)
     return Outcome(state=replace(state, touched_ms=ctx.now_ms) if write else None, incident=new_incident,
                    decisions=decisions, reports=reports, matches=matches)

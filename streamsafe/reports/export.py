@@ -64,13 +64,19 @@ def _check(document: etree._Element, schema: etree.XMLSchema | None, what: str) 
 def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile, out: Path,
                     schema: etree.XMLSchema | None = None) -> ExportResult:
     """Write ``<report_id>.xml`` (the ``<report>``) and ``<report_id>.frame-<seq>.xml``
-    (each hash-matched frame's ``<fileDetails>``) into ``out`` for every packet; a packet
-    seen twice (a re-delivered record) is written once."""
+    (each hash-matched frame's ``<fileDetails>``) into ``out`` for every report: its highest
+    ``revision`` (a report sent again, completed), once (a re-delivered record is not
+    written twice)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the output directory: {exc.strerror or exc}") from None
     result = ExportResult()
+    packets = list(packets)
+    newest: dict[str, int] = {}
+    for _, packet in packets:
+        if isinstance(packet, dict) and isinstance(packet.get("report_id"), str):
+            newest[packet["report_id"]] = max(newest.get(packet["report_id"], 1), _revision(packet))
     done: set[str] = set()
     for where, packet in packets:
         try:
@@ -78,7 +84,7 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
                 raise packet
             report = report_document(packet, profile)
             report_id = str(packet["report_id"])
-            if report_id in done:
+            if report_id in done or _revision(packet) < newest.get(report_id, 1):
                 continue
             _check(report, schema, "report")
             frames = file_details_documents(packet, profile)
@@ -95,6 +101,11 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         for seq, details in frames.items():
             _write(out / f"{report_id}.frame-{seq}.xml", details, result.file_details)
     return result
+
+
+def _revision(packet: dict[str, Any]) -> int:
+    revision = packet.get("revision", 1)
+    return revision if isinstance(revision, int) else 1
 
 
 def _write(target: Path, document: etree._Element, written: list[Path]) -> None:

@@ -61,13 +61,15 @@ class PreservationRequest:
 
 def build_report(stream_id: str, incident: Incident, state: StreamState, *, trigger: str,
                  category: str | None, reported_at_ms: int, preserve_days: int = 365,
-                 margin_ms: int = 300_000) -> tuple[ReportPacket, PreservationRequest]:
+                 margin_ms: int = 300_000, report_id: str | None = None,
+                 revision: int = 1) -> tuple[ReportPacket, PreservationRequest]:
     """One report per incident: its id depends on the stream and the incident's first
-    evidence, so a re-delivered trigger produces the same packet."""
+    evidence, so a re-delivered trigger produces the same packet. ``report_id`` and
+    ``revision``: the same report sent again, completed (a packet without ``revision`` is 1)."""
     first, last = incident.evidence_span()
     first = first if first is not None else reported_at_ms
     last = last if last is not None else reported_at_ms
-    report_id = _digest("rep-", stream_id, first)
+    report_id = report_id or _digest("rep-", stream_id, first)
     preservation_id = _digest("pres-", report_id)
     incident_type = INCIDENT_TYPES.get(category or "", "child_sexual_abuse_material")
     times: dict[str, Any] = {"first_evidence": utc(first), "last_evidence": utc(last),
@@ -100,12 +102,16 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
     }
     if category:
         record["category"] = category
+    if revision > 1:
+        record["revision"] = revision
     refs = _refs(incident)
     preservation = _preservation(
         record, state, f"authority report {report_id} ({incident_type}{', ' + category if category else ''})",
         max(0, first - margin_ms), last + margin_ms,
         sorted({f.frame_seq for f in incident.frames} | {r.frame_seq for r in refs if r.frame_seq is not None}),
         refs, reported_at_ms + preserve_days * DAY_MS)
+    if revision > 1:
+        preservation["revision"] = revision
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
 
 

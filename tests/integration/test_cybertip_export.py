@@ -17,6 +17,7 @@ from streamsafe import clients
 from streamsafe.control.broadcast import stop_consumer
 from streamsafe.events.contract import ACTIONS, ESCALATIONS, FRAME_HASHES, METADATA, REPORTS, REVIEW_VERDICTS
 from tests.integration.conftest import KNOWN_MD5
+from tests.integration.waits import processed
 from tests.ncmec import XSD, assert_valid
 
 pytestmark = pytest.mark.integration
@@ -47,9 +48,9 @@ def mou_profile(tmp_path: Path) -> Path:
     return path
 
 
-async def started(pipeline, stream: str, account: str) -> None:
+async def started(pipeline, stream: str, account: str, ts_ms: int | None = None) -> None:
     await pipeline.send(METADATA, stream.encode(), {
-        "schema_version": 1, "event": "stream.started", "stream_id": stream, "ts_ms": now_ms(),
+        "schema_version": 1, "event": "stream.started", "stream_id": stream, "ts_ms": ts_ms or now_ms(),
         "broadcaster_id": account, "visibility": "public"})
 
 
@@ -86,9 +87,12 @@ def export(pipeline, profile: Path, out: Path) -> subprocess.CompletedProcess[st
 async def test_worker_reports_export_to_valid_cybertipline_xml(pipeline, authority_bank, mou_profile, tmp_path):
     worker = pipeline.start_worker(authority_bank)
     worker.wait_ready()
-    # live: a known picture while the stream is on air (the policy blocks and reports at once)
-    await started(pipeline, "s-live", "acct-live")
+    # live: a known picture while the stream is on air (the policy blocks and reports at once),
+    # read before the record naming its broadcaster (frames and metadata travel different topics):
+    # the report goes again, naming them, and the export writes that revision
     await frame(pipeline, "s-live", 1, md5=KNOWN_MD5)
+    await pipeline.read(until=lambda r: any(p["stream_id"] == "s-live" for p in r.on(REPORTS)), topics=(REPORTS,))
+    await started(pipeline, "s-live", "acct-live", now_ms() - 5_000)
     # ended: the same picture arrives late, after the broadcast ended (no high-priority escalation)
     await started(pipeline, "s-ended", "acct-ended")
     await pipeline.send(METADATA, b"s-ended", {"schema_version": 1, "event": "stream.ended", "stream_id": "s-ended",
@@ -103,12 +107,16 @@ async def test_worker_reports_export_to_valid_cybertipline_xml(pipeline, authori
     seen = await pipeline.read(until=lambda r: any(e["stream_id"] == "s-review" for e in r.on(ESCALATIONS)),
                                topics=topics)
     escalation = next(e for e in seen.on(ESCALATIONS) if e["stream_id"] == "s-review")
+    await processed(pipeline, METADATA)  # the report is made at the verdict: with its broadcaster known
     await pipeline.send(REVIEW_VERDICTS, b"s-review", {
         "schema_version": 1, "stream_id": "s-review", "verdict": "confirmed", "category": "A2",
         "escalation_id": escalation["decision_id"], "reviewer_id": "rev-1", "ts_ms": now_ms()})
-    records = await pipeline.read(until=lambda r: len({p["stream_id"] for p in r.on(REPORTS)}) == 3,
-                                  topics=(REPORTS,), timeout_s=60)
+    records = await pipeline.read(until=lambda r: len({p["stream_id"] for p in r.on(REPORTS)}) == 3 and any(
+        p["stream_id"] == "s-live" and p.get("revision") == 2 for p in r.on(REPORTS)), topics=(REPORTS,), timeout_s=60)
     packets = {p["stream_id"]: p for p in records.on(REPORTS)}
+    live_packets = sorted((p.get("revision", 1), p["report_id"], p["reported_account"]["broadcaster_id"])
+                          for p in records.on(REPORTS) if p["stream_id"] == "s-live")
+    assert live_packets == [(1, packets["s-live"]["report_id"], None), (2, packets["s-live"]["report_id"], "acct-live")]
     # a record on the topic that is no packet: named, not fatal
     await pipeline.send(REPORTS, b"s-junk", b"{not a packet")
 
@@ -126,6 +134,7 @@ async def test_worker_reports_export_to_valid_cybertipline_xml(pipeline, authori
     assert "still broadcasting" in live.findtext("incidentSummary/escalateToHighPriority")
     assert ended.find("incidentSummary/escalateToHighPriority") is None
     assert live.findtext("internetDetails/webPageIncident/url") == "https://live.example/s-live"
+    assert live.findtext("personOrUserReported/espIdentifier") == "acct-live"  # the completed revision
     assert reviewed.findtext("personOrUserReported/espIdentifier") == "acct-review"
     assert "Human review: confirmed, category A2 by reviewer rev-1" in reviewed.findtext("additionalInfo")
 

@@ -118,6 +118,22 @@ def test_the_export_names_the_schema_violation(packet, tmp_path):
     assert "\n" not in problem
 
 
+def test_the_export_writes_a_reports_highest_revision_once(packet, profile, tmp_path):
+    """A report sent again, completed (its broadcaster named once known), has the same id and a
+    higher revision: the export writes that one, whichever order the packets are read in."""
+    from streamsafe.reports.export import export_cybertip
+
+    first = copy.deepcopy(packet)
+    first["reported_account"]["broadcaster_id"] = None
+    completed = {**copy.deepcopy(packet), "revision": 2}
+    for order in ([first, completed, first], [completed, first]):
+        out = tmp_path / str(len(order))
+        result = export_cybertip([(f"line {i}", p) for i, p in enumerate(order)], profile, out)
+        assert result.problems == [] and [p.name for p in result.reports] == [f"{packet['report_id']}.xml"]
+        document = etree.parse(str(result.reports[0]))
+        assert document.findtext("personOrUserReported/espIdentifier") == packet["reported_account"]["broadcaster_id"]
+
+
 @pytest.mark.parametrize(("incident_type", "ncmec"), sorted(INCIDENT_TYPES.items()))
 def test_incident_types(packet, profile, incident_type, ncmec):
     packet["incident_type"] = incident_type

@@ -102,6 +102,59 @@ async def test_confirmed_blocks_reports_preserves_and_proposes(processor, contra
                                                        {"outcome": "already_closed"}) == 1
 
 
+async def test_a_report_made_before_the_broadcaster_was_known_goes_again_naming_them(contract):
+    """Frames and metadata are read independently: a known frame can be reported before the
+    record naming its broadcaster is read. The same report then goes again, completed, with its
+    revision raised, once; its preservation request too."""
+    banks = HashBanks()
+    banks.add(BankEntry("ncmec:1", "ncmec", "md5", "9e107d9d372bb6826bd81d3542a419d6"))
+    processor = RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {},
+                              InMemoryPublisher(), incidents={}, trusted_verdicts=VERDICT_TRUST, clock=RecordClock())
+    frame = {"schema_version": 1, "stream_id": "s1", "frames": [
+        {"seq": 4, "ts_ms": T0 + 2_000, "md5": "9e107d9d372bb6826bd81d3542a419d6"}]}
+    started = {"schema_version": 1, "event": "stream.started", "stream_id": "s1", "ts_ms": T0,
+               "broadcaster_id": "acct-9", "account_age_days": 40, "age_verified": False, "visibility": "public"}
+    await send(processor, FRAME_HASHES, frame, 1)
+    (first,) = processor.publisher.reports
+    assert first.record["reported_account"]["broadcaster_id"] is None and "revision" not in first.record
+    await send(processor, METADATA, started, 2)
+    await send(processor, METADATA, started, 3)  # the same record again: nothing more to say
+    await send(processor, METADATA, {**started, "event": "stream.ended", "ts_ms": T0 + 9_000}, 4)
+    first_again, completed = processor.publisher.reports
+    assert first_again is first
+    assert completed.record["report_id"] == first.record["report_id"] and completed.record["revision"] == 2
+    assert completed.record["reported_account"] == {"broadcaster_id": "acct-9", "account_age_days": 40,
+                                                     "age_verified": False}
+    assert completed.record["stream"] == {"visibility": "public"}
+    assert completed.record["times"]["stream_started"]["ms"] == T0
+    assert completed.record["times"]["reported"] == first.record["times"]["reported"]
+    assert completed.record["trigger"] == first.record["trigger"] == "policy"
+    assert completed.record["hash_matches"] == first.record["hash_matches"]
+    _, preservation = processor.publisher.preservations
+    assert preservation.record["broadcaster_id"] == "acct-9" and preservation.record["revision"] == 2
+    assert preservation.record["preservation_id"] == completed.record["preservation_id"]
+    for record in (completed.record, first.record):
+        jsonschema.validate(record, contract[REPORTS].schema)
+    jsonschema.validate(preservation.record, contract[PRESERVATION].schema)
+    # in order, the first packet is already complete, and is the only one
+    in_order = RecordHandler(InputDecoder(contract, 65536), banks, PolicySet(load_policy()), {},
+                             InMemoryPublisher(), incidents={}, trusted_verdicts=VERDICT_TRUST, clock=RecordClock())
+    await send(in_order, METADATA, started, 2)
+    await send(in_order, FRAME_HASHES, frame, 1)
+    (only,) = in_order.publisher.reports
+    assert only.record["report_id"] == first.record["report_id"]
+    assert only.record["reported_account"] == completed.record["reported_account"]
+
+
+def test_an_incident_stored_before_revisions_reads_as_revision_one():
+    from streamsafe.review.incident import Incident
+
+    old = Incident.from_record({"p": 3, "r": ["rep-" + "0" * 32, T0]})
+    assert (old.report_id, old.reported_at_ms, old.report_trigger, old.report_category, old.report_revision) == (
+        "rep-" + "0" * 32, T0, "policy", None, 1)
+    assert Incident.from_record(old.to_record()) == old
+
+
 async def test_a_verdict_on_an_escalation_superseded_while_under_review_acts(processor):
     await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": "s3", "ts_ms": T0,
                                      "broadcaster_id": "b", "visibility": "private", "account_age_days": 2})
