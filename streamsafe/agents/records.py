@@ -297,7 +297,8 @@ class RecordHandler:
             await self.publisher.publish_statements(outcome.statements)
         for report, preservation in outcome.reports:
             await self.publisher.publish_report(report, preservation)
-            self.metrics.reports.labels(str(report.record["incident_type"])).inc()
+            if "revision" not in report.record:  # a report sent again, completed, is one report
+                self.metrics.reports.labels(str(report.record["incident_type"])).inc()
         if outcome.proposals:
             await self.publisher.propose_entries(outcome.proposals)
         if outcome.review in VERDICT_OUTCOMES:

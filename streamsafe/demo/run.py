@@ -49,6 +49,15 @@ class Observed:
         return (scenario.expected_blocks <= blocked and scenario.expected_escalations <= escalated
                 and len(self.dead_letters) >= scenario.malformed)
 
+    def add_report(self, record: dict[str, Any]) -> None:
+        """One entry per report: a report sent again, completed (``revision``), replaces the first."""
+        for i, seen in enumerate(self.reports):
+            if seen["report_id"] == record["report_id"]:
+                if record.get("revision", 1) > seen.get("revision", 1):
+                    self.reports[i] = record
+                return
+        self.reports.append(record)
+
     def escalation_of(self, stream_id: str) -> dict[str, Any] | None:
         mine = [d for d in self.decisions if d["stream_id"] == stream_id and d["action"] == "escalate"]
         return max(mine, key=lambda d: Priority(d["priority"]).rank, default=None)
@@ -76,9 +85,10 @@ async def _watch(settings: Settings, observed: Observed, console: Console | None
                     record = orjson.loads(message.value)
                     observed.changed.set()
                     if names[tp.topic] == REPORTS:
-                        observed.reports.append(record)
+                        observed.add_report(record)
                         if console:
-                            console.print(f"[bold magenta]REPORT[/]      {record['stream_id']:<18} "
+                            label = "REPORT+" if record.get("revision") else "REPORT "
+                            console.print(f"[bold magenta]{label}[/]     {record['stream_id']:<18} "
                                           f"{record['report_id']} {record['incident_type']} "
                                           f"{record.get('category', '')}, {len(record['hash_matches'])} hash "
                                           f"matches, {len(record['decisions'])} decisions ({record['trigger']})")

@@ -134,7 +134,8 @@ class StreamSafeMetrics:
                                     "by the classifier that contributed most", ["classifier"], registry=r),
             sla_breaches=Counter("streamsafe_review_sla_breaches",
                                  "Escalations not reviewed within their SLA", ["priority"], registry=r),
-            reports=Counter("streamsafe_reports", "Authority reports emitted", ["incident_type"], registry=r),
+            reports=Counter("streamsafe_reports", "Authority reports emitted (one sent again, completed, "
+                                              "counts once)", ["incident_type"], registry=r),
             stalled=Gauge("streamsafe_stalled", "1 while this worker is stalled for the cause: an agent not "
                           "running (agent), a record in hand too long (record), deliveries failing "
                           "(delivery), lag without a commit (progress)", ["cause"], registry=r),

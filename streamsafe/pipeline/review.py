@@ -35,7 +35,7 @@ from streamsafe.review.reports import PreservationRequest, ReportPacket, build_r
 from streamsafe.scoring.evidence import Evidence
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["ReviewConfig", "apply_verdict", "miss_deadline", "report_if_due"]
+__all__ = ["ReviewConfig", "apply_verdict", "miss_deadline", "report_if_due", "revise_report"]
 
 CONFIRMED_BANK = "internal-confirmed"
 
@@ -71,22 +71,21 @@ def report_if_due(stream_id: str, state: StreamState, incident: Incident, *, tri
 
 
 def revise_report(stream_id: str, state: StreamState, incident: Incident, config: ReviewConfig,
-                  ) -> tuple[Incident, tuple[tuple[ReportPacket, PreservationRequest], ...]]:
-    """The incident's report sent again, completed, once the stream's broadcaster is known.
+                  ) -> tuple[ReportPacket, PreservationRequest] | None:
+    """The incident's report sent again, completed, now that the stream's broadcaster is known.
 
     Frames and metadata are read independently, so a known frame may be reported before the
     record naming the broadcaster is read; a packet naming no one is of little use to an
-    authority. The same report (id, trigger, time reported) goes again with what is known now
-    and its ``revision`` raised, with its preservation request; the reporting service keeps a
-    report's highest revision (``streamsafe reports export`` does)."""
-    if incident.report_id is None or incident.reported_at_ms is None:
-        return incident, ()
-    revision = incident.report_revision + 1
-    report, preservation = build_report(stream_id, incident, state, trigger=incident.report_trigger,
-                                        category=incident.report_category, reported_at_ms=incident.reported_at_ms,
-                                        preserve_days=config.preserve_days, report_id=incident.report_id,
-                                        revision=revision)
-    return replace(incident, report_revision=revision), ((report, preservation),)
+    authority. The same report (id, trigger, category, time reported) goes again with what is
+    known now, as ``revision`` 2, with its preservation request; the reporting service keeps
+    a report's highest revision (``streamsafe reports export`` does). Called when the state
+    first names the broadcaster, so a re-delivered record sends the same packet again, never
+    a third revision. None: no report, or one stored before its trigger was kept."""
+    if incident.report_id is None or incident.reported_at_ms is None or incident.report_trigger is None:
+        return None
+    return build_report(stream_id, incident, state, trigger=incident.report_trigger,
+                        category=incident.report_category, reported_at_ms=incident.reported_at_ms,
+                        preserve_days=config.preserve_days, report_id=incident.report_id, completed=True)
 
 
 def apply_verdict(policy: Policy, state: StreamState, incident: Incident, stream_id: str, verdict: Verdict,

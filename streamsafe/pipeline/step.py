@@ -206,8 +206,9 @@ def _observe(event: StepEvent, stored: StreamState, incident: IncidentReader, ob
     if isinstance(event, StreamMetadata) and state.broadcaster_id and not stored.broadcaster_id:
         # a report made before the broadcaster was known goes again, naming them
         current = new_incident or incident()
-        if current is not None and current.report_id is not None and not reports:
-            new_incident, reports = revise_report(stream_id, state, current, ctx.review)
+        revised = revise_report(stream_id, state, current, ctx.review) if current and not reports else None
+        if revised is not None:
+            reports = (revised,)
     write = state.differs_materially(stored, live.fusion)
     return Outcome(state=replace(state, touched_ms=ctx.now_ms) if write else None, incident=new_incident,
                    decisions=decisions, reports=reports, matches=matches)

@@ -64,27 +64,22 @@ def _check(document: etree._Element, schema: etree.XMLSchema | None, what: str) 
 def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile, out: Path,
                     schema: etree.XMLSchema | None = None) -> ExportResult:
     """Write ``<report_id>.xml`` (the ``<report>``) and ``<report_id>.frame-<seq>.xml``
-    (each hash-matched frame's ``<fileDetails>``) into ``out`` for every report: its highest
-    ``revision`` (a report sent again, completed), once (a re-delivered record is not
-    written twice)."""
+    (each hash-matched frame's ``<fileDetails>``) into ``out`` for every report, once (a
+    re-delivered record is not written twice); a report sent again, completed (a higher
+    ``revision``), is written over the first, unless it cannot be exported."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the output directory: {exc.strerror or exc}") from None
     result = ExportResult()
-    packets = list(packets)
-    newest: dict[str, int] = {}
-    for _, packet in packets:
-        if isinstance(packet, dict) and isinstance(packet.get("report_id"), str):
-            newest[packet["report_id"]] = max(newest.get(packet["report_id"], 1), _revision(packet))
-    done: set[str] = set()
+    written: dict[str, int] = {}  # report id -> the revision written
     for where, packet in packets:
         try:
             if isinstance(packet, UnmappableReport):
                 raise packet
             report = report_document(packet, profile)
             report_id = str(packet["report_id"])
-            if report_id in done or _revision(packet) < newest.get(report_id, 1):
+            if _revision(packet) <= written.get(report_id, 0):
                 continue
             _check(report, schema, "report")
             frames = file_details_documents(packet, profile)
@@ -96,10 +91,12 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         except ValueError as exc:  # lxml: a string XML cannot hold (NUL, control characters)
             result.problems.append(f"{where}: {packet.get('report_id')}: cannot be written as XML: {exc}")
             continue
-        done.add(report_id)
-        _write(out / f"{report_id}.xml", report, result.reports)
+        listed = set(result.file_details) if report_id in written else set()  # a revision: over the first
+        _write(out / f"{report_id}.xml", report, result.reports if report_id not in written else None)
+        written[report_id] = _revision(packet)
         for seq, details in frames.items():
-            _write(out / f"{report_id}.frame-{seq}.xml", details, result.file_details)
+            target = out / f"{report_id}.frame-{seq}.xml"
+            _write(target, details, None if target in listed else result.file_details)
     return result
 
 
@@ -108,9 +105,11 @@ def _revision(packet: dict[str, Any]) -> int:
     return revision if isinstance(revision, int) else 1
 
 
-def _write(target: Path, document: etree._Element, written: list[Path]) -> None:
+def _write(target: Path, document: etree._Element, written: list[Path] | None) -> None:
+    """``written``: where to list the file (None: listed already, as a revision's first)."""
     try:
         target.write_bytes(serialize(document))
     except OSError as exc:
         raise ConfigError(f"{target}: cannot write: {exc.strerror or exc}") from None
-    written.append(target)
+    if written is not None:
+        written.append(target)

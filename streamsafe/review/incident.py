@@ -82,9 +82,10 @@ class Incident:
     verdicts: tuple[Verdict, ...] = ()
     report_id: str | None = None
     reported_at_ms: int | None = None
-    report_trigger: str = "policy"  # what the report was made for, and its category (a reviewer's)
+    # what the report was made for and its category (a reviewer's), to send it again completed
+    # (``pipeline/review.py``); None in incidents stored before they were kept: not sent again
+    report_trigger: str | None = None
     report_category: str | None = None
-    report_revision: int = 1  # raised when the packet is sent again, completed (``pipeline/review.py``)
     appeals: tuple[AppealItem, ...] = ()
 
     # -- recording ----------------------------------------------------------------
@@ -203,8 +204,7 @@ class Incident:
             record["v"] = [[v.verdict, v.category, v.reviewer_id, v.ts_ms, v.escalation_id]
                            for v in self.verdicts]
         if self.report_id:
-            record["r"] = [self.report_id, self.reported_at_ms, self.report_trigger, self.report_category,
-                           self.report_revision]
+            record["r"] = [self.report_id, self.reported_at_ms, self.report_trigger, self.report_category]
         if self.appeals:
             record["a"] = [[a.appeal_id, a.decision_id, a.escalation_id, a.received_ms, a.status, a.reinstate_id]
                            for a in self.appeals]
@@ -214,7 +214,7 @@ class Incident:
     def from_record(cls, record: Mapping[str, Any] | None) -> Incident:
         if not record:
             return cls()
-        report = [*(record.get("r") or [None, None]), "policy", None, 1][:5]  # older records: two fields
+        report = [*(record.get("r") or [None, None]), None, None][:4]  # older records: two fields
         return cls(
             partition=record.get("p", 0),
             decisions=tuple(record.get("d", ())),
@@ -226,7 +226,6 @@ class Incident:
             reported_at_ms=report[1],
             report_trigger=report[2],
             report_category=report[3],
-            report_revision=report[4],
             appeals=tuple(AppealItem(*row) for row in record.get("a", ())),
         )
 

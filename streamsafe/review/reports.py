@@ -22,9 +22,11 @@ from streamsafe.events.values import EvidenceRef
 from streamsafe.review.incident import Incident, Verdict
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["PreservationRequest", "ReportPacket", "build_report", "build_viewer_report", "utc"]
+__all__ = ["COMPLETED", "PreservationRequest", "ReportPacket", "build_report", "build_viewer_report", "utc"]
 
 DAY_MS = 86_400_000
+#: the ``revision`` of a report sent again, completed, once its broadcaster was known (the first is 1)
+COMPLETED = 2
 INCIDENT_TYPES = {"grooming": "online_enticement"}
 
 
@@ -62,10 +64,10 @@ class PreservationRequest:
 def build_report(stream_id: str, incident: Incident, state: StreamState, *, trigger: str,
                  category: str | None, reported_at_ms: int, preserve_days: int = 365,
                  margin_ms: int = 300_000, report_id: str | None = None,
-                 revision: int = 1) -> tuple[ReportPacket, PreservationRequest]:
+                 completed: bool = False) -> tuple[ReportPacket, PreservationRequest]:
     """One report per incident: its id depends on the stream and the incident's first
     evidence, so a re-delivered trigger produces the same packet. ``report_id`` and
-    ``revision``: the same report sent again, completed (a packet without ``revision`` is 1)."""
+    ``completed``: the same report sent again, completed (schema version 2, ``revision`` 2)."""
     first, last = incident.evidence_span()
     first = first if first is not None else reported_at_ms
     last = last if last is not None else reported_at_ms
@@ -79,8 +81,9 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
     if state.ended_at_ms is not None:
         times["stream_ended"] = utc(state.ended_at_ms)
     record: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": 2 if completed else 1,
         "report_id": report_id,
+        **({"revision": COMPLETED} if completed else {}),
         "stream_id": stream_id,
         "incident_type": incident_type,
         "trigger": trigger,
@@ -102,16 +105,14 @@ def build_report(stream_id: str, incident: Incident, state: StreamState, *, trig
     }
     if category:
         record["category"] = category
-    if revision > 1:
-        record["revision"] = revision
     refs = _refs(incident)
     preservation = _preservation(
         record, state, f"authority report {report_id} ({incident_type}{', ' + category if category else ''})",
         max(0, first - margin_ms), last + margin_ms,
         sorted({f.frame_seq for f in incident.frames} | {r.frame_seq for r in refs if r.frame_seq is not None}),
         refs, reported_at_ms + preserve_days * DAY_MS)
-    if revision > 1:
-        preservation["revision"] = revision
+    if completed:
+        preservation = {**preservation, "schema_version": 2, "revision": COMPLETED}
     return ReportPacket(stream_id, record), PreservationRequest(stream_id, preservation)
 
 

@@ -125,13 +125,21 @@ def test_the_export_writes_a_reports_highest_revision_once(packet, profile, tmp_
 
     first = copy.deepcopy(packet)
     first["reported_account"]["broadcaster_id"] = None
-    completed = {**copy.deepcopy(packet), "revision": 2}
+    completed = {**copy.deepcopy(packet), "schema_version": 2, "revision": 2}
+    frames = len(packet["hash_matches"])
     for order in ([first, completed, first], [completed, first]):
         out = tmp_path / str(len(order))
         result = export_cybertip([(f"line {i}", p) for i, p in enumerate(order)], profile, out)
         assert result.problems == [] and [p.name for p in result.reports] == [f"{packet['report_id']}.xml"]
+        assert len(result.file_details) == frames and len(list(out.iterdir())) == 1 + frames
         document = etree.parse(str(result.reports[0]))
         assert document.findtext("personOrUserReported/espIdentifier") == packet["reported_account"]["broadcaster_id"]
+    # a revision that cannot be exported leaves the first written, and is named
+    broken = {**copy.deepcopy(completed), "incident_type": "no-such-type"}
+    out = tmp_path / "broken"
+    result = export_cybertip([("line 0", first), ("line 1", broken)], profile, out)
+    assert [p.name for p in result.reports] == [f"{packet['report_id']}.xml"] and len(result.problems) == 1
+    assert etree.parse(str(result.reports[0])).find("personOrUserReported") is None
 
 
 @pytest.mark.parametrize(("incident_type", "ncmec"), sorted(INCIDENT_TYPES.items()))

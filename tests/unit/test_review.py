@@ -123,6 +123,7 @@ async def test_a_report_made_before_the_broadcaster_was_known_goes_again_naming_
     first_again, completed = processor.publisher.reports
     assert first_again is first
     assert completed.record["report_id"] == first.record["report_id"] and completed.record["revision"] == 2
+    assert completed.record["schema_version"] == 2 and first.record["schema_version"] == 1
     assert completed.record["reported_account"] == {"broadcaster_id": "acct-9", "account_age_days": 40,
                                                      "age_verified": False}
     assert completed.record["stream"] == {"visibility": "public"}
@@ -132,6 +133,7 @@ async def test_a_report_made_before_the_broadcaster_was_known_goes_again_naming_
     assert completed.record["hash_matches"] == first.record["hash_matches"]
     _, preservation = processor.publisher.preservations
     assert preservation.record["broadcaster_id"] == "acct-9" and preservation.record["revision"] == 2
+    assert preservation.record["schema_version"] == 2
     assert preservation.record["preservation_id"] == completed.record["preservation_id"]
     for record in (completed.record, first.record):
         jsonschema.validate(record, contract[REPORTS].schema)
@@ -146,13 +148,45 @@ async def test_a_report_made_before_the_broadcaster_was_known_goes_again_naming_
     assert only.record["reported_account"] == completed.record["reported_account"]
 
 
-def test_an_incident_stored_before_revisions_reads_as_revision_one():
+async def test_a_reviewers_report_made_before_the_broadcaster_was_known_keeps_its_trigger_and_category(
+        processor, contract):
+    stream = "s1"
+    for seq in range(3):  # weak matches read before the stream's start
+        await send(processor, FRAME_HASHES, {"schema_version": 1, "stream_id": stream, "frames": [
+            {"seq": seq, "ts_ms": T0 + seq * 1000, "pdq": flip(26), "pdq_quality": 90}]}, offset=seq + 1)
+    escalation = next(d for d in reversed(processor.publisher.decisions) if d.action == "escalate")
+    await send(processor, REVIEW_VERDICTS, verdict(stream, "confirmed", escalation.decision_id, category="B2"), 9)
+    await send(processor, METADATA, {"schema_version": 1, "event": "stream.started", "stream_id": stream,
+                                     "ts_ms": T0, "broadcaster_id": "acct-9", "visibility": "public"}, 10)
+    first, completed = processor.publisher.reports
+    assert first.record["reported_account"]["broadcaster_id"] is None
+    assert completed.record["reported_account"]["broadcaster_id"] == "acct-9"
+    for key in ("report_id", "trigger", "category", "incident_type", "times", "preservation_id"):
+        if key != "times":
+            assert completed.record[key] == first.record[key], key
+    assert (completed.record["trigger"], completed.record["category"]) == ("reviewer", "B2")
+    assert completed.record["times"]["reported"] == first.record["times"]["reported"]
+    jsonschema.validate(completed.record, contract[REPORTS].schema)
+    # one report, counted once
+    assert processor.metrics.registry.get_sample_value(
+        "streamsafe_reports_total", {"incident_type": "child_sexual_abuse_material"}) == 1
+
+
+def test_an_incident_keeps_its_reports_trigger_and_category():
     from streamsafe.review.incident import Incident
 
+    kept = Incident(partition=3, report_id="rep-" + "0" * 32, reported_at_ms=T0, report_trigger="reviewer",
+                    report_category="grooming")
+    assert Incident.from_record(kept.to_record()) == kept
+    # stored before the trigger was kept: read without one, and its report is never sent again
     old = Incident.from_record({"p": 3, "r": ["rep-" + "0" * 32, T0]})
-    assert (old.report_id, old.reported_at_ms, old.report_trigger, old.report_category, old.report_revision) == (
-        "rep-" + "0" * 32, T0, "policy", None, 1)
-    assert Incident.from_record(old.to_record()) == old
+    assert (old.report_id, old.reported_at_ms, old.report_trigger, old.report_category) == (
+        "rep-" + "0" * 32, T0, None, None)
+    from streamsafe.pipeline.review import revise_report
+    from streamsafe.scoring.state import StreamState
+
+    assert revise_report("s1", StreamState(broadcaster_id="acct-9"), old, ReviewConfig()) is None
+    assert revise_report("s1", StreamState(broadcaster_id="acct-9"), kept, ReviewConfig()) is not None
 
 
 async def test_a_verdict_on_an_escalation_superseded_while_under_review_acts(processor):
