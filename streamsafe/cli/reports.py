@@ -27,7 +27,7 @@ def reports() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="platform profile (YAML or JSON): reporter, company and stream URL template")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="directory for the documents (one <report_id>.xml per packet)")
+              help="directory for the documents (one <report_id>.xml per report)")
 @click.option("--from", "from_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON lines of report packets instead of the enforcement.reports topic")
 @click.option("--xsd", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -36,9 +36,10 @@ def reports() -> None:
 @click.option("--topic-prefix", help="prefix for every topic name (env STREAMSAFE_TOPIC_PREFIX)")
 def reports_export(fmt: str, profile_path: Path, out: Path, from_path: Path | None, xsd: Path | None,
                    broker: str | None, topic_prefix: str | None) -> None:
-    """Write one document per report packet, read from enforcement.reports up to its end
-    when the command starts (or from --from FILE). A packet that cannot be mapped is
-    named with its reason on stderr and the exit code is 1; the others are written."""
+    """Write one document per report (of a report sent again, completed, its revision), read
+    from enforcement.reports up to its end when the command starts (or from --from FILE). A
+    packet that cannot be mapped is named with its reason on stderr and the exit code is 1;
+    the others are written."""
     from streamsafe.reports.export import export_cybertip, load_xsd, read_packet_lines
     from streamsafe.reports.profile import load_profile
 

@@ -77,10 +77,11 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         try:
             if isinstance(packet, UnmappableReport):
                 raise packet
+            named = packet.get("report_id") if isinstance(packet, dict) else None
+            if isinstance(named, str) and _revision(packet) <= written.get(named, 0):
+                continue  # read again, or superseded by the revision already written
             report = report_document(packet, profile)
             report_id = str(packet["report_id"])
-            if _revision(packet) <= written.get(report_id, 0):
-                continue
             _check(report, schema, "report")
             frames = file_details_documents(packet, profile)
             for seq, details in frames.items():
@@ -91,13 +92,24 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         except ValueError as exc:  # lxml: a string XML cannot hold (NUL, control characters)
             result.problems.append(f"{where}: {packet.get('report_id')}: cannot be written as XML: {exc}")
             continue
-        listed = set(result.file_details) if report_id in written else set()  # a revision: over the first
-        _write(out / f"{report_id}.xml", report, result.reports if report_id not in written else None)
+        again = report_id in written
+        if again:  # a revision, written over the first: its frames only, none the first had and it lost
+            _drop_frames(out, report_id, set(frames), result.file_details)
+        _write(out / f"{report_id}.xml", report, None if again else result.reports)
         written[report_id] = _revision(packet)
         for seq, details in frames.items():
-            target = out / f"{report_id}.frame-{seq}.xml"
-            _write(target, details, None if target in listed else result.file_details)
+            _write(out / f"{report_id}.frame-{seq}.xml", details, result.file_details)
     return result
+
+
+def _drop_frames(out: Path, report_id: str, keep: set[int], listed: list[Path]) -> None:
+    """Remove the frame documents written for an earlier revision of ``report_id`` (those of
+    frames in ``keep`` are written again) and take them all off ``listed``."""
+    prefix = f"{report_id}.frame-"
+    for path in [p for p in listed if p.name.startswith(prefix)]:
+        listed.remove(path)
+        if int(path.name[len(prefix):-len(".xml")]) not in keep:
+            path.unlink(missing_ok=True)
 
 
 def _revision(packet: dict[str, Any]) -> int:

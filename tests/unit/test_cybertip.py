@@ -134,6 +134,15 @@ def test_the_export_writes_a_reports_highest_revision_once(packet, profile, tmp_
         assert len(result.file_details) == frames and len(list(out.iterdir())) == 1 + frames
         document = etree.parse(str(result.reports[0]))
         assert document.findtext("personOrUserReported/espIdentifier") == packet["reported_account"]["broadcaster_id"]
+    # the revision's frames replace the first's: one the first had and the revision lost is gone
+    moved = copy.deepcopy(completed)
+    moved["hash_matches"][0]["frame_seq"] = 121
+    out = tmp_path / "moved"
+    result = export_cybertip([("line 0", first), ("line 1", moved), ("line 2", first)], profile, out)
+    assert result.problems == []
+    assert sorted(p.name for p in result.file_details) == [f"{packet['report_id']}.frame-121.xml"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{packet['report_id']}.xml",
+                                                             f"{packet['report_id']}.frame-121.xml"])
     # a revision that cannot be exported leaves the first written, and is named
     broken = {**copy.deepcopy(completed), "incident_type": "no-such-type"}
     out = tmp_path / "broken"
