@@ -8,13 +8,12 @@ it names an account (``reported_account_id``; the reporter never travels).
 
 Frames and metadata are read independently, so a known frame may be blocked before the
 record naming its stream's broadcaster is read: that block then sends no signal. When a
-metadata record first names the broadcaster of a stream already blocked, the block's signal
-is sent then, from the incident's decision log, with the block's own times and id.
+metadata record first names the broadcaster of a stream already blocked, the step sends it
+then (:func:`earlier_block`, from ``pipeline/step.py``), from the incident's decision log,
+with the block's own times and id.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from streamsafe.accounts.signals import AccountSignal, Target
 from streamsafe.events.models import ClassifierSignal, StreamMetadata, UserReport
@@ -23,23 +22,17 @@ from streamsafe.policy.model import Policy
 from streamsafe.review.incident import Incident
 from streamsafe.scoring.state import StreamState
 
-__all__ = ["account_signals"]
+__all__ = ["account_signals", "earlier_block"]
 
 
 def account_signals(event: object, state: StreamState | None, decisions: tuple[Decision, ...], policy: Policy,
-                    record_ts_ms: int, prior: StreamState | None = None,
-                    incident: Callable[[], Incident | None] | None = None) -> tuple[AccountSignal, ...]:
-    """``state``: the stream's state after the record (None: none kept); ``prior``: before it;
-    ``incident``: reads the stream's incident (only asked when a block was decided before the
-    broadcaster was known)."""
+                    record_ts_ms: int) -> tuple[AccountSignal, ...]:
+    """``state``: the stream's state after the record (None: none kept)."""
     signals: list[AccountSignal] = []
     if isinstance(event, StreamMetadata):
         if event.event == "stream.started" and policy.accounts.repeat_broadcaster is not None:
             signals.append(AccountSignal(event.broadcaster_id, "stream_started", event.ts_ms, record_ts_ms,
                                          event.stream_id))
-        if incident is not None and state is not None and state.broadcaster_id and "block" in state.emitted \
-                and (prior is None or not prior.broadcaster_id):
-            signals.extend(_earlier_block(event.stream_id, state, incident()))
     elif isinstance(event, ClassifierSignal) and event.actor_account_id:
         rule = policy.accounts.viewer_grooming
         if rule is not None and event.classifier in rule.classifiers and event.score >= rule.min_score:
@@ -60,11 +53,12 @@ def account_signals(event: object, state: StreamState | None, decisions: tuple[D
     return tuple(signals)
 
 
-def _earlier_block(stream_id: str, state: StreamState, incident: Incident | None) -> tuple[AccountSignal, ...]:
-    """The signal a block decided before its broadcaster was known would have sent."""
-    decision_id = state.emitted["block"]
-    entry = next((e for e in incident.decisions if e["id"] == decision_id), None) if incident is not None else None
+def earlier_block(stream_id: str, state: StreamState, incident: Incident) -> tuple[AccountSignal, ...]:
+    """The signal of a block decided before ``state`` named the stream's broadcaster (none if
+    no block, or it left the incident's bounded log)."""
+    decision_id = state.emitted.get("block")
+    entry = next((e for e in incident.decisions if e["id"] == decision_id), None) if decision_id else None
     if entry is None or entry.get("action") != "block" or not entry.get("rule") or not state.broadcaster_id:
-        return ()  # no longer in the incident's bounded log
+        return ()
     return (AccountSignal(state.broadcaster_id, "blocked", int(entry.get("et", entry["at"])), int(entry["at"]),
                           stream_id, rule=str(entry["rule"]), decision_id=decision_id),)

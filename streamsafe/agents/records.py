@@ -267,9 +267,9 @@ class RecordHandler:
         if outcome.incident is not None and outcome.incident != incident():
             self.incidents[stream_id] = outcome.incident.to_record()
         signals = account_signals(event, outcome.state or state, outcome.decisions, ctx.policies.live,
-                                  ctx.record_ts_ms, state, lambda: outcome.incident or incident())
-        if signals:
-            outcome = replace(outcome, account_signals=signals)
+                                  ctx.record_ts_ms)
+        if signals:  # after any the step sent itself (``pipeline/step.py``: a block made before them)
+            outcome = replace(outcome, account_signals=outcome.account_signals + signals)
         for m in outcome.matches:
             self.metrics.hash_matches.labels(m.bank, m.signal_type).inc()
         for d in outcome.decisions:

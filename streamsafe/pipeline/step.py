@@ -27,6 +27,8 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from streamsafe.accounts.feed import earlier_block
+from streamsafe.accounts.signals import AccountSignal
 from streamsafe.events.models import (
     AccountFinding,
     Appeal,
@@ -203,15 +205,18 @@ def _observe(event: StepEvent, stored: StreamState, incident: IncidentReader, ob
         state, shadow_decisions = decide(shadow, state, stream_id, at_ms, ctx.record_ts_ms, shadow=True)
         decisions += shadow_decisions
     new_incident, reports = _incident_after(event, state, incident, decisions, matches, ctx)
+    signals: tuple[AccountSignal, ...] = ()
     if isinstance(event, StreamMetadata) and state.broadcaster_id and not stored.broadcaster_id:
-        # a report made before the broadcaster was known goes again, naming them
+        # frames and metadata are read independently: what was decided before the broadcaster
+        # was known now names them (the block's account signal, the report sent again completed)
         current = new_incident or incident()
-        revised = revise_report(stream_id, state, current, ctx.review) if current and not reports else None
-        if revised is not None:
-            reports = (revised,)
+        if current is not None:
+            signals = earlier_block(stream_id, state, current)
+            revised = None if reports else revise_report(stream_id, state, current, ctx.review)
+            reports = (revised,) if revised is not None else reports
     write = state.differs_materially(stored, live.fusion)
     return Outcome(state=replace(state, touched_ms=ctx.now_ms) if write else None, incident=new_incident,
-                   decisions=decisions, reports=reports, matches=matches)
+                   decisions=decisions, reports=reports, matches=matches, account_signals=signals)
 
 
 def _incident_after(event: StepEvent, state: StreamState, read: IncidentReader,

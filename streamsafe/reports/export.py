@@ -72,13 +72,13 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the output directory: {exc.strerror or exc}") from None
     result = ExportResult()
-    written: dict[str, int] = {}  # report id -> the revision written
+    written: dict[str, tuple[int, set[int]]] = {}  # report id -> the revision written, its frames
     for where, packet in packets:
         try:
             if isinstance(packet, UnmappableReport):
                 raise packet
             named = packet.get("report_id") if isinstance(packet, dict) else None
-            if isinstance(named, str) and _revision(packet) <= written.get(named, 0):
+            if isinstance(named, str) and _revision(packet) <= written.get(named, (0,))[0]:
                 continue  # read again, or superseded by the revision already written
             report = report_document(packet, profile)
             report_id = str(packet["report_id"])
@@ -92,24 +92,17 @@ def export_cybertip(packets: Iterable[tuple[str, Any]], profile: PlatformProfile
         except ValueError as exc:  # lxml: a string XML cannot hold (NUL, control characters)
             result.problems.append(f"{where}: {packet.get('report_id')}: cannot be written as XML: {exc}")
             continue
-        again = report_id in written
-        if again:  # a revision, written over the first: its frames only, none the first had and it lost
-            _drop_frames(out, report_id, set(frames), result.file_details)
-        _write(out / f"{report_id}.xml", report, None if again else result.reports)
-        written[report_id] = _revision(packet)
-        for seq, details in frames.items():
-            _write(out / f"{report_id}.frame-{seq}.xml", details, result.file_details)
-    return result
-
-
-def _drop_frames(out: Path, report_id: str, keep: set[int], listed: list[Path]) -> None:
-    """Remove the frame documents written for an earlier revision of ``report_id`` (those of
-    frames in ``keep`` are written again) and take them all off ``listed``."""
-    prefix = f"{report_id}.frame-"
-    for path in [p for p in listed if p.name.startswith(prefix)]:
-        listed.remove(path)
-        if int(path.name[len(prefix):-len(".xml")]) not in keep:
+        _, before = written.get(report_id, (0, None))  # a revision is written over the first
+        _write(out / f"{report_id}.xml", report, result.reports if before is None else None)
+        for seq in (before or set()) - set(frames):  # a frame the first had and the revision lost
+            path = out / f"{report_id}.frame-{seq}.xml"
             path.unlink(missing_ok=True)
+            result.file_details.remove(path)
+        for seq, details in frames.items():
+            _write(out / f"{report_id}.frame-{seq}.xml", details,
+                   result.file_details if before is None or seq not in before else None)
+        written[report_id] = (_revision(packet), set(frames))
+    return result
 
 
 def _revision(packet: dict[str, Any]) -> int:
@@ -118,7 +111,7 @@ def _revision(packet: dict[str, Any]) -> int:
 
 
 def _write(target: Path, document: etree._Element, written: list[Path] | None) -> None:
-    """``written``: where to list the file (None: listed already, as a revision's first)."""
+    """``written``: where to list the file (None: listed already, by a report's first revision)."""
     try:
         target.write_bytes(serialize(document))
     except OSError as exc:
