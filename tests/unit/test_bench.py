@@ -21,6 +21,14 @@ def test_percentiles_of_nothing_are_none_not_zero():
     assert bench.pct([1.0, 2.0, 3.0], 50) == 2.0
 
 
+def test_stock_and_the_default_are_timed_back_to_back_in_abba_order_and_the_rest_once():
+    bench = load_worker_bench()
+    order = bench.measurement_order(list(bench.VARIANTS))
+    assert order[:4] == [bench.STOCK, bench.DEFAULT, bench.DEFAULT, bench.STOCK]
+    assert sorted(order[4:]) == sorted(v for v in bench.VARIANTS if v not in (bench.STOCK, bench.DEFAULT))
+    assert bench.measurement_order([bench.FAST, bench.DEFAULT]) == [bench.FAST, bench.DEFAULT]  # no pair: once each
+
+
 def load_bench(name: str):
     path = Path(__file__).parents[2] / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
