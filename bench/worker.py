@@ -230,16 +230,16 @@ def main() -> None:
             raw = statistics.median(asyncio.run(raw_consumer_rate(settings, args.messages)) for _ in range(3))
             rows.append({"workload": kind, "path": "raw aiokafka", "msgs_per_s": round(raw), "cpu_us_per_msg": None,
                          "ratio_to_raw": 1.0})
-            timed: dict[str, list[tuple[float, float]]] = {}
+            timings: dict[str, list[tuple[float, float]]] = {}
             for variant in measurement_order(variants):
-                timed.setdefault(variant, []).append(asyncio.run(worker_rate(settings, args.messages, workdir,
+                timings.setdefault(variant, []).append(asyncio.run(worker_rate(settings, args.messages, workdir,
                                                                              variant)))
             for variant in variants:  # the table keeps its order; a variant timed twice gives its mean
-                rate = statistics.fmean(r for r, _ in timed[variant])
-                cpu = statistics.fmean(c for _, c in timed[variant])
+                rate = statistics.fmean(r for r, _ in timings[variant])
+                cpu = statistics.fmean(c for _, c in timings[variant])
                 rows.append({"workload": kind, "path": variant, "msgs_per_s": round(rate),
                              "cpu_us_per_msg": round(cpu, 1), "ratio_to_raw": round(rate / raw, 4),
-                             "timed_msgs_per_s": [round(r) for r, _ in timed[variant]]})
+                             "timed_msgs_per_s": [round(r) for r, _ in timings[variant]]})
         mix = {r["path"]: r for r in rows if r["workload"] == "mix"}
         latency_rate = args.latency_rate or mix[DEFAULT]["msgs_per_s"] / 2
         timed = asyncio.run(decision_latency(base, latency_rate, 15.0, workdir, entries))
