@@ -64,9 +64,13 @@ records to a running producer without Faust's producer-start detour
 (:mod:`.topic`, installed as the app's ``Topic``). ``streamsafe-stock://`` keeps
 Faust's own producer buffer and topic, so benchmarks compare against stock Faust.
 
+Agents' streams give the event loop back by time instead of before every event
+(:mod:`.stream_yield`), so a busy topic's agent keeps up while the loop is busy.
+
 Modules: :mod:`.handoff` (the hand-off primitive), :mod:`.pin` (the pin on
 Faust), :mod:`.consumer` (the consumers), :mod:`.producer` (idempotence),
-:mod:`.changelog` (table writes), :mod:`.topic` (sends).
+:mod:`.changelog` (table writes), :mod:`.topic` (sends), :mod:`.stream_yield`
+(agents' turns).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from streamsafe.transport.pin import (
     drain_messages_sha256,
 )
 from streamsafe.transport.producer import Producer, StockBufferProducer, produce_idempotently
+from streamsafe.transport.stream_yield import StreamYield, install_stream_yield
 
 __all__ = [
     "EXPECTED_DRAIN_SHA256",
@@ -100,10 +105,12 @@ __all__ = [
     "SafeSeekConsumerThread",
     "StockBufferProducer",
     "StockDeliveryTransport",
+    "StreamYield",
     "Transport",
     "check_faust_pin",
     "drain_messages_sha256",
     "eager_start",
+    "install_stream_yield",
     "produce_idempotently",
     "register",
 ]
@@ -138,6 +145,7 @@ class Transport(_aiokafka_driver.Transport):
         # Built when the app first touches app.transport (declaring an agent
         # does): fail there, long before the first message, if Faust moved.
         check_faust_pin()
+        install_stream_yield()  # agents give the loop back by time, not before every event
         super().__init__(*args, **kwargs)
 
 

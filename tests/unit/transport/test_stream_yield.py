@@ -1,0 +1,105 @@
+"""Agents give the event loop back by time: several events in one loop turn while the budget
+lasts, one turn per event once it is spent (a fake clock: no timing)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import pytest
+
+import streamsafe.transport as st
+from streamsafe.transport import stream_yield
+
+pytestmark = pytest.mark.skipif(stream_yield._compiled_streams is None,
+                                reason="Faust's compiled stream iterator is not installed")
+
+
+class Clock:
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step  # seconds each reading advances
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def stock_sleep_around() -> Iterator[None]:
+    installed = stream_yield.installed_stream_yield()  # a fast-transport app built by an earlier test
+    stream_yield.uninstall_stream_yield()
+    yield
+    stream_yield.uninstall_stream_yield()
+    if installed is not None:
+        stream_yield.install_stream_yield(installed.budget_s, installed.clock)
+
+
+async def turns_per_event(events: int) -> list[int]:
+    """Stream ``events`` values through a real Faust stream; for each, the loop turn it was
+    handled in (a task beside it counts turns)."""
+    app = faust.App("yield-test", broker="streamsafe-stock://127.0.0.1:9", web_enabled=False)
+    app.flow_control.resume()  # as a running worker's is: a put waits while flow is suspended
+    stream = app.stream(app.channel())
+    for i in range(events):
+        await stream.channel.put(i)  # the stream's own (cloned) channel
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    seen: list[int] = []
+    async for _ in stream:
+        seen.append(turns)
+        if len(seen) == events:
+            break
+    ticking.cancel()
+    return seen
+
+
+async def test_faust_stock_iterator_takes_one_event_per_loop_turn() -> None:
+    seen = await turns_per_event(5)
+    assert len(set(seen)) == 5  # the baseline the budget changes
+
+
+async def test_an_agent_handles_queued_events_in_one_turn_while_its_budget_lasts() -> None:
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.0001))
+    assert installed is not None and stream_yield.installed_stream_yield() is installed
+    seen = await turns_per_event(5)
+    assert len(set(seen)) == 1
+    assert installed.yields == 1  # the first event, before any slice had started
+
+
+async def test_an_agent_gives_the_loop_back_once_its_budget_is_spent() -> None:
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.004))
+    seen = await turns_per_event(5)
+    assert len(set(seen)) == 5
+    assert installed is not None and installed.yields == 5
+
+
+async def test_a_real_delay_still_sleeps() -> None:
+    installed = stream_yield.StreamYield(budget_s=10.0, clock=Clock(step=0.0))
+    assert await installed(0.001, "done") == "done"
+
+
+def test_the_fast_transport_installs_it_and_the_stock_one_does_not() -> None:
+    st.register()
+    stream_yield.uninstall_stream_yield()
+    faust.App("stock", broker="streamsafe-stock://127.0.0.1:9", web_enabled=False).transport  # noqa: B018
+    assert stream_yield.installed_stream_yield() is None
+    faust.App("fast", broker="streamsafe://127.0.0.1:9", web_enabled=False).transport  # noqa: B018
+    installed: Any = stream_yield.installed_stream_yield()
+    assert installed is not None and installed.budget_s == st.stream_yield.BATCH_BUDGET_S
+
+
+def test_an_iterator_that_no_longer_awaits_asyncio_sleep_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_yield._compiled_streams, "sleep", lambda *_: None)
+    with pytest.raises(RuntimeError, match=r"no longer awaits asyncio\.sleep"):
+        stream_yield.install_stream_yield()
