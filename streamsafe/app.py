@@ -57,6 +57,7 @@ from streamsafe.settings import KafkaSecurity, Settings
 from streamsafe.transport.changelog import linger_changelog
 from streamsafe.transport.consumer import settle_before_commit
 from streamsafe.transport.producer import produce_idempotently
+from streamsafe.transport.stream_yield import defer_agents_to
 from streamsafe.transport.topic import Topic
 
 __all__ = ["ACCOUNT_TABLE", "STATE_TABLE", "changelog_topics", "control_keys", "create_app", "faust_credentials",
@@ -212,6 +213,8 @@ def create_app(
             handler.skip_forwarded = in_process.take_copy
         prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards, in_process=in_process)
         app.service(prefilter)
+    # the pre-filter's batch first; agents take the loop by time otherwise
+    defer_agents_to(prefilter.screening if prefilter is not None else None)
     install_readiness(app, settings, handler, control, states, metrics, watch, prefilter)
     account_handler = AccountHandler(AccountSignalDecoder(contract[ACCOUNT_SIGNALS]), accounts, handler,
                                      account_partitions, default_partition)

@@ -197,6 +197,11 @@ class FramePreFilter(Service):
                 lags[tp] = lag(highwater, self.committed.get(tp))
         return lags
 
+    def screening(self) -> bool:
+        """Whether a batch of frames is in hand (agents defer to it: see
+        :func:`~streamsafe.transport.stream_yield.defer_agents_to`)."""
+        return self.batch_started is not None
+
     def oldest_in_hand(self) -> float | None:
         """When (monotonic) the batch in hand, or the oldest forward not yet acknowledged, started."""
         times = [t for t in (self.batch_started, self.deliveries.oldest()) if t is not None]

@@ -103,3 +103,16 @@ def test_an_iterator_that_no_longer_awaits_asyncio_sleep_is_refused(monkeypatch:
     monkeypatch.setattr(stream_yield._compiled_streams, "sleep", lambda *_: None)
     with pytest.raises(RuntimeError, match=r"no longer awaits asyncio\.sleep"):
         stream_yield.install_stream_yield()
+
+
+async def test_agents_yield_before_every_event_while_the_frames_batch_is_in_hand() -> None:
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.0001))
+    screening = [True]
+    stream_yield.defer_agents_to(lambda: screening[0])
+    try:
+        assert len(set(await turns_per_event(5))) == 5  # frames first: one event per turn
+        screening[0] = False
+        assert len(set(await turns_per_event(5))) == 1  # no batch in hand: the budget again
+    finally:
+        stream_yield.defer_agents_to(None)
+    assert installed is not None
