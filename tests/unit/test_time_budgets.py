@@ -3,8 +3,6 @@ clock the test moves), so decisions run between the slices of a bank import or i
 
 from __future__ import annotations
 
-import asyncio
-
 from aiokafka import ConsumerRecord
 
 from streamsafe.budget import TimeBudget
@@ -15,18 +13,8 @@ from streamsafe.events.bank_entries import entry_id_for
 from streamsafe.events.contract import HASHBANK_ENTRIES, POLICY
 from streamsafe.matching.banks import HashBanks
 from streamsafe.settings import Settings
+from tests.loop_support import LoopTurns, StepClock
 from tests.signing_support import CONTROL_KEY, CONTROL_TRUST
-
-
-class StepClock:
-    """Each reading is ``step`` seconds after the one before: each record "costs" a step."""
-
-    def __init__(self, step: float) -> None:
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 def signed_entries(n: int) -> list[ConsumerRecord]:
@@ -45,23 +33,10 @@ async def test_a_bank_import_is_cut_by_its_time_budget_and_decisions_run_between
     banks = HashBanks()
     # a budget of 10 clock steps: a slice checks about ten entries, whatever they really cost
     control = BankControl(banks, InMemoryPublisher(), trusted=CONTROL_TRUST, budget_s=10.0, clock=StepClock(1.0))
-    turns = 0  # times another task (a decision) got the loop while the import ran
-    importing = True
-
-    async def meanwhile() -> None:
-        nonlocal turns
-        while importing:
-            turns += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(meanwhile())
-    await asyncio.sleep(0)
-    turns = 0
-    await control.apply(signed_entries(100))
-    importing = False
-    await other
+    async with LoopTurns() as turns:  # times another task (a decision) got the loop while the import ran
+        await control.apply(signed_entries(100))
     assert len(banks) == 100
-    assert 5 <= turns <= 12, turns  # about one turn per slice of ten
+    assert 5 <= turns.count <= 12, turns.count  # about one turn per slice of ten
 
 
 async def test_an_audit_slice_stops_at_its_budget_and_the_rest_follows(contract):

@@ -3,7 +3,6 @@ lasts, one turn per event once it is spent (a fake clock: no timing)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,19 +11,10 @@ import pytest
 
 import streamsafe.transport as st
 from streamsafe.transport import stream_yield
+from tests.loop_support import LoopTurns, StepClock
 
 pytestmark = pytest.mark.skipif(stream_yield._compiled_streams is None,
                                 reason="Faust's compiled stream iterator is not installed")
-
-
-class Clock:
-    def __init__(self, step: float) -> None:
-        self.now = 0.0
-        self.step = step  # seconds each reading advances
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 @pytest.fixture(autouse=True)
@@ -45,22 +35,12 @@ async def turns_per_event(events: int) -> list[int]:
     stream = app.stream(app.channel())
     for i in range(events):
         await stream.channel.put(i)  # the stream's own (cloned) channel
-    turns = 0
-
-    async def ticker() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
     seen: list[int] = []
-    async for _ in stream:
-        seen.append(turns)
-        if len(seen) == events:
-            break
-    ticking.cancel()
+    async with LoopTurns() as turns:
+        async for _ in stream:
+            seen.append(turns.count)
+            if len(seen) == events:
+                break
     return seen
 
 
@@ -70,7 +50,7 @@ async def test_faust_stock_iterator_takes_one_event_per_loop_turn() -> None:
 
 
 async def test_an_agent_handles_queued_events_in_one_turn_while_its_budget_lasts() -> None:
-    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.0001))
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.0001))
     assert installed is not None and stream_yield.installed_stream_yield() is installed
     seen = await turns_per_event(5)
     assert len(set(seen)) == 1
@@ -78,14 +58,14 @@ async def test_an_agent_handles_queued_events_in_one_turn_while_its_budget_lasts
 
 
 async def test_an_agent_gives_the_loop_back_once_its_budget_is_spent() -> None:
-    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.004))
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.004))
     seen = await turns_per_event(5)
     assert len(set(seen)) == 5
     assert installed is not None and installed.yields == 5
 
 
 async def test_a_real_delay_still_sleeps() -> None:
-    installed = stream_yield.StreamYield(budget_s=10.0, clock=Clock(step=0.0))
+    installed = stream_yield.StreamYield(budget_s=10.0, clock=StepClock(0.0))
     assert await installed(0.001, "done") == "done"
 
 
@@ -106,7 +86,7 @@ def test_an_iterator_that_no_longer_awaits_asyncio_sleep_is_refused(monkeypatch:
 
 
 async def test_agents_yield_before_every_event_while_the_frames_batch_is_in_hand() -> None:
-    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=Clock(step=0.0001))
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.0001))
     screening = [True]
     stream_yield.defer_agents_to(lambda: screening[0])
     try:
