@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from streamsafe.policy.account_features import ACCOUNT_FEATURES, MAX_COUNT
 from streamsafe.policy.model import (
@@ -40,22 +40,15 @@ from streamsafe.policy.model import (
     Rule,
     ViewerGrooming,
 )
+from streamsafe.policy.problems import OPERATORS, Problems
 
 __all__ = ["account_policy"]
 
 MAX_RETENTION_S = 365 * 86400.0
-OPERATORS = ("gte", "gt", "lte", "lt", "eq")
 BUILT_IN = ("repeat-broadcaster", "viewer-grooming-across-streams")  # the names of the two fixed rules
 
 
-class _Problems(Protocol):
-    def add(self, where: str, what: str) -> None: ...
-    def duration(self, where: str, value: Any, default: float, most_s: float = ...) -> float: ...
-    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float: ...
-    def integer(self, where: str, value: Any, default: int, low: int, high: int) -> int: ...
-
-
-def account_policy(p: _Problems, doc: Any) -> AccountPolicy:
+def account_policy(p: Problems, doc: Any) -> AccountPolicy:
     """The section (absent: the defaults of :class:`AccountPolicy`)."""
     if doc is None:
         return AccountPolicy()
@@ -72,7 +65,7 @@ def account_policy(p: _Problems, doc: Any) -> AccountPolicy:
     return AccountPolicy(retention, repeat, grooming, _rules(p, doc.get("rules"), retention))
 
 
-def _rules(p: _Problems, doc: Any, retention_s: float) -> tuple[Rule, ...]:
+def _rules(p: Problems, doc: Any, retention_s: float) -> tuple[Rule, ...]:
     if doc is None:
         return ()
     if not isinstance(doc, list):
@@ -109,7 +102,7 @@ def _rules(p: _Problems, doc: Any, retention_s: float) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _predicates(p: _Problems, where: str, feature: str, condition: Any, retention_s: float) -> list[Predicate]:
+def _predicates(p: Problems, where: str, feature: str, condition: Any, retention_s: float) -> list[Predicate]:
     if feature not in ACCOUNT_FEATURES:
         p.add(where, f"unknown account feature; one of {', '.join(ACCOUNT_FEATURES)}")
         return []
@@ -137,7 +130,7 @@ def _predicates(p: _Problems, where: str, feature: str, condition: Any, retentio
     return out
 
 
-def _action(p: _Problems, where: str, doc: Any) -> Action | None:
+def _action(p: Problems, where: str, doc: Any) -> Action | None:
     if isinstance(doc, Mapping) and len(doc) == 1:
         kind, value = next(iter(doc.items()))
         if kind == "escalate" and value in PRIORITIES:
@@ -150,7 +143,7 @@ def _action(p: _Problems, where: str, doc: Any) -> Action | None:
     return None
 
 
-def _restrictions(p: _Problems, where: str, value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+def _restrictions(p: Problems, where: str, value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
     if value is None:
         return default
     if not isinstance(value, list) or not all(r in RESTRICTIONS for r in value):
@@ -159,7 +152,7 @@ def _restrictions(p: _Problems, where: str, value: Any, default: tuple[str, ...]
     return tuple(value)
 
 
-def _priority(p: _Problems, where: str, value: Any, default: str) -> str:
+def _priority(p: Problems, where: str, value: Any, default: str) -> str:
     if value is None:
         return default
     if value not in PRIORITIES:
@@ -168,7 +161,7 @@ def _priority(p: _Problems, where: str, value: Any, default: str) -> str:
     return str(value)
 
 
-def _repeat(p: _Problems, doc: Any) -> RepeatBroadcaster | None:
+def _repeat(p: Problems, doc: Any) -> RepeatBroadcaster | None:
     if doc is None:
         return None
     where = "accounts.repeat_broadcaster"
@@ -188,7 +181,7 @@ def _repeat(p: _Problems, doc: Any) -> RepeatBroadcaster | None:
                                            RepeatBroadcaster().restrictions))
 
 
-def _grooming(p: _Problems, doc: Any) -> ViewerGrooming | None:
+def _grooming(p: Problems, doc: Any) -> ViewerGrooming | None:
     if doc is None:
         return None
     where = "accounts.viewer_grooming"

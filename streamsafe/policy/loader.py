@@ -25,15 +25,13 @@ map to ``all`` or a list of dihedral transform names that includes ``identity``.
 
 Non-finite numbers (``.nan``, ``.inf``) are refused everywhere.
 
-(About 20 lines past the project's ~400: the statements and appeals sections already live
-in their own module; the rules' parsing — ``_rule``, ``_predicates``, ``_action`` — is the
-next room to move out when this one grows again.)
+The checks every section shares are :class:`~streamsafe.policy.problems.Problems`; the
+rules are parsed in :mod:`~streamsafe.policy.rules`, the statements, appeals and verdicts
+in :mod:`~streamsafe.policy.texts`, the account rules in :mod:`~streamsafe.policy.accounts`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -45,17 +43,9 @@ from streamsafe.errors import PolicyError
 from streamsafe.matching.dihedral import ALL, IDENTITY, TRANSFORMS
 from streamsafe.matching.signal_types import PDQ
 from streamsafe.policy.accounts import account_policy
-from streamsafe.policy.features import FEATURES, feature_named
-from streamsafe.policy.model import (
-    ACTION_KINDS,
-    PRIORITIES,
-    RESTRICTIONS,
-    TRUST_LEVELS,
-    Action,
-    Policy,
-    Predicate,
-    Rule,
-)
+from streamsafe.policy.model import PRIORITIES, TRUST_LEVELS, Policy, Rule
+from streamsafe.policy.problems import MAX_WINDOW_S, Problems, parse_duration
+from streamsafe.policy.rules import rule_from_mapping
 from streamsafe.policy.texts import appeal_priority, statement_texts, verdict_effects
 from streamsafe.scoring.fusion import (
     Calibration,
@@ -65,25 +55,6 @@ from streamsafe.scoring.fusion import (
 )
 
 __all__ = ["default_policy_text", "load_policy", "parse_duration", "policy_from_mapping"]
-
-OPERATORS = ("gte", "gt", "lte", "lt", "eq")
-MAX_DURATION_S = 30 * 86400.0
-MAX_WINDOW_S = 86400.0
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise ValueError(f"not a duration: {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def default_policy_text() -> str:
@@ -108,55 +79,8 @@ def load_policy(source: str | Path | None = None) -> Policy:
     return policy_from_mapping(document)
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, where: str, what: str) -> None:
-        self.items.append(f"{where}: {what}")
-
-    def duration(self, where: str, value: Any, default: float, most_s: float = MAX_DURATION_S) -> float:
-        if value is None:
-            return default
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            self.add(where, str(exc))
-            return default
-        if not 0 < seconds <= most_s:
-            self.add(where, f"must be positive and at most {most_s:.0f} s")
-            return default
-        return seconds
-
-    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            self.add(where, f"must be a number, got {value!r}")
-            return default
-        if not low <= value <= high:
-            self.add(where, f"must be in {low:g}..{high:g}, got {value!r}")
-            return default
-        return float(value)
-
-    def integer(self, where: str, value: Any, default: int, low: int, high: int) -> int:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            self.add(where, f"must be an integer, got {value!r}")
-            return default
-        return int(self.number(where, value, default, low, high))
-
-    def mapping(self, where: str, value: Any) -> Mapping[str, Any]:
-        """A section that must be a mapping (absent or null: empty)."""
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(where, f"must be a mapping, got {type(value).__name__}")
-            return {}
-        return value
-
-
 def policy_from_mapping(document: Any) -> Policy:
-    p = _Problems()
+    p = Problems()
     if not isinstance(document, Mapping):
         raise PolicyError(["a policy must be a mapping with version and rules"])
     unknown = set(document) - {"version", "review_sla", "matching", "banks", "fusion", "rules", "statements",
@@ -211,7 +135,7 @@ def policy_from_mapping(document: Any) -> Policy:
     else:
         names: set[str] = set()
         for i, rule_doc in enumerate(rules_doc):
-            rule = _rule(p, f"rules[{i}]", rule_doc)
+            rule = rule_from_mapping(p, f"rules[{i}]", rule_doc)
             if rule is not None:
                 if rule.name in names:
                     p.add(f"rules[{i}].name", f"duplicate rule name {rule.name!r}")
@@ -234,7 +158,7 @@ def policy_from_mapping(document: Any) -> Policy:
                   allow_clears_authority=frozenset(clears))
 
 
-def _transforms(p: _Problems, where: str, doc: Any, names: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:
+def _transforms(p: Problems, where: str, doc: Any, names: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:
     """``{bank or trust: all | [transform, ...]}``; ``identity`` must be among them: it is
     how every frame without variants matches."""
     out: dict[str, frozenset[str]] = {}
@@ -251,13 +175,11 @@ def _transforms(p: _Problems, where: str, doc: Any, names: tuple[str, ...] | Non
     return out
 
 
-def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) -> ClassifierModel:
+def _classifier(p: Problems, where: str, doc: Any, default: ClassifierModel) -> ClassifierModel:
     if not isinstance(doc, Mapping):
         p.add(where, "must be a mapping of slope, midpoint, weight, half_life")
         return default
-    unknown = set(doc) - {"slope", "midpoint", "weight", "half_life"}
-    if unknown:
-        p.add(where, f"unknown keys {sorted(unknown)}")
+    p.known_keys(where, doc, {"slope", "midpoint", "weight", "half_life"})
     weight = p.number(f"{where}.weight", doc.get("weight"), default.weight, 0, 10)
     return ClassifierModel(
         Calibration(p.number(f"{where}.slope", doc.get("slope"), default.calibration.slope, 0.1, 100),
@@ -267,7 +189,7 @@ def _classifier(p: _Problems, where: str, doc: Any, default: ClassifierModel) ->
     )
 
 
-def _fusion(p: _Problems, doc: Mapping[str, Any]) -> FusionModel:
+def _fusion(p: Problems, doc: Mapping[str, Any]) -> FusionModel:
     base = FusionModel()
     default = _classifier(p, "fusion.default_classifier", doc.get("default_classifier") or {},
                           base.default_classifier)
@@ -320,98 +242,3 @@ def _fusion(p: _Problems, doc: Mapping[str, Any]) -> FusionModel:
     )
 
 
-def _rule(p: _Problems, where: str, doc: Any) -> Rule | None:
-    if not isinstance(doc, Mapping):
-        p.add(where, "must be a mapping with name, when and then")
-        return None
-    unknown = set(doc) - {"name", "description", "when", "then"}
-    if unknown:
-        p.add(where, f"unknown keys {sorted(unknown)}")
-    name = doc.get("name")
-    if not isinstance(name, str) or not name:
-        p.add(f"{where}.name", "must be a non-empty string")
-        name = where
-    when = doc.get("when")
-    predicates: list[Predicate] = []
-    if not isinstance(when, Mapping) or not when:
-        p.add(f"{where}.when", "must map at least one feature to a condition")
-    else:
-        for feature, condition in when.items():
-            predicates.extend(_predicates(p, f"{where}.when.{feature}", str(feature), condition))
-    then = doc.get("then")
-    actions: list[Action] = []
-    if not isinstance(then, list) or not then:
-        p.add(f"{where}.then", "must be a non-empty list of actions")
-    else:
-        for j, action in enumerate(then):
-            parsed = _action(p, f"{where}.then[{j}]", action)
-            if parsed is not None:
-                actions.append(parsed)
-    return Rule(name, tuple(predicates), tuple(actions), str(doc.get("description", "")))
-
-
-def _predicates(p: _Problems, where: str, feature: str, condition: Any) -> list[Predicate]:
-    row = feature_named(feature)
-    if row is None:
-        names = ", ".join(n + "<classifier>" if n == "score." else n for n in FEATURES)
-        p.add(where, f"unknown feature; one of {names}")
-        return []
-    if not isinstance(condition, Mapping):
-        p.add(where, "must map an operator (gte, gt, lte, lt, eq) to a value")
-        return []
-    trust = condition.get("trust", ())
-    if isinstance(trust, str):
-        trust = (trust,)
-    if not isinstance(trust, list | tuple):
-        p.add(f"{where}.trust", f"must be a trust level or a list of them, got {trust!r}")
-        trust = ()
-    for level in trust:
-        if level not in TRUST_LEVELS:
-            p.add(f"{where}.trust", f"{level!r} is not one of {TRUST_LEVELS}")
-    window = condition.get("window")
-    window_s = p.duration(f"{where}.window", window, 0) if window is not None else None
-    out = []
-    for op, value in condition.items():
-        if op in ("trust", "window"):
-            continue
-        if op not in OPERATORS:
-            p.add(where, f"unknown operator {op!r}; use one of {OPERATORS}")
-            continue
-        if not isinstance(value, int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
-            p.add(f"{where}.{op}", f"must be a number or boolean, got {value!r}")
-            continue
-        unit = row.high == 1 and row.name in ("risk", "score.")
-        if unit and (isinstance(value, bool) or not 0 <= value <= 1):
-            p.add(f"{where}.{op}", "scores and risk are in [0, 1]")
-        elif not isinstance(value, bool) and not row.low <= value <= row.high:
-            p.add(f"{where}.{op}", f"must be in {row.low:g}..{row.high:g}")
-        out.append(Predicate(feature, op, value, tuple(trust), window_s))
-    if not out:
-        p.add(where, "has no condition")
-    return out
-
-
-def _action(p: _Problems, where: str, doc: Any) -> Action | None:
-    if isinstance(doc, str):
-        if doc in ("escalate", "restrict"):
-            p.add(where, f"{doc} needs a value: {{{doc}: ...}}")
-            return None
-        if doc not in ACTION_KINDS:
-            p.add(where, f"unknown action {doc!r}; use one of {ACTION_KINDS}")
-            return None
-        return Action(doc)
-    if isinstance(doc, Mapping) and len(doc) == 1:
-        kind, value = next(iter(doc.items()))
-        if kind == "escalate":
-            if value not in PRIORITIES:
-                p.add(where, f"escalate needs a priority in {PRIORITIES}")
-                return None
-            return Action("escalate", priority=value)
-        if kind == "restrict":
-            values = [value] if isinstance(value, str) else value
-            if not isinstance(values, list) or not values or any(v not in RESTRICTIONS for v in values):
-                p.add(where, f"restrict needs a list drawn from {RESTRICTIONS}")
-                return None
-            return Action("restrict", restrictions=tuple(sorted(set(values))))
-    p.add(where, f"not an action: {doc!r}")
-    return None

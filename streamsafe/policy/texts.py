@@ -21,9 +21,10 @@ never cites a ground no policy states. Lengths are the DSA Transparency Database
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from streamsafe.policy.model import PRIORITIES, TRUST_LEVELS, Ground, StatementTexts, VerdictEffects
+from streamsafe.policy.problems import Problems
 
 __all__ = ["HARMS", "appeal_priority", "statement_texts", "verdict_effects"]
 
@@ -32,11 +33,7 @@ MAX_GROUND = 500
 MAX_EXPLANATION = 2000
 
 
-class _Problems(Protocol):
-    def add(self, where: str, what: str) -> None: ...
-
-
-def _text(p: _Problems, where: str, value: Any, most: int) -> str:
+def _text(p: Problems, where: str, value: Any, most: int) -> str:
     if not isinstance(value, str) or not value.strip():
         p.add(where, "must be a non-empty string")
         return ""
@@ -45,13 +42,11 @@ def _text(p: _Problems, where: str, value: Any, most: int) -> str:
     return value.strip()
 
 
-def _ground(p: _Problems, where: str, doc: Any, ground_key: str) -> Ground | None:
+def _ground(p: Problems, where: str, doc: Any, ground_key: str) -> Ground | None:
     if not isinstance(doc, Mapping):
         p.add(where, "must be a mapping")
         return None
-    unknown = set(doc) - {ground_key, "explanation", "illegal"}
-    if unknown:
-        p.add(where, f"unknown keys {sorted(unknown)}")
+    p.known_keys(where, doc, {ground_key, "explanation", "illegal"})
     illegal = doc.get("illegal", "Yes" if ground_key == "legal_ground" else "No")
     if illegal not in ("Yes", "No"):
         p.add(f"{where}.illegal", 'must be "Yes" or "No"')
@@ -59,15 +54,13 @@ def _ground(p: _Problems, where: str, doc: Any, ground_key: str) -> Ground | Non
                   _text(p, f"{where}.explanation", doc.get("explanation"), MAX_EXPLANATION), str(illegal))
 
 
-def statement_texts(p: _Problems, doc: Any) -> StatementTexts:
+def statement_texts(p: Problems, doc: Any) -> StatementTexts:
     """The ``statements`` section, checked (problems added to ``p``). ``harm_of_rules`` may name
     rules the policy lacks (a policy taking the default's texts): they are simply never used."""
     if not isinstance(doc, Mapping):
         p.add("statements", "must be a mapping")
         return StatementTexts()
-    unknown = set(doc) - {"legal_grounds", "terms", "reinstatement", "harm_of_rules"}
-    if unknown:
-        p.add("statements", f"unknown keys {sorted(unknown)}")
+    p.known_keys("statements", doc, {"legal_grounds", "terms", "reinstatement", "harm_of_rules"})
     legal_doc = doc.get("legal_grounds")
     legal: dict[str, Ground] = {}
     if not isinstance(legal_doc, Mapping):
@@ -92,7 +85,7 @@ def statement_texts(p: _Problems, doc: Any) -> StatementTexts:
     return StatementTexts(legal, terms, reinstatement, {str(k): str(v) for k, v in harms.items()})
 
 
-def appeal_priority(p: _Problems, doc: Any) -> str:
+def appeal_priority(p: Problems, doc: Any) -> str:
     """The ``appeals`` section's priority (default P2)."""
     if doc is None:
         return "P2"
@@ -106,7 +99,7 @@ def appeal_priority(p: _Problems, doc: Any) -> str:
     return str(priority)
 
 
-def verdict_effects(p: _Problems, doc: Any) -> VerdictEffects:
+def verdict_effects(p: Problems, doc: Any) -> VerdictEffects:
     """The ``verdicts`` section: ``report`` (bool) and ``bank_from`` (trust levels) of a confirmed verdict."""
     if doc is None:
         return VerdictEffects()
