@@ -11,6 +11,7 @@ wherever its streams are.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import faust
@@ -148,6 +149,13 @@ def load_banks(settings: Settings) -> HashBanks:
     return banks
 
 
+def _warm_up(banks: HashBanks) -> None:
+    """Before the worker is ready, in a thread: the matching kernels loaded, the banks just
+    read folded into the static PDQ index."""
+    warm_up_matching()
+    banks.settle()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -202,7 +210,7 @@ def create_app(
         BroadcastReader(settings, settings.topic_name(POLICY), policy_control.apply),
         BroadcastReader(settings, settings.topic_name(HASHBANK_ENTRIES),
                         BankControl(handler.banks, publisher, metrics, trusted_control).apply),
-    ], warm_up=warm_up_matching,
+    ], warm_up=partial(_warm_up, handler.banks),
         auditor=ControlAuditor(settings, contract[POLICY], publisher, trusted_control, worker_name(settings)))
     app.service(control)
     prefilter = None
@@ -214,7 +222,7 @@ def create_app(
         prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards, in_process=in_process)
         app.service(prefilter)
     # the pre-filter's batch first; agents take the loop by time otherwise
-    defer_agents_to(prefilter.screening if prefilter is not None else None)
+    defer_agents_to(prefilter)
     install_readiness(app, settings, handler, control, states, metrics, watch, prefilter)
     account_handler = AccountHandler(AccountSignalDecoder(contract[ACCOUNT_SIGNALS]), accounts, handler,
                                      account_partitions, default_partition)

@@ -138,6 +138,13 @@ class HashBanks:
             self._changed(time.time() if at is None else at)
         return True
 
+    def settle(self) -> None:
+        """Fold every PDQ addition so far into the static index: once the banks are loaded,
+        before the first frame is matched, since every lookup scans the whole delta (a
+        bank loaded in batches leaves up to ``max_delta`` rows there)."""
+        if self._pdq.delta_size:
+            self._pdq.compact()
+
     def compact_if_needed(self) -> bool:
         """Fold recent PDQ additions into the static index when the delta grows large;
         meant to be called off the hot path."""

@@ -153,3 +153,19 @@ def test_bank_age_is_the_newest_entrys_own_time_not_when_it_was_loaded():
     assert banks.updated_at == 4_000.0
     banks.remove("ncmec:missing", at=5_000.0)  # nothing removed: nothing changed
     assert banks.updated_at == 4_000.0
+
+
+def test_settled_banks_hold_no_delta_and_match_as_before():
+    # a worker settles its banks before it is ready: every lookup scans the whole delta
+    rng = random.Random(4)
+    banks = HashBanks()
+    stored = [f"{rng.getrandbits(256):064x}" for _ in range(300)]
+    for start in range(0, 300, 100):  # loaded in batches, as the bank topic is read
+        banks.add_many([BankEntry(f"e{i}", "partner", "pdq", stored[i]) for i in range(start, start + 100)])
+    frames = [Frame(seq=i, ts_ms=i, pdq=flip(stored[i * 7], [i, 100 + i]), pdq_quality=90) for i in range(40)]
+    before = banks.match_frame_groups([[f] for f in frames])
+    assert banks._pdq.delta_size == 300
+    banks.settle()
+    assert banks._pdq.delta_size == 0
+    assert banks.match_frame_groups([[f] for f in frames]) == before
+    assert all(len(m) == 1 for m in before)

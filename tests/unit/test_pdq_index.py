@@ -31,6 +31,7 @@ from streamsafe.matching.pdq import (
     to_words,
     words_to_hex,
 )
+from streamsafe.matching.pdq.index import HOLD_GIL_BELOW, SMALL_DELTA
 
 MASK64 = (1 << 64) - 1
 
@@ -398,6 +399,56 @@ def test_pdqhash_matches_meta_reference_hashes() -> None:
         ours = bits_to_words(bits)
         distance = int(hamming(ours, row["pdq_hex"])[0])
         assert distance <= 16, f"{row['path']}: distance {distance} to the reference"
+
+
+def test_a_batch_finds_what_its_queries_find_alone_on_either_kernel() -> None:
+    # batches below HOLD_GIL_BELOW run the kernel that keeps the GIL, larger ones the one
+    # that releases it: the same lookup either way
+    rng = np.random.default_rng(8)
+    bank = [int(x) << 192 | int(y) for x, y in rng.integers(0, 2**62, size=(3000, 2))]
+    model = {i: _words(h) for i, h in enumerate(bank)}
+    index = PDQIndex(max_delta=500)
+    index.add_many(np.arange(2500), np.stack([model[i] for i in range(2500)]))
+    index.add_many(np.arange(2500, 3000), np.stack([model[i] for i in range(2500, 3000)]))  # a delta too
+    assert index.delta_size == 500
+    queries = np.stack([_words(_flip(bank[i], set(rng.choice(256, size=int(rng.integers(0, 40)),
+                                                             replace=False).tolist())))
+                        for i in rng.choice(3000, size=2 * HOLD_GIL_BELOW, replace=False)])
+    together = index.query_batch(queries)
+    expected = [(qi, i, d) for qi, q in enumerate(queries) for d, i in _expected(model, q, 31)]
+    assert together == sorted(expected, key=lambda t: (t[0], t[2], t[1]))
+    assert 0 < len(together) < len(queries)  # some near, some too far
+    few = HOLD_GIL_BELOW // 4
+    alone = [(start + qi, i, d) for start in range(0, len(queries), few)
+             for qi, i, d in index.query_batch(queries[start:start + few])]
+    assert alone == together
+
+
+def test_a_delta_wants_compaction_once_it_outgrows_a_sixty_fourth_of_the_static_rows() -> None:
+    rng = np.random.default_rng(9)
+
+    def index_of(static: int, delta: int) -> PDQIndex:
+        index = PDQIndex()
+        rows = rng.integers(0, 2**63, size=(static + delta, 4), dtype=np.int64).astype(np.uint64)
+        index.add_many(np.arange(static), rows[:static])  # one bulk build: no delta
+        if delta:
+            index.add_many(np.arange(static, static + delta), rows[static:])
+        assert index.delta_size == delta
+        return index
+
+    assert not index_of(0, SMALL_DELTA).needs_compaction  # a small bank: at least SMALL_DELTA rows
+    assert index_of(0, SMALL_DELTA + 1).needs_compaction
+    bound = 128_000 // 64  # 2,000 rows: well under DEFAULT_MAX_DELTA
+    assert not index_of(128_000, bound).needs_compaction
+    wants = index_of(128_000, bound + 1)
+    assert wants.needs_compaction
+    wants.compact()
+    assert wants.delta_size == 0 and not wants.needs_compaction
+    capped = PDQIndex(max_delta=16)  # max_delta still bounds it from above
+    for i in range(17):
+        assert not capped.needs_compaction
+        capped.add(i, rng.integers(0, 2**63, size=4, dtype=np.int64).astype(np.uint64))
+    assert capped.delta_size == 17 and capped.needs_compaction
 
 
 def test_threads_can_query_during_updates() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streamsafe.matching.pdq.kernels import gather_rows, lookup
+from streamsafe.matching.pdq.kernels import gather_rows, lookup, lookup_holding_gil
 from streamsafe.matching.pdq.plan import MAX_WIDTH, MIN_WIDTH, StaticTables, auto_widths
 from streamsafe.matching.pdq.words import (
     PDQ_CONFIDENT_MATCH_THRESHOLD,
@@ -25,6 +25,21 @@ __all__ = ["DEFAULT_MAX_DELTA", "PDQIndex", "warm_up"]
 DEFAULT_MAX_DELTA = 16_384
 """Delta rows beyond which the index wants compaction: every lookup scans the whole
 delta (~32 bytes a row), so its size bounds what recent adds cost each frame."""
+
+SMALL_DELTA = 1_024
+"""Below ``max_delta``, a delta larger than this and than 1/64 of the static rows also
+wants compaction. The scan of a full delta costs far more than the static lookup on a
+small bank: at 100k entries, 16k delta rows took a batched lookup from 7.5 to 37 us a
+hash, where the rebuild that removes them takes ~45 ms in a thread; at 10M entries the
+rebuild takes seconds, and the bound stays ``max_delta``."""
+
+
+HOLD_GIL_BELOW = 64
+"""Lookups of fewer hashes than this keep the GIL. Releasing it is worth it for a large
+batch (other threads run meanwhile), but a few hashes cost tens of microseconds, and
+getting the GIL back from a thread that took it meanwhile can cost up to the interpreter's
+switch interval: in a worker beside Faust's consumer thread, the pre-filter's slices of
+~20 hashes took 85 us of wall time a hash for 17 us of CPU."""
 
 
 class _Delta:
@@ -80,7 +95,8 @@ class PDQIndex:
 
     Thread safety: every method may be called from any thread. Updates and the state
     swap of ``compact`` are serialised by a lock; lookups hold it only to read a
-    consistent snapshot, and run their numba kernel with the GIL released.
+    consistent snapshot, and run their numba kernel with the GIL released (unless
+    they are small: :data:`HOLD_GIL_BELOW`).
     """
 
     def __init__(
@@ -143,10 +159,12 @@ class PDQIndex:
 
     @property
     def needs_compaction(self) -> bool:
-        """True once the delta scan or the tombstones cost enough to be worth a rebuild."""
+        """True once the delta scan or the tombstones cost enough to be worth a rebuild
+        (see :data:`SMALL_DELTA`)."""
         with self._lock:
             tombstones = self._static.n - self._static.live
-            return self._delta.n > self.max_delta or tombstones > max(self.max_delta, self._static.n // 4)
+            scan_bound = min(self.max_delta, max(SMALL_DELTA, self._static.n // 64))
+            return self._delta.n > scan_bound or tombstones > max(self.max_delta, self._static.n // 4)
 
     @property
     def nbytes(self) -> int:
@@ -274,7 +292,8 @@ class PDQIndex:
             dn = delta.n
             dhashes, dids, ddead = delta.hashes, delta.ids, delta.dead
             plan = static.plan(radius)
-        return lookup(  # type: ignore[no-any-return]
+        kernel = lookup_holding_gil if queries.shape[0] < HOLD_GIL_BELOW else lookup
+        return kernel(  # type: ignore[no-any-return]
             queries.reshape(-1),
             queries.shape[0],
             radius,
@@ -358,4 +377,5 @@ def warm_up() -> None:
     index.compact()
     index.add_many(np.arange(32, 64), hashes[32:])  # delta rows
     index.remove(0)
-    index.query_batch(hashes[:8])
+    index.query_batch(hashes[:8])  # few: the kernel that keeps the GIL
+    index.query_batch(hashes * (HOLD_GIL_BELOW // len(hashes) + 1))  # many: the one that releases it

@@ -16,7 +16,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["MAX_ROWS", "build_chunk", "gather_rows", "lookup"]
+__all__ = ["MAX_ROWS", "build_chunk", "gather_rows", "lookup", "lookup_holding_gil"]
 
 # Slot encoding (uint32). Rows are < 2**31.
 _EMPTY = 0xFFFFFFFF  # empty bucket
@@ -476,3 +476,13 @@ def lookup(  # type: ignore[no-untyped-def]
         nout = end
         _sort_group(out_id, out_d, first, nout)
     return out_q[:nout], out_id[:nout], out_d[:nout]
+
+
+@njit(cache=True)
+def lookup_holding_gil(  # type: ignore[no-untyped-def]
+    queries, nq, radius, hflat, dead, ids, plan, slots, runs, masks, dflat, ddead, dids, dn
+):
+    """:func:`lookup` without giving up the GIL (only the entry from Python releases it,
+    and this entry does not): for a few queries, whose lookup costs less than getting
+    the GIL back from whichever thread took it meanwhile."""
+    return lookup(queries, nq, radius, hflat, dead, ids, plan, slots, runs, masks, dflat, ddead, dids, dn)
