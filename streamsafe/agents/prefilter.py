@@ -19,7 +19,8 @@ Latency: a batch is screened in slices cut by a time budget (:data:`~streamsafe.
 slice sizes follow the measured cost per frame, :class:`SliceSizer`), and each
 slice's matches are sent as soon as it is screened, the event loop free in between,
 so a match never waits for hundreds of unrelated frames -- nor do the agents'
-decisions. Acknowledgements are awaited in the background
+decisions, which wait for the batch in hand only so long
+(:func:`~streamsafe.transport.stream_yield.defer_agents_to`). Acknowledgements are awaited in the background
 (:class:`~streamsafe.enforcement.deliveries.Deliveries`: resent until acknowledged).
 
 Guarantees: at least once. Offsets are committed every ``commit_interval_s`` (and
@@ -33,6 +34,7 @@ the frame topic's coordinates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -122,6 +124,9 @@ class FramePreFilter(Service):
         self.commit_lock = asyncio.Lock()
         self._committing: asyncio.Future[None] | None = None
         self.batch_started: float | None = None  # monotonic, while a batch is in hand
+        self.batches = 0  # taken in hand so far
+        self._no_batch = asyncio.Event()  # set while no batch is in hand
+        self._no_batch.set()
         self.running = False  # the screening loop is alive
         self.timeout_s = settings.delivery_timeout_s
         self.commit_interval_s = settings.commit_interval_s
@@ -202,6 +207,14 @@ class FramePreFilter(Service):
         :func:`~streamsafe.transport.stream_yield.defer_agents_to`)."""
         return self.batch_started is not None
 
+    async def until_screened(self, at_most_s: float) -> None:
+        """Return once the batch in hand is screened (at once if none is), or after ``at_most_s``."""
+        if self._no_batch.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most_s):
+                await self._no_batch.wait()
+
     def oldest_in_hand(self) -> float | None:
         """When (monotonic) the batch in hand, or the oldest forward not yet acknowledged, started."""
         times = [t for t in (self.batch_started, self.deliveries.oldest()) if t is not None]
@@ -212,6 +225,8 @@ class FramePreFilter(Service):
         and dead letters as soon as it is screened."""
         every = [r for records in batch.values() for r in records]
         self.batch_started = time.monotonic()
+        self.batches += 1
+        self._no_batch.clear()
         try:
             self.handler.note_arrival(FRAME_HASHES)
             start = 0
@@ -227,6 +242,7 @@ class FramePreFilter(Service):
             self.screened_to.update((tp, records[-1].offset + 1) for tp, records in batch.items() if records)
         finally:
             self.batch_started = None
+            self._no_batch.set()
 
     async def _screen_slice(self, records: list[ConsumerRecord]) -> None:
         handler = self.handler

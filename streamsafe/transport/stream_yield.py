@@ -21,13 +21,17 @@ kept per task (a context variable: each agent runs in its own task), on
 signals kept up (p50 57-126 ms behind, p99 117-242 ms, same harness and rate).
 
 Frames come first. While the frame pre-filter has a batch in hand (:func:`defer_agents_to`),
-agents yield before every event again, as stock Faust's do: the loop's turns go to
-screening the frames, where the known-material matches are, and the agents catch up
-when it waits for the next batch. Without that, when the loop had no time to spare, the
-agents' longer turns starved the frames instead (probe frames p50 1.1 s in one run of
-the same harness). With both, in two runs: probe frames p50 85 / 49 ms, p99 219 / 203 ms
-(120-380 ms in runs of the harness before either); signals p50 65 / 33 ms behind and p99
-689 / 105 ms in the traffic's last 5 s (p99 1.35 s at worst, in an earlier 5 s of the first).
+an agent about to take an event waits for that batch to be screened, for at most
+:data:`DEFER_AT_MOST_S`; past that, it takes one event per turn until the batch is done,
+as stock Faust's agents do. The loop's turns go to screening the frames, where the
+known-material matches are, and the agents catch up when the pre-filter waits for the
+next batch. Without that, when the loop had no time to spare, the agents' longer turns
+starved the frames instead (probe frames p50 1.1 s in one run of the same harness).
+With one event per turn while a batch was in hand, each of the batch's slices still
+waited for a turn of every agent: probe frames p50 67-74 ms, p99 160-186 ms in three
+runs at 2,700 msgs/s; waiting for the batch instead, in three runs alternating with
+those, p50 50-51 ms, p99 109-155 ms, and the signals kept up as well (p99 120-285 ms
+behind in the traffic's last 10 s, against 200-370 ms).
 
 Only Faust's compiled iterator is changed (its module global ``sleep``); a Faust without
 it (the pure-Python ``Stream._py_aiter``) keeps its per-event yield, and the worker says
@@ -43,12 +47,12 @@ import math
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from streamsafe.budget import BATCH_BUDGET_S
 
-__all__ = ["StreamYield", "defer_agents_to", "install_stream_yield", "installed_stream_yield",
-           "uninstall_stream_yield"]
+__all__ = ["DEFER_AT_MOST_S", "FramesFirst", "StreamYield", "defer_agents_to", "install_stream_yield",
+           "installed_stream_yield", "uninstall_stream_yield"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,24 @@ except ImportError:  # a Faust built without its extension modules
     _compiled_streams = None
 
 
+#: how long an agent waits for the frames' batch in hand before it takes one event per turn:
+#: a batch of a few hundred frames is screened within it; the agents never wait longer
+DEFER_AT_MOST_S = 0.05
+
+
+class FramesFirst(Protocol):
+    """What agents defer to: the frame pre-filter."""
+
+    #: batches taken in hand so far (tells one batch from the next)
+    batches: int
+
+    def screening(self) -> bool:
+        """Whether a batch of frames is in hand."""
+
+    async def until_screened(self, at_most_s: float) -> None:
+        """Return once the batch in hand is screened, or after ``at_most_s``."""
+
+
 class StreamYield:
     """The per-event ``sleep`` of Faust's stream iterator, giving the loop back by time.
 
@@ -65,17 +87,28 @@ class StreamYield:
     ``budget_s`` since it last yielded here. Any other delay is a real :func:`asyncio.sleep`.
     """
 
-    def __init__(self, budget_s: float = BATCH_BUDGET_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, budget_s: float = BATCH_BUDGET_S, clock: Callable[[], float] = time.monotonic,
+                 defer_at_most_s: float = DEFER_AT_MOST_S) -> None:
         self.budget_s = budget_s
         self.clock = clock
+        self.defer_at_most_s = defer_at_most_s
         self._slice_started: ContextVar[float] = ContextVar("streamsafe_stream_slice_started", default=-math.inf)
+        self._deferred_to: ContextVar[int] = ContextVar("streamsafe_stream_deferred_to", default=-1)
         self.yields = 0  # turns given back (tests and benchmarks read it)
 
     async def __call__(self, delay: float = 0, result: Any = None) -> Any:
         if delay:
             return await asyncio.sleep(delay, result)
         first = _first
-        if (first is not None and first()) or self.clock() - self._slice_started.get() >= self.budget_s:
+        if first is not None and first.screening():
+            self.yields += 1
+            if self._deferred_to.get() != first.batches:  # this agent has not waited for this batch yet
+                self._deferred_to.set(first.batches)
+                await first.until_screened(self.defer_at_most_s)
+            else:  # waited its while: one event per turn until the batch is done
+                await asyncio.sleep(0)
+            self._slice_started.set(self.clock())
+        elif self.clock() - self._slice_started.get() >= self.budget_s:
             self.yields += 1
             await asyncio.sleep(0)
             self._slice_started.set(self.clock())
@@ -83,14 +116,14 @@ class StreamYield:
 
 
 _stock_sleep = asyncio.sleep
-_first: Callable[[], bool] | None = None
+_first: FramesFirst | None = None
 
 
-def defer_agents_to(busy: Callable[[], bool] | None) -> None:
-    """While ``busy()`` is true, agents yield before every event (see the module doc: the
+def defer_agents_to(frames: FramesFirst | None) -> None:
+    """While ``frames`` has a batch in hand, agents wait for it (see the module doc: the
     pre-filter's frames first). One worker per process: the last caller wins."""
     global _first
-    _first = busy
+    _first = frames
 
 
 def installed_stream_yield() -> StreamYield | None:

@@ -2,6 +2,8 @@
 processing could decide something, as what it decoded and matched; the agent steps on
 that without decoding or matching again, and decides what the agent path decides."""
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -183,6 +185,46 @@ async def test_a_batch_is_cut_by_its_time_budget_and_a_match_is_sent_before_the_
     sent_at = forwards.sent[0][0]
     assert sent_at <= 0.042 + 1e-9 < now[0] == pytest.approx(0.5)  # sent with its slice, not after the batch
     assert prefilter.screened_to == {tp: 500} and prefilter.forwarded == 1
+    await prefilter.deliveries.settled()
+
+
+async def test_agents_waiting_for_a_batch_are_let_go_when_it_is_screened_or_their_wait_runs_out(contract):
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from streamsafe.agents.prefilter import FramePreFilter
+    from streamsafe.settings import Settings
+
+    now = [0.0]
+    handler = make_handler(contract)
+    screen_many = handler.screen.screen
+
+    def costly_screen(items):  # 1 ms of the pre-filter's clock per frame: slices of 10
+        now[0] += 0.001 * len(items)
+        return screen_many(items)
+
+    handler.screen.screen = costly_screen
+    prefilter = FramePreFilter(Settings(), handler, ready=None, max_batch=500, budget_s=0.010, clock=lambda: now[0])
+    prefilter._forward_to = RecordingTopic(lambda: now[0])
+    prefilter._dead_letter_to = RecordingTopic(lambda: now[0])
+    await prefilter.until_screened(10.0)  # no batch in hand: at once
+    assert prefilter.batches == 0
+    tp = TopicPartition(FRAME_HASHES, 3)
+    records = [ConsumerRecord(FRAME_HASHES, 3, i, T0 + i, 0, f"s{i}".encode(), frames(f"s{i}", "0" * 32),
+                              None, 0, 0, []) for i in range(100)]
+    let_go: dict[str, tuple[bool, float]] = {}
+
+    async def agent(name: str, at_most_s: float) -> None:
+        await prefilter.until_screened(at_most_s)
+        let_go[name] = (prefilter.screening(), now[0])
+
+    batch = asyncio.ensure_future(prefilter.screen_batch({tp: records}))
+    await asyncio.sleep(0)  # the batch is taken in hand
+    assert prefilter.screening() and prefilter.batches == 1
+    waiters = [asyncio.ensure_future(agent("patient", 10.0)), asyncio.ensure_future(agent("timed out", 0.0))]
+    await batch
+    await asyncio.gather(*waiters)
+    assert let_go["timed out"][0] is True and let_go["timed out"][1] < 0.1  # let go with the batch in hand
+    assert let_go["patient"] == (False, pytest.approx(0.1))  # let go once all 100 frames were screened
     await prefilter.deliveries.settled()
 
 

@@ -3,6 +3,7 @@ lasts, one turn per event once it is spent (a fake clock: no timing)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,14 +86,56 @@ def test_an_iterator_that_no_longer_awaits_asyncio_sleep_is_refused(monkeypatch:
         stream_yield.install_stream_yield()
 
 
-async def test_agents_yield_before_every_event_while_the_frames_batch_is_in_hand() -> None:
+class FakeFrames:
+    """The pre-filter as agents see it: a batch in hand screened after ``turns`` loop turns
+    (``None``: never, as when an agent's wait runs out)."""
+
+    def __init__(self, turns: int | None) -> None:
+        self.batches = 1
+        self.turns = turns
+        self.in_hand = True
+        self.waits = 0
+        self.done_at_turn: int | None = None
+
+    def screening(self) -> bool:
+        return self.in_hand
+
+    async def until_screened(self, at_most_s: float) -> None:
+        self.waits += 1
+        if self.turns is None:
+            return  # the wait ran out: the batch is still in hand
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        self.in_hand = False
+
+
+async def test_an_agent_waits_for_the_frames_batch_in_hand_then_takes_its_events_by_its_budget() -> None:
     installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.0001))
-    screening = [True]
-    stream_yield.defer_agents_to(lambda: screening[0])
+    frames = FakeFrames(turns=7)
+    stream_yield.defer_agents_to(frames)
     try:
-        assert len(set(await turns_per_event(5))) == 5  # frames first: one event per turn
-        screening[0] = False
+        seen = await turns_per_event(5)
+    finally:
+        stream_yield.defer_agents_to(None)
+    assert frames.waits == 1 and not frames.in_hand
+    assert seen[0] >= 7  # no event before the batch was screened
+    assert len(set(seen)) == 1  # then all in the turn the batch ended in: the budget again
+    assert installed is not None and installed.yields == 1
+
+
+async def test_an_agent_that_waited_its_while_takes_one_event_per_turn_until_the_batch_is_done() -> None:
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.0001))
+    assert installed is not None
+    frames = FakeFrames(turns=None)
+    stream_yield.defer_agents_to(frames)
+    try:
+        seen = await turns_per_event(5)
+        assert frames.waits == 1 and installed.yields == 5  # waited once for this batch, then turn by turn
+        assert len(set(seen)) == 5  # then one event per turn, as stock Faust's agents take them
+        frames.batches += 1  # the next batch: waited for again
+        await turns_per_event(2)
+        assert frames.waits == 2
+        frames.in_hand = False
         assert len(set(await turns_per_event(5))) == 1  # no batch in hand: the budget again
     finally:
         stream_yield.defer_agents_to(None)
-    assert installed is not None
