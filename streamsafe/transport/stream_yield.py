@@ -30,7 +30,7 @@ starved the frames instead (probe frames p50 1.1 s in one run of the same harnes
 With one event per turn while a batch was in hand, each of the batch's slices still
 waited for a turn of every agent: probe frames p50 67-74 ms, p99 160-186 ms in three
 runs at 2,700 msgs/s; waiting for the batch instead, in three runs alternating with
-those, p50 50-51 ms, p99 109-155 ms, and the signals kept up as well (p99 120-285 ms
+those, p50 49.5-50.9 ms, p99 109-155 ms, and the signals kept up as well (p99 120-285 ms
 behind in the traffic's last 10 s, against 200-370 ms).
 
 Only Faust's compiled iterator is changed (its module global ``sleep``); a Faust without
