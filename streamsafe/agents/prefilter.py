@@ -2,7 +2,8 @@
 
 Nearly every frame matches nothing, and a frame that matches nothing changes no
 state. So with ``STREAMSAFE_PREFILTER=true`` a raw aiokafka group consumer (its own
-group, ``<app id>-prefilter``) reads ``livestream.frame-hashes`` in batches, screens
+group, ``<app id>-prefilter``, fetching on a thread of its own:
+:class:`~streamsafe.agents.fetch_thread.FetchThread`) reads ``livestream.frame-hashes`` in batches, screens
 them (:class:`~streamsafe.pipeline.screen.FrameScreen`: decode, validate, match; a
 slice's PDQ hashes in one index call) and forwards only the messages with a match to
 ``streamsafe.frame-matches``, as what it found: the matched frames, their matches and
@@ -40,16 +41,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from mode import Service
 
 from streamsafe import clients
+from streamsafe.agents.fetch_thread import FetchThread
 from streamsafe.agents.inprocess import InProcessMatches
 from streamsafe.agents.records import RecordHandler
 from streamsafe.budget import BATCH_BUDGET_S
-from streamsafe.control.broadcast import stop_consumer
 from streamsafe.enforcement.deliveries import Deliveries, ProducerTopic, Send, Sendable, dead_letter_send
 from streamsafe.events.contract import DEAD_LETTER, FRAME_HASHES, FRAME_MATCHES
 from streamsafe.events.dead_letter import SourceRecord
@@ -62,19 +62,6 @@ from streamsafe.settings import Settings
 __all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
 
 log = logging.getLogger(__name__)
-
-
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, prefilter: FramePreFilter) -> None:
-        self.prefilter = prefilter
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        # the batch in hand finishes, then what was screened is committed once acknowledged
-        async with self.prefilter.batch_lock:
-            await self.prefilter.commit()
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
 
 
 class SliceSizer:
@@ -138,7 +125,7 @@ class FramePreFilter(Service):
         self.screened_to: dict[TopicPartition, int] = {}  # next offset, screened and sent
         self.committed: dict[TopicPartition, int] = {}
         self.last_commit = 0.0
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: FetchThread | None = None
         self._producer: AIOKafkaProducer | None = None
         self._forward_to: Sendable | None = None
         self._dead_letter_to: Sendable | None = None
@@ -147,16 +134,22 @@ class FramePreFilter(Service):
         await self._producer.start()
         self._forward_to = ProducerTopic(self._producer, self.target)
         self._dead_letter_to = ProducerTopic(self._producer, self.dead_letters)
-        self._consumer = clients.consumer(
-            self.settings, group_id=self.group, max_poll_records=self.max_batch,
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
-            fetch_max_wait_ms=10, group_instance_id=self.settings.prefilter_instance_id,
-        )
-        self._consumer.subscribe([self.source], listener=_CommitOnRevoke(self))
+        settings = self.settings
+        self._consumer = FetchThread(
+            lambda: clients.consumer(
+                settings, group_id=self.group, max_poll_records=self.max_batch,
+                session_timeout_ms=int(settings.session_timeout_s * 1000),
+                rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+                heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+                fetch_max_wait_ms=10, group_instance_id=settings.prefilter_instance_id),
+            self.source, self._commit_on_revoke, max_records=self.max_batch)
         await self._consumer.start()
         log.info("frame pre-filter screening %s for group %s", self.source, self.group)
+
+    async def _commit_on_revoke(self) -> None:
+        # the batch in hand finishes, then what was screened is committed once acknowledged
+        async with self.batch_lock:
+            await self.commit()
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
@@ -166,7 +159,7 @@ class FramePreFilter(Service):
                 except (TimeoutError, KafkaError) as exc:
                     log.warning("pre-filter could not commit on stop (%s); those frames will be screened again",
                                 type(exc).__name__)
-                await stop_consumer(self._consumer)
+                await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
 

@@ -1,0 +1,154 @@
+"""The pre-filter's consumer on its own thread (agents/fetch_thread.py), with a fake consumer
+standing in for aiokafka's (the real one is in tests/integration/test_prefilter.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from streamsafe.agents.fetch_thread import FetchThread
+
+TP = TopicPartition("frames", 0)
+
+
+def batch(first: int, n: int = 2) -> dict[TopicPartition, list[ConsumerRecord]]:
+    return {TP: [ConsumerRecord("frames", 0, i, 0, 0, b"k", b"v", None, 1, 1, []) for i in range(first, first + n)]}
+
+
+class FakeConsumer:
+    """Serves queued batches; records the thread each call ran on."""
+
+    def __init__(self, items: list, *, fail_start: bool = False) -> None:
+        self.items = list(items)  # batches or exceptions
+        self.fail_start = fail_start
+        self.fetches = 0
+        self.threads: set[str] = set()
+        self.committed: list[dict[TopicPartition, int]] = []
+        self.listener = None
+        self.stopped = False
+        self.more = asyncio.Event  # replaced on the thread's loop at start
+
+    def subscribe(self, topics, listener):
+        self.listener = listener
+
+    async def start(self):
+        self.threads.add(threading.current_thread().name)
+        self.more = asyncio.Event()
+        if self.fail_start:
+            raise KafkaError("no broker")
+
+    async def getmany(self, timeout_ms, max_records):
+        self.threads.add(threading.current_thread().name)
+        while not self.items:
+            await self.more.wait()
+            self.more.clear()
+        item = self.items.pop(0)
+        self.fetches += 1
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def commit(self, offsets):
+        self.threads.add(threading.current_thread().name)
+        self.committed.append(offsets)
+
+    def assignment(self):
+        return {TP}
+
+    def highwater(self, tp):
+        return 7
+
+    async def stop(self):
+        self.stopped = True
+
+
+async def started(consumer: FakeConsumer, on_revoked=None) -> FetchThread:
+    async def nothing():
+        return None
+
+    thread = FetchThread(lambda: consumer, "frames", on_revoked or nothing, max_records=500, name="test-fetch")
+    await thread.start()
+    return thread
+
+
+async def until(predicate, at_most_s: float = 5.0) -> None:
+    async with asyncio.timeout(at_most_s):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+async def test_batches_are_fetched_on_the_thread_one_ahead_of_the_caller():
+    consumer = FakeConsumer([batch(0), batch(2), batch(4)])
+    thread = await started(consumer)
+    try:
+        await until(lambda: thread.handed == 1)
+        assert consumer.fetches == 1  # one batch handed over, the next not fetched until it is taken
+        assert await thread.getmany(timeout_ms=1000) == batch(0)
+        await until(lambda: thread.handed == 2)
+        assert consumer.fetches == 2
+        assert await thread.getmany(timeout_ms=1000) == batch(2)
+        assert await thread.getmany(timeout_ms=1000) == batch(4)
+        assert consumer.threads == {"test-fetch"}
+        await thread.commit({TP: 6})
+        assert consumer.committed == [{TP: 6}] and consumer.threads == {"test-fetch"}
+        assert thread.assignment() == {TP} and thread.highwater(TP) == 7
+    finally:
+        await thread.stop()
+    assert consumer.stopped and not thread._thread.is_alive()
+
+
+async def test_no_batch_within_the_timeout_is_an_empty_one():
+    consumer = FakeConsumer([])
+    thread = await started(consumer)
+    try:
+        assert await thread.getmany(timeout_ms=10) == {}
+    finally:
+        await thread.stop()
+
+
+async def test_a_consumer_error_is_raised_to_the_caller():
+    consumer = FakeConsumer([batch(0), ConsumerStoppedError()])
+    thread = await started(consumer)
+    try:
+        assert await thread.getmany(timeout_ms=1000) == batch(0)
+        with pytest.raises(ConsumerStoppedError):
+            await thread.getmany(timeout_ms=1000)
+    finally:
+        await thread.stop()
+
+
+async def test_a_consumer_that_cannot_start_fails_the_start():
+    consumer = FakeConsumer([], fail_start=True)
+    thread = FetchThread(lambda: consumer, "frames", lambda: asyncio.sleep(0), max_records=500)
+    with pytest.raises(KafkaError, match="no broker"):
+        await thread.start()
+    assert consumer.stopped and not thread._thread.is_alive()
+
+
+async def test_a_revocation_drops_the_batch_not_taken_and_waits_for_the_callers_commit():
+    caller = threading.current_thread().name
+    seen: list[tuple[str, int]] = []
+    consumer = FakeConsumer([batch(0), batch(2)])
+
+    async def on_revoked():  # the pre-filter: finish the batch in hand, commit what it screened
+        seen.append((threading.current_thread().name, len(thread._ready)))
+        await thread.commit({TP: 2})
+
+    thread = await started(consumer, on_revoked)
+    try:
+        assert await thread.getmany(timeout_ms=1000) == batch(0)  # screened: offsets up to 2
+        await until(lambda: thread.handed == 2)  # fetched, not taken, when the group rebalances
+        consumer.items.append(batch(2))  # what the partitions' next owner (this worker again) fetches anew
+        thread._in_thread_soon(consumer.more.set)
+        revoking = asyncio.run_coroutine_threadsafe(consumer.listener.on_partitions_revoked({TP}), thread._loop)
+        await asyncio.wait_for(asyncio.wrap_future(revoking), 5.0)  # the listener, on the thread's loop
+        assert seen == [(caller, 0)]  # on the caller's loop, after the batch not taken was dropped
+        assert consumer.committed == [{TP: 2}]
+        assert await thread.getmany(timeout_ms=1000) == batch(2)
+    finally:
+        await thread.stop()
+
