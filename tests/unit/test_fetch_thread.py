@@ -13,10 +13,12 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from streamsafe.agents.fetch_thread import FetchThread
 
 TP = TopicPartition("frames", 0)
+TP1 = TopicPartition("frames", 1)
 
 
-def batch(first: int, n: int = 2) -> dict[TopicPartition, list[ConsumerRecord]]:
-    return {TP: [ConsumerRecord("frames", 0, i, 0, 0, b"k", b"v", None, 1, 1, []) for i in range(first, first + n)]}
+def batch(first: int, n: int = 2, tp: TopicPartition = TP) -> dict[TopicPartition, list[ConsumerRecord]]:
+    return {tp: [ConsumerRecord("frames", tp.partition, i, 0, 0, b"k", b"v", None, 1, 1, [])
+                 for i in range(first, first + n)]}
 
 
 class FakeConsumer:
@@ -26,6 +28,7 @@ class FakeConsumer:
         self.items = list(items)  # batches or exceptions
         self.fail_start = fail_start
         self.fetches = 0
+        self.asked: list[int] = []  # max_records of each fetch
         self.threads: set[str] = set()
         self.committed: list[dict[TopicPartition, int]] = []
         self.listener = None
@@ -48,6 +51,7 @@ class FakeConsumer:
             self.more.clear()
         item = self.items.pop(0)
         self.fetches += 1
+        self.asked.append(max_records)
         if isinstance(item, BaseException):
             raise item
         return item
@@ -66,11 +70,12 @@ class FakeConsumer:
         self.stopped = True
 
 
-async def started(consumer: FakeConsumer, on_revoked=None) -> FetchThread:
+async def started(consumer: FakeConsumer, on_revoked=None, max_records: int = 500) -> FetchThread:
     async def nothing():
         return None
 
-    thread = FetchThread(lambda: consumer, "frames", on_revoked or nothing, max_records=500, name="test-fetch")
+    thread = FetchThread(lambda: consumer, "frames", on_revoked or nothing, max_records=max_records,
+                         name="test-fetch")
     await thread.start()
     return thread
 
@@ -81,16 +86,18 @@ async def until(predicate, at_most_s: float = 5.0) -> None:
             await asyncio.sleep(0.001)
 
 
-async def test_batches_are_fetched_on_the_thread_one_ahead_of_the_caller():
+async def test_records_are_fetched_ahead_up_to_max_records_and_taken_at_once():
     consumer = FakeConsumer([batch(0), batch(2), batch(4)])
-    thread = await started(consumer)
+    thread = await started(consumer, max_records=4)
     try:
-        await until(lambda: thread.handed == 1)
-        assert consumer.fetches == 1  # one batch handed over, the next not fetched until it is taken
-        assert await thread.getmany(timeout_ms=1000) == batch(0)
         await until(lambda: thread.handed == 2)
+        assert consumer.asked == [4, 2]  # never more than max_records fetched and not taken
+        await asyncio.sleep(0.05)  # room for a third fetch, if the thread wrongly made one
         assert consumer.fetches == 2
-        assert await thread.getmany(timeout_ms=1000) == batch(2)
+        merged = await thread.getmany(timeout_ms=1000)  # both batches, one partition in offset order
+        assert [r.offset for r in merged[TP]] == [0, 1, 2, 3] and list(merged) == [TP]
+        await until(lambda: thread.handed == 3)  # taken: the thread fetches again
+        assert consumer.asked == [4, 2, 4]
         assert await thread.getmany(timeout_ms=1000) == batch(4)
         assert consumer.threads == {"test-fetch"}
         await thread.commit({TP: 6})
@@ -99,6 +106,19 @@ async def test_batches_are_fetched_on_the_thread_one_ahead_of_the_caller():
     finally:
         await thread.stop()
     assert consumer.stopped and not thread._thread.is_alive()
+
+
+async def test_what_was_fetched_while_the_caller_was_busy_is_one_batch_per_partition():
+    consumer = FakeConsumer([batch(0), batch(0, tp=TP1), batch(2), batch(2, tp=TP1)])
+    thread = await started(consumer)
+    try:
+        await until(lambda: thread.handed == 4)
+        merged = await thread.getmany(timeout_ms=1000)
+        assert {tp: [r.offset for r in records] for tp, records in merged.items()} == {
+            TP: [0, 1, 2, 3], TP1: [0, 1, 2, 3]}
+        await until(lambda: thread._outstanding == 0)  # the thread knows they were taken
+    finally:
+        await thread.stop()
 
 
 async def test_no_batch_within_the_timeout_is_an_empty_one():
@@ -129,7 +149,7 @@ async def test_a_consumer_that_cannot_start_fails_the_start():
     assert consumer.stopped and not thread._thread.is_alive()
 
 
-async def test_a_revocation_drops_the_batch_not_taken_and_waits_for_the_callers_commit():
+async def test_a_revocation_drops_what_was_not_taken_and_waits_for_the_callers_commit():
     caller = threading.current_thread().name
     seen: list[tuple[str, int]] = []
     consumer = FakeConsumer([batch(0), batch(2)])
@@ -138,17 +158,17 @@ async def test_a_revocation_drops_the_batch_not_taken_and_waits_for_the_callers_
         seen.append((threading.current_thread().name, len(thread._ready)))
         await thread.commit({TP: 2})
 
-    thread = await started(consumer, on_revoked)
+    thread = await started(consumer, on_revoked, max_records=2)
     try:
         assert await thread.getmany(timeout_ms=1000) == batch(0)  # screened: offsets up to 2
         await until(lambda: thread.handed == 2)  # fetched, not taken, when the group rebalances
-        consumer.items.append(batch(2))  # what the partitions' next owner (this worker again) fetches anew
-        thread._in_thread_soon(consumer.more.set)
         revoking = asyncio.run_coroutine_threadsafe(consumer.listener.on_partitions_revoked({TP}), thread._loop)
         await asyncio.wait_for(asyncio.wrap_future(revoking), 5.0)  # the listener, on the thread's loop
-        assert seen == [(caller, 0)]  # on the caller's loop, after the batch not taken was dropped
+        assert seen == [(caller, 0)]  # on the caller's loop, after what was not taken was dropped
         assert consumer.committed == [{TP: 2}]
-        assert await thread.getmany(timeout_ms=1000) == batch(2)
+        consumer.items.append(batch(2))  # what the partitions' next owner (this worker again) fetches anew
+        thread._in_thread_soon(consumer.more.set)
+        assert await thread.getmany(timeout_ms=1000) == batch(2)  # the dropped records no longer count
+        assert consumer.asked == [2, 2, 2]
     finally:
         await thread.stop()
-
