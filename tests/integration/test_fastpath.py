@@ -171,22 +171,23 @@ def test_every_message_exactly_once(bootstrap: str, tmp_path: Path, transport: s
 CRAWL = ["--buffer", "1", "--slow-every", "1", "--slow-s", "0.01"]
 
 
-@pytest.mark.parametrize("transport", ["streamsafe", "kafka"])
-@pytest.mark.parametrize("profile", ["slow", "crawl"])
-def test_worker_joining_mid_run_loses_nothing_and_nothing_hangs(bootstrap: str, tmp_path: Path,
-                                                                 transport: str, profile: str) -> None:
+def join_mid_run(bootstrap: str, tmp: Path, transport: str, profile: str) -> dict[str, Any]:
+    """Worker A drains a topic; B joins once A is a fifth through. Checks that nothing is
+    lost, both keep working, both stop cleanly and redeliveries stay within a commit
+    interval's worth; returns A's stats."""
     n = 60_000 if profile == "slow" else 2_000
     topic = f"rb-{uuid.uuid4().hex[:8]}"
     app_id = f"rb-{uuid.uuid4().hex[:8]}"
     produce(bootstrap, topic, n)
     kw: dict[str, Any] = dict(transport=transport, bootstrap=bootstrap, topic=topic, app_id=app_id,
                               extra=SLOW if profile == "slow" else CRAWL)
-    a = start_worker(tmp_path, "a", **kw)
+    tmp.mkdir(parents=True, exist_ok=True)
+    a = start_worker(tmp, "a", **kw)
     b: Worker | None = None
     try:
         wait_until(lambda: len(a.records()) >= n // 5, 120, "worker A to get going", a)
         joined = time.monotonic()
-        b = start_worker(tmp_path, "b", **kw)
+        b = start_worker(tmp, "b", **kw)
 
         def union() -> set[int]:
             assert b is not None
@@ -211,12 +212,27 @@ def test_worker_joining_mid_run_loses_nothing_and_nothing_hangs(bootstrap: str, 
         f"\n{transport} {profile}: A {len(ra)} (after join {len(after)}), B {len(rb)}, "
         f"redelivered after rebalance {dup}; A {a.stats()}; B {b.stats()}"
     )
-    if transport == "streamsafe" and profile == "crawl":
-        # the path under test: a blocked delivery interrupted by the rebalance
-        assert a.stats()["delivery"]["interrupted"] >= 1
     # at-least-once across a rebalance: only what was processed but not yet
     # committed may come again, bounded by the commit interval's worth
     assert dup < n // 4
+    return a.stats()
+
+
+@pytest.mark.parametrize("transport", ["streamsafe", "kafka"])
+@pytest.mark.parametrize("profile", ["slow", "crawl"])
+def test_worker_joining_mid_run_loses_nothing_and_nothing_hangs(bootstrap: str, tmp_path: Path,
+                                                                 transport: str, profile: str) -> None:
+    stats = join_mid_run(bootstrap, tmp_path / "1", transport, profile)
+    if transport == "streamsafe" and profile == "crawl":
+        # the path under test: a blocked delivery interrupted by the rebalance. A is blocked
+        # on its one-event buffer nearly all the time, but the rebalance can still land between
+        # two deliveries (seen once in several runs: no interruption, nothing wrong); each
+        # further attempt is a whole new run, checked in full, and one of three must hit it
+        attempt = 1
+        while stats["delivery"]["interrupted"] == 0 and attempt < 3:
+            attempt += 1
+            stats = join_mid_run(bootstrap, tmp_path / str(attempt), transport, profile)
+        assert stats["delivery"]["interrupted"] >= 1, f"no delivery interrupted in {attempt} rebalances"
 
 
 class LiveProducer:
