@@ -174,15 +174,18 @@ class FetchThread:
                 return {}
         if isinstance(self._ready[0], BaseException):
             raise self._ready.popleft()
-        merged: Batch = {}
-        count = 0
+        taken: list[Batch] = []
         while self._ready and not isinstance(self._ready[0], BaseException):
             batch = self._ready.popleft()
-            assert not isinstance(batch, BaseException)
+            assert not isinstance(batch, BaseException)  # for the type checker
+            taken.append(batch)
+        self._in_thread_soon(functools.partial(self._taken, sum(len(rs) for b in taken for rs in b.values())))
+        if len(taken) == 1:  # the common case: handed over as fetched, nothing to merge
+            return taken[0]
+        merged: Batch = {}
+        for batch in taken:
             for tp, records in batch.items():
                 merged.setdefault(tp, []).extend(records)
-                count += len(records)
-        self._in_thread_soon(functools.partial(self._taken, count))
         return merged
 
     def _in_thread_soon(self, callback: Callable[[], None]) -> None:

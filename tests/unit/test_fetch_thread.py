@@ -121,6 +121,17 @@ async def test_what_was_fetched_while_the_caller_was_busy_is_one_batch_per_parti
         await thread.stop()
 
 
+async def test_a_batch_fetched_alone_is_handed_over_as_it_was_fetched():
+    fetched = batch(0, n=3)
+    consumer = FakeConsumer([fetched])
+    thread = await started(consumer)
+    try:
+        assert await thread.getmany(timeout_ms=1000) is fetched  # not copied into a merged one
+        await until(lambda: thread._outstanding == 0)
+    finally:
+        await thread.stop()
+
+
 async def test_no_batch_within_the_timeout_is_an_empty_one():
     consumer = FakeConsumer([])
     thread = await started(consumer)
