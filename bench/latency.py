@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ class Timed:
     latencies_ms: list[float]  # sorted
     host_busy: float | None  # the share of the host's CPU time that was busy (every process)
     cpu_us_per_msg: float | None  # the process under test (worker or floor), per message sent
+    sender_cores: float | None = None  # the traffic's sender (this process): CPU seconds per second
 
 
 async def timed_probes(settings: Settings, rate: float, seconds: float, watch: str,
@@ -49,8 +51,8 @@ async def timed_probes(settings: Settings, rate: float, seconds: float, watch: s
     until ``probe_of`` finds its stream in a record of ``watch``. Messages due are sent
     in small batches, as a platform's producer would (a per-message ``await`` costs this
     2-core box most of a core); probes sent in the first ``warmup_s`` seconds are not
-    counted. While the traffic is sent, the host's busy share and the CPU of ``pid`` (the
-    process under test) are measured too."""
+    counted. While the traffic is sent, the host's busy share, the CPU of ``pid`` (the
+    process under test) and this sender's own are measured too."""
     consumer = clients.consumer(settings, settings.topic_name(watch), fetch_max_wait_ms=5)
     producer = clients.producer(settings, acks=1, linger_ms=1)
     sent: dict[str, float] = {}
@@ -74,7 +76,7 @@ async def timed_probes(settings: Settings, rate: float, seconds: float, watch: s
         watching = asyncio.create_task(watcher())
         await asyncio.sleep(1.0)
         start = time.perf_counter()
-        host_before, cpu_before = host_jiffies(), cpu_seconds(pid)
+        host_before, cpu_before, own_before = host_jiffies(), cpu_seconds(pid), cpu_seconds(os.getpid())
         next_i = 0
         while next_i < len(background):
             now = time.perf_counter()
@@ -91,12 +93,15 @@ async def timed_probes(settings: Settings, rate: float, seconds: float, watch: s
                 await producer.send(settings.topic_name(topic), value, key=key)
             next_i = due
             await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - start
         host_busy, cpu = busy_fraction(host_before, host_jiffies()), cpu_seconds(pid) - cpu_before
+        own = cpu_seconds(os.getpid()) - own_before
         deadline = time.perf_counter() + 10
         while len(got) < len(sent) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         watching.cancel()
-        return Timed(sorted((got[s] - sent[s]) * 1000 for s in got), host_busy, cpu / len(background) * 1e6)
+        return Timed(sorted((got[s] - sent[s]) * 1000 for s in got), host_busy, cpu / len(background) * 1e6,
+                     own / elapsed)
     finally:
         await producer.stop()
         await stop_consumer(consumer)

@@ -34,9 +34,10 @@ floor's `floor_p50_ms`/`floor_p99_ms` and `p99_over_floor` (default p99 / floor
 p99: how far from the best possible on this machine), the same for agents alone
 (`agents_*`), how busy the host's CPUs were while the latency traffic was sent
 (`host_busy_pct` beside the worker, `floor_host_busy_pct` beside the floor: the broker,
-the sender and the process under test share them) and the worker's CPU per message of
-that live traffic (`live_cpu_us_per_msg`, next to the drain's `cpu_us_per_msg`), plus
-the table.
+the sender and the process under test share them), the sender's own CPU while it sent
+(`sender_cores`: CPU seconds per second, beside the worker) and the worker's CPU per
+message of that live traffic (`live_cpu_us_per_msg`, next to the drain's
+`cpu_us_per_msg`), plus the table.
 A benchmark, not a test.
 """
 
@@ -261,6 +262,7 @@ def main() -> None:
         "p99_over_floor": ratio(pct(latencies, 99), pct(floor, 99)),
         "host_busy_pct": share(timed.host_busy), "floor_host_busy_pct": share(floor_timed.host_busy),
         "live_cpu_us_per_msg": rounded(timed.cpu_us_per_msg),
+        "sender_cores": None if timed.sender_cores is None else round(timed.sender_cores, 2),
         "agents_p50_ms": pct(by_agents, 50), "agents_p99_ms": pct(by_agents, 99),
         "dihedral_cpu_ratio": cpu_ratio(rows, "dihedral", "single"),
         "metrics_cost": round(1 - mix[FAST]["msgs_per_s"] / mix["fast uvloop, metrics off"]["msgs_per_s"], 3)
@@ -296,7 +298,8 @@ def main() -> None:
           f"default p99 / floor p99: {result['p99_over_floor']}")
     print(f"host CPU busy while the traffic was sent: {result['host_busy_pct']}% beside the worker "
           f"({result['live_cpu_us_per_msg']} us of worker CPU per message; draining a backlog: "
-          f"{mix[DEFAULT]['cpu_us_per_msg']}), {result['floor_host_busy_pct']}% beside the floor")
+          f"{mix[DEFAULT]['cpu_us_per_msg']}), {result['floor_host_busy_pct']}% beside the floor; "
+          f"the sender used {result['sender_cores']} of a core")
     if not measured:
         sys.exit(nothing)
 
