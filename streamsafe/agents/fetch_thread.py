@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -44,6 +42,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError
 
 from streamsafe.control.broadcast import stop_consumer
+from streamsafe.transport.loop_thread import LoopThread
 
 __all__ = ["FetchThread"]
 
@@ -75,9 +74,8 @@ class FetchThread:
         self.max_records = max_records
         self.name = name
         self.consumer: AIOKafkaConsumer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the thread's
+        self._thread = LoopThread(name)
         self._main: asyncio.AbstractEventLoop | None = None  # the caller's
-        self._thread: threading.Thread | None = None
         self._ready: collections.deque[Batch | BaseException] = collections.deque()  # caller's loop only
         self._waiter: asyncio.Future[None] | None = None  # caller's loop only
         self._room: asyncio.Event | None = None  # thread's loop: fewer than max_records not taken
@@ -88,43 +86,20 @@ class FetchThread:
     async def start(self) -> None:
         """Start the thread, then the consumer on it (errors propagate here)."""
         self._main = asyncio.get_running_loop()
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(started,), name=self.name, daemon=True)
-        self._thread.start()
+        await self._thread.start(self._open)
+
+    async def _open(self) -> None:  # on the thread's loop
+        consumer = self.make_consumer()
+        consumer.subscribe([self.topic], listener=_Revoked(self))
         try:
-            await asyncio.wrap_future(started)
+            await consumer.start()
         except BaseException:
-            await asyncio.to_thread(self._thread.join, 10.0)
+            await consumer.stop()
             raise
-
-    def _run(self, started: concurrent.futures.Future[None]) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._open(started))
-            if started.exception() is None:
-                loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _open(self, started: concurrent.futures.Future[None]) -> None:
-        try:
-            consumer = self.make_consumer()
-            consumer.subscribe([self.topic], listener=_Revoked(self))
-            try:
-                await consumer.start()
-            except BaseException:
-                await consumer.stop()
-                raise
-        except BaseException as exc:
-            started.set_exception(exc)
-            return
         self.consumer = consumer
         self._room = asyncio.Event()
         self._room.set()
         self._pump = asyncio.get_running_loop().create_task(self._fetch_forever())
-        started.set_result(None)
 
     async def _fetch_forever(self) -> None:
         consumer, room = self.consumer, self._room
@@ -189,17 +164,13 @@ class FetchThread:
         return merged
 
     def _in_thread_soon(self, callback: Callable[[], None]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(callback)
+        self._thread.call_soon(callback)
 
     async def _in_thread(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            coro.close()
+        done = self._thread.submit(coro)
+        if done is None:
             raise ConsumerStoppedError()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return await done
 
     async def revoked(self) -> None:  # on the thread's loop, from the rebalance listener
         assert self._main is not None
@@ -230,14 +201,7 @@ class FetchThread:
 
     async def stop(self) -> None:
         """Stop the consumer (leaving the group) and the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or loop.is_closed():
-            return
-        with contextlib.suppress(ConsumerStoppedError):
-            await self._in_thread(self._close())
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join, 10.0)
+        await self._thread.stop(self._close())
 
     async def _close(self) -> None:  # on the thread's loop
         if self._pump is not None:

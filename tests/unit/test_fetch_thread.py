@@ -173,7 +173,7 @@ async def test_a_revocation_drops_what_was_not_taken_and_waits_for_the_callers_c
     try:
         assert await thread.getmany(timeout_ms=1000) == batch(0)  # screened: offsets up to 2
         await until(lambda: thread.handed == 2)  # fetched, not taken, when the group rebalances
-        revoking = asyncio.run_coroutine_threadsafe(consumer.listener.on_partitions_revoked({TP}), thread._loop)
+        revoking = asyncio.run_coroutine_threadsafe(consumer.listener.on_partitions_revoked({TP}), thread._thread.loop)
         await asyncio.wait_for(asyncio.wrap_future(revoking), 5.0)  # the listener, on the thread's loop
         assert seen == [(caller, 0)]  # on the caller's loop, after what was not taken was dropped
         assert consumer.committed == [{TP: 2}]
