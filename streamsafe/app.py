@@ -11,11 +11,13 @@ wherever its streams are.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import faust
 
+from streamsafe import clients
 from streamsafe.accounts.handler import AccountHandler
 from streamsafe.accounts.signals import AccountSignalDecoder
 from streamsafe.agents.clock import clock_named
@@ -32,6 +34,7 @@ from streamsafe.control.broadcast import BroadcastReader
 from streamsafe.control.policies import PolicyControl
 from streamsafe.control.service import ControlService
 from streamsafe.control.signing import SigningKey, TrustedKeys
+from streamsafe.enforcement.deliveries import Sendable
 from streamsafe.enforcement.kafka import KafkaPublisher, OutputTopics
 from streamsafe.errors import BankError
 from streamsafe.events.contract import (
@@ -58,6 +61,7 @@ from streamsafe.settings import KafkaSecurity, Settings
 from streamsafe.transport.changelog import linger_changelog
 from streamsafe.transport.consumer import settle_before_commit
 from streamsafe.transport.producer import produce_idempotently
+from streamsafe.transport.send_thread import SendThread
 from streamsafe.transport.stream_yield import defer_agents_to
 from streamsafe.transport.topic import Topic
 
@@ -178,8 +182,8 @@ def create_app(
                   DeliveryHealth(on_failure=metrics.delivery_failures.inc), AgentRoster(),
                   ProgressTracker(settings.stall_after_s))
     trusted_control, trusted_verdicts, signer = control_keys(settings)
-    publisher = KafkaPublisher(OutputTopics.of(lambda name: raw_topic(app, settings.topic_name(name),
-                                                                        contract[name].partitions)),
+    sends = _send_thread(app, settings)
+    publisher = KafkaPublisher(OutputTopics.of(_output_topics(app, settings, contract, sends)),
                                timeout_s=settings.delivery_timeout_s, health=watch.deliveries, signer=signer)
     handler = RecordHandler(
         # a record on another partition than its key's would meet another worker's state
@@ -219,7 +223,8 @@ def create_app(
         if settings.matches_in_process:
             in_process = InProcessMatches(app, settings.topic_name(FRAME_MATCHES), handler)
             handler.skip_forwarded = in_process.take_copy
-        prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards, in_process=in_process)
+        prefilter = FramePreFilter(settings, handler, control.ready, health=watch.forwards, in_process=in_process,
+                                   sends=sends)
         app.service(prefilter)
     # the pre-filter's batch first; agents take the loop by time otherwise
     defer_agents_to(prefilter)
@@ -229,6 +234,23 @@ def create_app(
     install_agents(app, settings, handler, control.ready, watch.agents, partitions, account_handler)
     install_timers(app, settings, handler, publisher, control.ready, account_handler)
     return app
+
+
+def _send_thread(app: faust.App, settings: Settings) -> SendThread | None:
+    """With the fast transport, what the worker publishes goes through a producer on a thread of
+    its own (:mod:`streamsafe.transport.send_thread`), started before the agents and stopped after
+    them; with the stock one (the benchmarks' baseline), through Faust's."""
+    if settings.transport != "fast":
+        return None
+    return app.add_dependency(SendThread(partial(clients.producer, settings, linger_ms=0)))
+
+
+def _output_topics(app: faust.App, settings: Settings, contract: dict[str, TopicSpec],
+                   sends: SendThread | None) -> Callable[[str], Sendable]:
+    """How the publisher reaches each output topic (by its contract name)."""
+    if sends is None:
+        return lambda name: raw_topic(app, settings.topic_name(name), contract[name].partitions)
+    return lambda name: sends.topic(settings.topic_name(name))
 
 
 def _enum(spec: TopicSpec, field: str) -> list[str]:

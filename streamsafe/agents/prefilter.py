@@ -21,7 +21,9 @@ slice sizes follow the measured cost per frame, :class:`SliceSizer`), and each
 slice's matches are sent as soon as it is screened, the event loop free in between,
 so a match never waits for hundreds of unrelated frames -- nor do the agents'
 decisions, which wait for the batch in hand only so long
-(:func:`~streamsafe.transport.stream_yield.defer_agents_to`). Acknowledgements are awaited in the background
+(:func:`~streamsafe.transport.stream_yield.defer_agents_to`). Forwards, dead letters and in-process
+decisions go out through the worker's publishing thread (:mod:`~streamsafe.transport.send_thread`), not a
+producer waiting for the worker's loop; acknowledgements are awaited in the background
 (:class:`~streamsafe.enforcement.deliveries.Deliveries`: resent until acknowledged).
 
 Guarantees: at least once. Offsets are committed every ``commit_interval_s`` (and
@@ -58,6 +60,7 @@ from streamsafe.observability.liveness import DeliveryHealth
 from streamsafe.observability.metrics import lag
 from streamsafe.pipeline.outcome import Outcome
 from streamsafe.settings import Settings
+from streamsafe.transport.send_thread import SendThread
 
 __all__ = ["BATCH_BUDGET_S", "FramePreFilter", "SliceSizer"]
 
@@ -94,7 +97,7 @@ class FramePreFilter(Service):
     def __init__(self, settings: Settings, handler: RecordHandler, ready: asyncio.Event, *,
                  max_batch: int = 500, budget_s: float = BATCH_BUDGET_S, health: DeliveryHealth | None = None,
                  clock: Callable[[], float] = time.monotonic, in_process: InProcessMatches | None = None,
-                 **kwargs: Any) -> None:
+                 sends: SendThread | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.handler = handler
@@ -103,6 +106,7 @@ class FramePreFilter(Service):
         self.sizer = SliceSizer(budget_s, most=max_batch)
         self.clock = clock
         self.in_process = in_process  # steps on a match here when this worker's agents own its partition
+        self.sends = sends  # the worker's publishing thread (else a producer of its own, on the worker's loop)
         self.group = settings.prefilter_group
         self.source = settings.topic_name(FRAME_HASHES)
         self.target = settings.topic_name(FRAME_MATCHES)
@@ -130,10 +134,13 @@ class FramePreFilter(Service):
         self._forward_to: Sendable | None = None
         self._dead_letter_to: Sendable | None = None
     async def on_start(self) -> None:
-        self._producer = clients.producer(self.settings, linger_ms=1)
-        await self._producer.start()
-        self._forward_to = ProducerTopic(self._producer, self.target)
-        self._dead_letter_to = ProducerTopic(self._producer, self.dead_letters)
+        if self.sends is not None:
+            self._forward_to, self._dead_letter_to = self.sends.topic(self.target), self.sends.topic(self.dead_letters)
+        else:
+            self._producer = clients.producer(self.settings, linger_ms=1)
+            await self._producer.start()
+            self._forward_to = ProducerTopic(self._producer, self.target)
+            self._dead_letter_to = ProducerTopic(self._producer, self.dead_letters)
         settings = self.settings
         self._consumer = FetchThread(
             lambda: clients.consumer(

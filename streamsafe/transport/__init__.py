@@ -67,10 +67,14 @@ Faust's own producer buffer and topic, so benchmarks compare against stock Faust
 Agents' streams give the event loop back by time instead of before every event
 (:mod:`.stream_yield`), so a busy topic's agent keeps up while the loop is busy.
 
+What the worker publishes (decisions, reports, dead letters, the pre-filter's
+forwards) goes through a producer on a thread of its own (:mod:`.send_thread`),
+so a decision does not wait for the busy loop's turns to reach the broker.
+
 Modules: :mod:`.handoff` (the hand-off primitive), :mod:`.pin` (the pin on
 Faust), :mod:`.consumer` (the consumers), :mod:`.producer` (idempotence),
 :mod:`.changelog` (table writes), :mod:`.topic` (sends), :mod:`.stream_yield`
-(agents' turns).
+(agents' turns), :mod:`.loop_thread` and :mod:`.send_thread` (the publishing thread).
 """
 
 from __future__ import annotations

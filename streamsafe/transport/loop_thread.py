@@ -3,8 +3,9 @@
 The worker decides on one event loop, beside its agents and the pre-filter's slices. A Kafka
 client on that loop needs several of its turns per request (the request written, the
 response read, the waiter woken), and each turn waits behind whatever else is ready. The
-pre-filter's consumer (:mod:`streamsafe.agents.fetch_thread`) therefore runs on a
-:class:`LoopThread`: the client is made and started on the thread's loop (aiokafka binds the loop it is made on), and the
+pre-filter's consumer (:mod:`streamsafe.agents.fetch_thread`) and the publisher's producer
+(:mod:`streamsafe.transport.send_thread`) therefore run on a :class:`LoopThread`: the client
+is made and started on the thread's loop (aiokafka binds the loop it is made on), and the
 worker's loop hands calls over and awaits their results.
 """
 
