@@ -58,9 +58,6 @@ class ThreadTopic:
                    timestamp_ms: int | None = None) -> asyncio.Future[Any]:
         return self.sends.send(self.name, key, value, partition, timestamp_ms)
 
-    def get_topic_name(self) -> str:
-        return self.name
-
 
 class SendThread(Service):
     """An aiokafka producer on a thread and event loop of its own (see the module doc)."""
