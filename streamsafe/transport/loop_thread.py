@@ -31,11 +31,6 @@ class LoopThread:
         self.loop: asyncio.AbstractEventLoop | None = None  # the thread's
         self._thread: threading.Thread | None = None
 
-    @property
-    def running(self) -> bool:
-        """Whether calls can still be handed to the thread's loop."""
-        return self.loop is not None and not self.loop.is_closed()
-
     async def start(self, opening: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start the thread and run ``opening()`` on its loop; if that raises, the thread ends and
         the error is raised here."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -40,8 +39,6 @@ from mode import Service
 from streamsafe.transport.loop_thread import LoopThread
 
 __all__ = ["SendThread", "ThreadTopic"]
-
-log = logging.getLogger(__name__)
 
 _Record = tuple[str, bytes, bytes, "int | None", "int | None", "asyncio.Future[Any]"]
 
@@ -66,7 +63,6 @@ class SendThread(Service):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.make_producer = make_producer  # called on the thread: aiokafka binds the loop it is made on
-        self.sent = 0  # records handed over so far
         self._main: asyncio.AbstractEventLoop | None = None  # the caller's
         self._thread = LoopThread(name)
         self._queue: asyncio.Queue[_Record] | None = None  # the thread's
@@ -86,8 +82,6 @@ class SendThread(Service):
         if queue is None or not self._thread.call_soon(queue.put_nowait,
                                                        (topic, key, value, partition, timestamp_ms, result)):
             result.set_exception(ProducerClosed())
-            return result
-        self.sent += 1
         return result
 
     async def on_start(self) -> None:
