@@ -99,6 +99,30 @@ class Pipeline:
         finally:
             await stop_consumer(consumer)
 
+    def log_digest(self, tail: int = 25) -> str:
+        """What each worker logged at warning and above (each logger's message once, with its
+        count and first time) and its last ``tail`` lines: for a failed assertion's message, so a
+        failure on a CI machine says what the worker was doing."""
+        parts: list[str] = []
+        for worker in self.workers:
+            lines = worker.log().splitlines() if worker.log_path.exists() else []
+            seen: dict[tuple[str, str], list[Any]] = {}
+            for line in lines:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(entry, dict) or entry.get("level") not in ("warning", "error", "critical"):
+                    continue
+                key = (str(entry.get("logger")), str(entry.get("message"))[:200])
+                seen.setdefault(key, [entry.get("ts"), 0])[1] += 1
+            parts.append(f"--- {worker.log_path.name}: warnings and errors ---")
+            parts += [f"{first} x{count} {logger}: {message}"
+                      for (logger, message), (first, count) in list(seen.items())[:40]]
+            parts.append(f"--- {worker.log_path.name}: last {tail} lines ---")
+            parts += lines[-tail:]
+        return "\n".join(parts)
+
     async def close(self) -> None:
         for worker in self.workers:
             worker.stop()

@@ -68,7 +68,7 @@ async def test_production_durability_holds_through_the_loss_of_a_broker(cluster,
         await world.send(FRAME_HASHES, b"r-after", frames("r-after", {"md5": KNOWN_MD5}))
         records = await world.read(until=blocked("r-after"), topics=(ACTIONS,), timeout_s=120, settle_s=2.0)
         blocks = [d["stream_id"] for d in records.on(ACTIONS) if d["action"] == "block"]
-        assert sorted(blocks) == ["r-after", "r-before"]  # each once
+        assert sorted(blocks) == ["r-after", "r-before"], world.log_digest()  # each once
         assert worker.alive
     finally:
         await world.close()
