@@ -182,7 +182,7 @@ def create_app(
                   DeliveryHealth(on_failure=metrics.delivery_failures.inc), AgentRoster(),
                   ProgressTracker(settings.stall_after_s))
     trusted_control, trusted_verdicts, signer = control_keys(settings)
-    sends = _send_thread(app, settings)
+    sends = _send_thread(app, settings, metrics)
     publisher = KafkaPublisher(OutputTopics.of(_output_topics(app, settings, contract, sends)),
                                timeout_s=settings.delivery_timeout_s, health=watch.deliveries, signer=signer)
     handler = RecordHandler(
@@ -236,13 +236,15 @@ def create_app(
     return app
 
 
-def _send_thread(app: faust.App, settings: Settings) -> SendThread | None:
+def _send_thread(app: faust.App, settings: Settings, metrics: StreamSafeMetrics) -> SendThread | None:
     """With the fast transport, what the worker publishes goes through a producer on a thread of
     its own (:mod:`streamsafe.transport.send_thread`), started before the agents and stopped after
     them; with the stock one (the benchmarks' baseline), through Faust's."""
     if settings.transport != "fast":
         return None
-    return app.add_dependency(SendThread(partial(clients.producer, settings, linger_ms=0)))
+    renewed = metrics.producer_renewals
+    return app.add_dependency(SendThread(partial(clients.producer, settings, linger_ms=0),
+                                         on_renewal=lambda cause: renewed.labels(cause).inc()))
 
 
 def _output_topics(app: faust.App, settings: Settings, contract: dict[str, TopicSpec],

@@ -71,6 +71,7 @@ class StreamSafeMetrics:
     reports: Counter
     stalled: Gauge
     delivery_failures: Counter
+    producer_renewals: Counter
     allow_effects: Counter
     prefilter_matches: Counter
 
@@ -141,6 +142,9 @@ class StreamSafeMetrics:
                           "(delivery), lag without a commit (progress)", ["cause"], registry=r),
             delivery_failures=Counter("streamsafe_delivery_failures", "Sends that timed out or were refused "
                                       "(each is sent again)", registry=r),
+            producer_renewals=Counter("streamsafe_producer_renewals", "Publishing producers replaced because "
+                                      "they could no longer deliver, by cause (SenderStopped, or the broker's "
+                                      "refusal of their producer id or sequence numbers)", ["cause"], registry=r),
             allow_effects=Counter("streamsafe_allow_bank_effects", "Matches allow banks cleared (cleared), and "
                                   "strong authority matches that stood against an allow match (overruled)",
                                   ["effect"], registry=r),

@@ -23,22 +23,49 @@ acknowledgement, and sends again on failure, is unchanged
 Faust's own producer keeps the tables' changelog (:mod:`.changelog`). Stopping sends what was
 handed over and waits for its acknowledgements (the producer's own stop); a send after that
 fails with ``ProducerClosed``, and its delivery is not acknowledged, so its input is not committed.
+
+A producer that can no longer deliver is replaced. aiokafka's producer does not recover when its
+sender task stops on an unexpected error (every send after it fails), nor, being idempotent, when
+the broker refuses its sequence numbers or its producer id for a partition (every later batch for
+that partition is refused the same way). Resending, as ``Deliveries`` does, would then fail for
+ever and the worker would hold its decisions until someone restarted it. So the next record after
+either goes to a new producer (a new producer id, its sequences from zero), started from the same
+factory; the old one is stopped in the background (what it still holds and can send, it sends).
+Each replacement is logged with its cause and counted (``on_renewal``); the records that failed
+are resent by ``Deliveries`` like any other failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import ProducerClosed
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from mode import Service
 
 from streamsafe.transport.loop_thread import LoopThread
 
 __all__ = ["SendThread", "ThreadTopic"]
+
+log = logging.getLogger(__name__)
+
+#: what the broker answers a producer whose sequence numbers or producer id it no longer accepts
+BROKEN_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+#: waits between attempts to start a replacement producer (the last one repeats)
+RENEW_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: how long stopping (or a replaced producer) may take to send what was handed over before it is given up
+FLUSH_TIMEOUT_S = 30.0
 
 _Record = tuple[str, bytes, bytes, "int | None", "int | None", "asyncio.Future[Any]"]
 
@@ -60,9 +87,12 @@ class SendThread(Service):
     """An aiokafka producer on a thread and event loop of its own (see the module doc)."""
 
     def __init__(self, make_producer: Callable[[], AIOKafkaProducer], *, name: str = "publish",
-                 **kwargs: Any) -> None:
+                 on_renewal: Callable[[str], None] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.make_producer = make_producer  # called on the thread: aiokafka binds the loop it is made on
+        self.on_renewal = on_renewal  # called on the thread with each replacement's cause
+        self._broken: str | None = None  # why the current producer must be replaced, once known
+        self._retiring: set[asyncio.Task[None]] = set()
         self._main: asyncio.AbstractEventLoop | None = None  # the caller's
         self._thread = LoopThread(name)
         self._queue: asyncio.Queue[_Record] | None = None  # the thread's
@@ -92,20 +122,24 @@ class SendThread(Service):
         await self._thread.stop(self._close())  # handed-over records go out, then the producer stops
 
     async def _open(self) -> None:  # on the thread
+        self._producer = await self._start_producer()
+        queue = self._queue = asyncio.Queue()
+        self._pump = asyncio.get_running_loop().create_task(self._send_forever(queue))
+
+    async def _start_producer(self) -> AIOKafkaProducer:  # on the thread
         producer = self.make_producer()
         try:
             await producer.start()
         except BaseException:
             await producer.stop()
             raise
-        self._producer = producer
-        queue = self._queue = asyncio.Queue()
-        self._pump = asyncio.get_running_loop().create_task(self._send_forever(queue, producer))
+        return producer
 
-    async def _send_forever(self, queue: asyncio.Queue[_Record], producer: AIOKafkaProducer) -> None:
+    async def _send_forever(self, queue: asyncio.Queue[_Record]) -> None:
         while True:  # one at a time, in the order handed over
             topic, key, value, partition, timestamp_ms, result = await queue.get()
             try:
+                producer = await self._working()
                 sent = await producer.send(topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms)
             except asyncio.CancelledError:
                 self._settle(result, ProducerClosed())
@@ -113,16 +147,45 @@ class SendThread(Service):
             except Exception as exc:  # refused before it was sent (too large, unknown topic...): the caller decides
                 self._settle(result, exc)
             else:
-                sent.add_done_callback(lambda done, result=result: self._settle_with(result, done))
+                sent.add_done_callback(functools.partial(self._settle_with, result, producer))
             finally:
                 queue.task_done()
 
-    def _settle_with(self, result: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:  # on the thread
+    async def _working(self) -> AIOKafkaProducer:  # on the thread
+        """The producer, replaced first if it can no longer deliver (see the module doc)."""
+        producer = self._producer
+        assert producer is not None
+        cause = self._broken or _sender_stopped(producer)
+        if cause is None:
+            return producer
+        log.error("the publishing producer can no longer deliver (%s); sending through a new one", cause)
+        if self.on_renewal is not None:
+            self.on_renewal(cause.split(":", 1)[0])
+        self._broken = None
+        retiring = asyncio.get_running_loop().create_task(_retire(producer))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+        attempt = 0
+        while True:
+            try:
+                self._producer = await self._start_producer()
+                return self._producer
+            except Exception as exc:  # a broker that is down: the records wait, Deliveries counts the failures
+                wait = RENEW_BACKOFF_S[min(attempt, len(RENEW_BACKOFF_S) - 1)]
+                log.warning("a new publishing producer could not start (%s); trying again in %.1f s",
+                            type(exc).__name__, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    def _settle_with(self, result: asyncio.Future[Any], producer: AIOKafkaProducer,
+                     done: asyncio.Future[Any]) -> None:  # on the thread
         if done.cancelled():
             self._settle(result, ProducerClosed())
-        else:
-            exc = done.exception()
-            self._settle(result, exc if exc is not None else done.result())
+            return
+        exc = done.exception()
+        if isinstance(exc, BROKEN_PRODUCER) and producer is self._producer and self._broken is None:
+            self._broken = type(exc).__name__
+        self._settle(result, exc if exc is not None else done.result())
 
     def _settle(self, result: asyncio.Future[Any], outcome: Any) -> None:  # on the thread
         main = self._main
@@ -133,13 +196,16 @@ class SendThread(Service):
     async def _close(self) -> None:  # on the thread
         queue, pump = self._queue, self._pump
         if queue is not None and pump is not None and not pump.done():
-            await queue.join()  # every record handed over so far is with the producer
+            with contextlib.suppress(TimeoutError):  # every record handed over so far is with the producer
+                await asyncio.wait_for(queue.join(), FLUSH_TIMEOUT_S)  # (unless no producer can start)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         self._queue = None
         if self._producer is not None:
             await self._producer.stop()  # sends what it holds and waits for the acknowledgements
+        if self._retiring:
+            await asyncio.wait(set(self._retiring))
         if queue is not None:
             while not queue.empty():  # handed over while stopping: never sent
                 self._settle(queue.get_nowait()[5], ProducerClosed())
@@ -152,3 +218,21 @@ def _resolve(result: asyncio.Future[Any], outcome: Any) -> None:  # on the calle
         result.set_exception(outcome)
     else:
         result.set_result(outcome)
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> str | None:
+    """Why ``producer``'s sender task ended, if it has: after that aiokafka fails every send.
+    (aiokafka has no public call for it; a change there degrades to "never stopped".)"""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if not isinstance(task, asyncio.Future) or not task.done():
+        return None
+    exc = None if task.cancelled() else task.exception()
+    return f"SenderStopped: {exc!r}"
+
+
+async def _retire(producer: AIOKafkaProducer) -> None:
+    """Stop a replaced producer: it sends what it still holds, within :data:`FLUSH_TIMEOUT_S`."""
+    try:
+        await asyncio.wait_for(producer.stop(), FLUSH_TIMEOUT_S)
+    except Exception as exc:  # given up: what it held failed or timed out, and Deliveries sends it again
+        log.warning("a replaced publishing producer did not stop cleanly (%s)", type(exc).__name__)

@@ -7,7 +7,13 @@ import asyncio
 import threading
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, ProducerClosed, RecordTooLargeError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    RecordTooLargeError,
+)
 
 from streamsafe.enforcement.deliveries import Deliveries, Send
 from streamsafe.transport.send_thread import SendThread
@@ -19,6 +25,7 @@ class FakeProducer:
     def __init__(self, *, refuse: bytes = b"", fail_start: bool = False) -> None:
         self.refuse = refuse  # a value send() refuses at once
         self.fail_start = fail_start
+        self._sender = None  # aiokafka's sender: its task ends when the sender stops
         self.sent: list[tuple[str, bytes, bytes, int | None, int | None]] = []
         self.pending: list[asyncio.Future] = []
         self.threads: set[str] = set()
@@ -28,6 +35,7 @@ class FakeProducer:
         self.threads.add(threading.current_thread().name)
         if self.fail_start:
             raise KafkaTimeoutError()
+        self._sender = Sender(asyncio.get_running_loop().create_future())
 
     async def send(self, topic, value, key=None, partition=None, timestamp_ms=None):
         self.threads.add(threading.current_thread().name)
@@ -43,10 +51,24 @@ class FakeProducer:
             if not ack.done():
                 ack.set_result(("metadata", i))
 
+    def refuse_pending(self, error: Exception) -> None:  # on the producer's loop
+        for ack in self.pending:
+            if not ack.done():
+                ack.set_exception(error)
+
+    def stop_sender(self, error: Exception) -> None:  # on the producer's loop: as aiokafka's fail_all
+        self._sender.sender_task.set_exception(error)
+        self.refuse_pending(error)
+
     async def stop(self):
         self.threads.add(threading.current_thread().name)
         self.acknowledge()  # aiokafka's stop sends what it holds
         self.stopped = True
+
+
+class Sender:
+    def __init__(self, task: asyncio.Future) -> None:
+        self.sender_task = task
 
 
 async def started(producer: FakeProducer) -> SendThread:
@@ -126,6 +148,80 @@ async def test_a_producer_that_cannot_start_fails_the_start():
         await sends.start()
     with pytest.raises(ProducerClosed):
         await sends.send("t", b"k", b"v")
+
+
+class Producers:
+    """A factory handing out a new fake producer per call, as ``clients.producer`` does."""
+
+    def __init__(self, *broken_starts: bool) -> None:
+        self.made: list[FakeProducer] = []
+        self.broken_starts = list(broken_starts)  # the first calls' fail_start, in order
+
+    def __call__(self) -> FakeProducer:
+        fail = self.broken_starts.pop(0) if self.broken_starts else False
+        self.made.append(FakeProducer(fail_start=fail))
+        return self.made[-1]
+
+
+@pytest.mark.parametrize("breakage", ["sender stopped", "sequence refused"])
+async def test_a_producer_that_can_no_longer_deliver_is_replaced_and_the_resent_records_arrive(breakage):
+    producers, renewals = Producers(), []
+    sends = SendThread(producers, name="test-send", on_renewal=renewals.append)
+    await sends.start()
+    first = producers.made[0]
+    deliveries = Deliveries(timeout_s=5)
+    await deliveries.send([Send(sends.topic("enforcement.actions"), b"s-1", b"block s-1")])
+    await asyncio.wait_for(_until(lambda: len(first.sent) == 1), 5)
+    if breakage == "sender stopped":  # aiokafka: every send after this fails
+        await on_thread(sends, lambda: first.stop_sender(KafkaError("Unexpected error during batch delivery")))
+    else:  # the broker refuses this producer's sequence numbers for the partition from now on
+        await on_thread(sends, lambda: first.refuse_pending(OutOfOrderSequenceNumber()))
+    # Deliveries sends the record again; it goes out through a new producer
+    await asyncio.wait_for(_until(lambda: len(producers.made) == 2 and producers.made[1].sent), 10)
+    second = producers.made[1]
+    assert second.sent == [("enforcement.actions", b"s-1", b"block s-1", None, None)]
+    assert renewals == ["SenderStopped" if breakage == "sender stopped" else "OutOfOrderSequenceNumber"]
+    await asyncio.wait_for(_until(lambda: first.stopped), 5)  # the old one is stopped
+    settled = asyncio.ensure_future(deliveries.settled())
+    await on_thread(sends, second.acknowledge)
+    await asyncio.wait_for(settled, 5)
+    later = sends.send("enforcement.actions", b"s-2", b"block s-2")  # and stays in use
+    await asyncio.wait_for(_until(lambda: len(second.sent) == 2), 5)
+    await on_thread(sends, second.acknowledge)
+    assert (await asyncio.wait_for(later, 5)) == ("metadata", 1)
+    assert len(producers.made) == 2 and renewals == renewals[:1]
+    await sends.stop()
+    assert second.stopped
+
+
+async def test_a_refusal_that_resending_can_fix_keeps_the_producer():
+    producers, renewals = Producers(), []
+    sends = SendThread(producers, name="test-send", on_renewal=renewals.append)
+    await sends.start()
+    refused = sends.send("t", b"k", b"v")
+    await asyncio.wait_for(_until(lambda: producers.made[0].sent), 5)
+    await on_thread(sends, lambda: producers.made[0].refuse_pending(KafkaTimeoutError()))
+    with pytest.raises(KafkaTimeoutError):
+        await asyncio.wait_for(refused, 5)
+    again = sends.send("t", b"k", b"v")
+    await asyncio.wait_for(_until(lambda: len(producers.made[0].sent) == 2), 5)
+    await on_thread(sends, producers.made[0].acknowledge)
+    await asyncio.wait_for(again, 5)
+    assert len(producers.made) == 1 and renewals == []
+    await sends.stop()
+
+
+async def test_a_replacement_that_cannot_start_is_tried_again_and_the_record_waits():
+    producers = Producers(False, True)  # the first starts; the first replacement does not
+    sends = SendThread(producers, name="test-send")
+    await sends.start()
+    await on_thread(sends, lambda: producers.made[0].stop_sender(KafkaError("sender died")))
+    record = sends.send("t", b"k", b"v")
+    await asyncio.wait_for(_until(lambda: len(producers.made) == 3 and producers.made[2].sent), 10)
+    assert producers.made[1].stopped and not producers.made[1].sent  # the one that failed to start
+    await on_thread(sends, producers.made[2].acknowledge)
+    assert (await asyncio.wait_for(record, 5)) == ("metadata", 0)
+    await sends.stop()
 
 
 async def _until(condition) -> None:
