@@ -38,12 +38,19 @@ from faust.exceptions import ProducerSendError
 from streamsafe.events.dead_letter import DeadLetter
 from streamsafe.observability.liveness import DeliveryHealth
 
-__all__ = ["RETRY_BACKOFF_S", "TOO_LARGE", "Deliveries", "ProducerTopic", "Send", "Sendable", "dead_letter_send"]
+__all__ = ["RETRY_BACKOFF_S", "TOO_LARGE", "Deliveries", "ProducerTopic", "Send", "Sendable", "dead_letter_send",
+           "retry_backoff"]
 
 log = logging.getLogger(__name__)
 
 #: waits between resends of a delivery that failed (the last one repeats)
 RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def retry_backoff(attempt: int) -> float:
+    """The wait before retry number ``attempt`` (from 0) of :data:`RETRY_BACKOFF_S`."""
+    return RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
@@ -207,7 +214,7 @@ class Deliveries:
             if not any(_too_large(exc) for _, exc in failed):
                 self._failing.add(me)
                 self.health.failed(problem, time.monotonic())
-                wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                wait = retry_backoff(attempt)
                 log.error("%d of %d deliveries failed (%s); sending them again in %.1f s", len(failed),
                           len(started), problem, wait)
                 attempt += 1

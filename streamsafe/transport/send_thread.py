@@ -54,6 +54,8 @@ from aiokafka.errors import (
 )
 from mode import Service
 
+from streamsafe import clients
+from streamsafe.enforcement.deliveries import retry_backoff
 from streamsafe.transport.loop_thread import LoopThread
 
 __all__ = ["SendThread", "ThreadTopic"]
@@ -62,8 +64,6 @@ log = logging.getLogger(__name__)
 
 #: what the broker answers a producer whose sequence numbers or producer id it no longer accepts
 BROKEN_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
-#: waits between attempts to start a replacement producer (the last one repeats)
-RENEW_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 #: how long stopping (or a replaced producer) may take to send what was handed over before it is given up
 FLUSH_TIMEOUT_S = 30.0
 
@@ -122,24 +122,18 @@ class SendThread(Service):
         await self._thread.stop(self._close())  # handed-over records go out, then the producer stops
 
     async def _open(self) -> None:  # on the thread
-        self._producer = await self._start_producer()
+        self._producer = await clients.start(self.make_producer())
         queue = self._queue = asyncio.Queue()
         self._pump = asyncio.get_running_loop().create_task(self._send_forever(queue))
-
-    async def _start_producer(self) -> AIOKafkaProducer:  # on the thread
-        producer = self.make_producer()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
 
     async def _send_forever(self, queue: asyncio.Queue[_Record]) -> None:
         while True:  # one at a time, in the order handed over
             topic, key, value, partition, timestamp_ms, result = await queue.get()
             try:
-                producer = await self._working()
+                producer = self._producer
+                assert producer is not None
+                if self._broken is not None or _sender_stopped(producer):
+                    producer = await self._renewed(producer)
                 sent = await producer.send(topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms)
             except asyncio.CancelledError:
                 self._settle(result, ProducerClosed())
@@ -151,16 +145,12 @@ class SendThread(Service):
             finally:
                 queue.task_done()
 
-    async def _working(self) -> AIOKafkaProducer:  # on the thread
-        """The producer, replaced first if it can no longer deliver (see the module doc)."""
-        producer = self._producer
-        assert producer is not None
-        cause = self._broken or _sender_stopped(producer)
-        if cause is None:
-            return producer
+    async def _renewed(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:  # on the thread
+        """A new producer in place of ``producer``, which can no longer deliver (see the module doc)."""
+        cause = self._broken or "SenderStopped"  # (aiokafka logged why its sender stopped)
         log.error("the publishing producer can no longer deliver (%s); sending through a new one", cause)
         if self.on_renewal is not None:
-            self.on_renewal(cause.split(":", 1)[0])
+            self.on_renewal(cause)
         self._broken = None
         retiring = asyncio.get_running_loop().create_task(_retire(producer))
         self._retiring.add(retiring)
@@ -168,10 +158,10 @@ class SendThread(Service):
         attempt = 0
         while True:
             try:
-                self._producer = await self._start_producer()
+                self._producer = await clients.start(self.make_producer())
                 return self._producer
             except Exception as exc:  # a broker that is down: the records wait, Deliveries counts the failures
-                wait = RENEW_BACKOFF_S[min(attempt, len(RENEW_BACKOFF_S) - 1)]
+                wait = retry_backoff(attempt)
                 log.warning("a new publishing producer could not start (%s); trying again in %.1f s",
                             type(exc).__name__, wait)
                 attempt += 1
@@ -220,14 +210,11 @@ def _resolve(result: asyncio.Future[Any], outcome: Any) -> None:  # on the calle
         result.set_result(outcome)
 
 
-def _sender_stopped(producer: AIOKafkaProducer) -> str | None:
-    """Why ``producer``'s sender task ended, if it has: after that aiokafka fails every send.
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    """Whether ``producer``'s sender task has ended: after that aiokafka fails every send.
     (aiokafka has no public call for it; a change there degrades to "never stopped".)"""
     task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-    if not isinstance(task, asyncio.Future) or not task.done():
-        return None
-    exc = None if task.cancelled() else task.exception()
-    return f"SenderStopped: {exc!r}"
+    return isinstance(task, asyncio.Future) and task.done()
 
 
 async def _retire(producer: AIOKafkaProducer) -> None:
