@@ -81,7 +81,12 @@ class FetchThread:
         self._room: asyncio.Event | None = None  # thread's loop: fewer than max_records not taken
         self._outstanding = 0  # thread's loop: records handed over, not yet taken (or dropped)
         self._pump: asyncio.Task[None] | None = None
-        self.handed = 0  # batches handed over so far
+        self.handed = 0  # batches handed over so far (caller's loop)
+        # batches fetched for the caller / taken or dropped by it: written on one thread each,
+        # read from either (a plain int under the GIL), so the caller's loop learns that frames
+        # wait before the hand-over's callback has had its turn (see :meth:`waiting`)
+        self._fetched = 0
+        self._taken_batches = 0
 
     async def start(self) -> None:
         """Start the thread, then the consumer on it (errors propagate here)."""
@@ -126,6 +131,8 @@ class FetchThread:
 
     def _hand(self, item: Batch | BaseException) -> None:
         assert self._main is not None
+        if not isinstance(item, BaseException):
+            self._fetched += 1
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to hand to
             self._main.call_soon_threadsafe(self._arrive, item)
 
@@ -154,6 +161,7 @@ class FetchThread:
             batch = self._ready.popleft()
             assert not isinstance(batch, BaseException)  # for the type checker
             taken.append(batch)
+        self._taken_batches += len(taken)
         self._in_thread_soon(functools.partial(self._taken, sum(len(rs) for b in taken for rs in b.values())))
         if len(taken) == 1:  # the common case: handed over as fetched, nothing to merge
             return taken[0]
@@ -179,6 +187,7 @@ class FetchThread:
     async def _revoked_here(self) -> None:  # on the caller's loop
         dropped = sum(len(records) for item in self._ready if not isinstance(item, BaseException)
                       for records in item.values())
+        self._taken_batches += sum(1 for item in self._ready if not isinstance(item, BaseException))
         self._ready = collections.deque(item for item in self._ready if isinstance(item, BaseException))
         try:
             await self.on_revoked()
@@ -192,6 +201,11 @@ class FetchThread:
         consumer = self.consumer
         assert consumer is not None
         await self._in_thread(consumer.commit(offsets))
+
+    def waiting(self) -> bool:
+        """Whether a batch was fetched and not yet taken by the caller: true from the moment
+        the thread hands it over, before the hand-over runs on the caller's loop."""
+        return self._fetched != self._taken_batches
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()

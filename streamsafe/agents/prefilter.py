@@ -207,6 +207,12 @@ class FramePreFilter(Service):
         :func:`~streamsafe.transport.stream_yield.defer_agents_to`)."""
         return self.batch_started is not None
 
+    def waiting(self) -> bool:
+        """Whether frames were fetched and not yet taken in hand (agents give the loop back
+        at once: see :func:`~streamsafe.transport.stream_yield.defer_agents_to`)."""
+        consumer = self._consumer
+        return self.running and consumer is not None and consumer.waiting()
+
     async def until_screened(self, at_most_s: float) -> None:
         """Return once the batch in hand is screened (at once if none is), or after ``at_most_s``."""
         if self._no_batch.is_set():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -132,6 +133,23 @@ async def test_a_batch_fetched_alone_is_handed_over_as_it_was_fetched():
         await thread.stop()
 
 
+async def test_a_fetched_batch_is_known_to_wait_before_its_hand_over_has_run_on_the_callers_loop():
+    consumer = FakeConsumer([])
+    thread = await started(consumer)
+    try:
+        assert not thread.waiting()
+        consumer.items.append(batch(0))
+        thread._in_thread_soon(consumer.more.set)
+        deadline = time.monotonic() + 5.0
+        while not thread.waiting() and time.monotonic() < deadline:
+            pass  # the caller's loop held, as by an agent's turn: no hand-over runs meanwhile
+        assert thread.waiting() and thread.handed == 0
+        assert await thread.getmany(timeout_ms=1000) == batch(0)
+        assert not thread.waiting()
+    finally:
+        await thread.stop()
+
+
 async def test_no_batch_within_the_timeout_is_an_empty_one():
     consumer = FakeConsumer([])
     thread = await started(consumer)
@@ -176,6 +194,7 @@ async def test_a_revocation_drops_what_was_not_taken_and_waits_for_the_callers_c
         revoking = asyncio.run_coroutine_threadsafe(consumer.listener.on_partitions_revoked({TP}), thread._thread.loop)
         await asyncio.wait_for(asyncio.wrap_future(revoking), 5.0)  # the listener, on the thread's loop
         assert seen == [(caller, 0)]  # on the caller's loop, after what was not taken was dropped
+        assert not thread.waiting()
         assert consumer.committed == [{TP: 2}]
         consumer.items.append(batch(2))  # what the partitions' next owner (this worker again) fetches anew
         thread._in_thread_soon(consumer.more.set)

@@ -94,11 +94,15 @@ class FakeFrames:
         self.batches = 1
         self.turns = turns
         self.in_hand = True
+        self.fetched = False  # a batch fetched and not yet taken in hand
         self.waits = 0
         self.done_at_turn: int | None = None
 
     def screening(self) -> bool:
         return self.in_hand
+
+    def waiting(self) -> bool:
+        return self.fetched
 
     async def until_screened(self, at_most_s: float) -> None:
         self.waits += 1
@@ -137,5 +141,20 @@ async def test_an_agent_that_waited_its_while_takes_one_event_per_turn_until_the
         assert frames.waits == 2
         frames.in_hand = False
         assert len(set(await turns_per_event(5))) == 1  # no batch in hand: the budget again
+    finally:
+        stream_yield.defer_agents_to(None)
+
+
+async def test_an_agent_gives_the_loop_back_at_once_while_fetched_frames_wait_to_be_taken() -> None:
+    installed = stream_yield.install_stream_yield(budget_s=0.004, clock=StepClock(0.0001))
+    assert installed is not None
+    frames = FakeFrames(turns=None)
+    frames.in_hand, frames.fetched = False, True  # handed over by the fetch thread, not yet taken
+    stream_yield.defer_agents_to(frames)
+    try:
+        assert len(set(await turns_per_event(5))) == 5  # within its budget, yet one event per turn
+        assert frames.waits == 0  # no batch in hand to wait for
+        frames.fetched = False
+        assert len(set(await turns_per_event(5))) == 1  # taken: the budget again
     finally:
         stream_yield.defer_agents_to(None)
