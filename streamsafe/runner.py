@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 
 #: how long a thread may hold the GIL while another asks for it (Python's default: 5 ms).
 #: A worker's consumers fetch on threads of their own (Faust's, the frame pre-filter's,
-#: ``streamsafe/agents/fetch_thread.py``) beside the busy event loop; each fetch needs the GIL
-#: a few times, so each of those waits held a known frame back. At 1 ms, three alternating
-#: pairs at 2,700 msgs/s of the mix (``bench/latency.py``): probe frames p99 111 / 75 / 71 ms
-#: against 181 / 149 / 86 ms, for ~15 µs more CPU per message.
-GIL_SWITCH_INTERVAL_S = 0.001
+#: ``streamsafe/agents/fetch_thread.py``) and its publishing producer sends on one
+#: (``streamsafe/transport/send_thread.py``), beside the busy event loop; each fetch and send
+#: needs the GIL a few times, so each of those waits held a known frame or its decision back.
+#: At 1 ms, three alternating pairs at 2,700 msgs/s of the mix (``bench/latency.py``): probe
+#: frames p99 111 / 75 / 71 ms against 181 / 149 / 86 ms, for ~15 µs more CPU per message.
+#: At 0.25 ms, alternating runs at 4,700 msgs/s (agents giving the loop back while frames wait,
+#: frames fetched 5 ms at a time): p99 28.5 / 31.4 / 31.4 / 39.0 / 27.2 / 31.0 ms against
+#: 35.5 / 30.9 / 33.7 / 33.0 / 31.2 / 38.5 / 35.7 / 36.2 at 0.5 ms and 36.0 / 34.6 / 42.4 at 1 ms,
+#: for ~2 µs more CPU per message than at 0.5 ms.
+GIL_SWITCH_INTERVAL_S = 0.00025
 
 
 def run_worker(settings: Settings) -> None:
