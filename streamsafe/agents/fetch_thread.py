@@ -185,9 +185,9 @@ class FetchThread:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._revoked_here(), self._main))
 
     async def _revoked_here(self) -> None:  # on the caller's loop
-        dropped = sum(len(records) for item in self._ready if not isinstance(item, BaseException)
-                      for records in item.values())
-        self._taken_batches += sum(1 for item in self._ready if not isinstance(item, BaseException))
+        batches = [item for item in self._ready if not isinstance(item, BaseException)]
+        dropped = sum(len(records) for batch in batches for records in batch.values())
+        self._taken_batches += len(batches)
         self._ready = collections.deque(item for item in self._ready if isinstance(item, BaseException))
         try:
             await self.on_revoked()

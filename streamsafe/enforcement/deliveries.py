@@ -45,13 +45,12 @@ log = logging.getLogger(__name__)
 
 #: waits between resends of a delivery that failed (the last one repeats)
 RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 def retry_backoff(attempt: int) -> float:
     """The wait before retry number ``attempt`` (from 0) of :data:`RETRY_BACKOFF_S`."""
     return RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-
-TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 class Sendable(Protocol):
